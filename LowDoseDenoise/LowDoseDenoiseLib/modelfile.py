@@ -1,0 +1,289 @@
+"""Model files: one TorchScript file with its metadata inside, and the bundled-model registry.
+
+A model file is written by :func:`save_model` with ``torch.jit.save``; the metadata is
+the TorchScript extra file ``metadata.json`` (never a pickle).  :func:`load_model`
+validates the file and the metadata and probes the network once, so that a broken or
+foreign file is refused with a message that says what to do, before any voxel is
+processed.
+
+Metadata (format version 1)::
+
+    format_version   int, this module's FORMAT_VERSION or lower
+    name, version, description, license
+    architecture     {"name", "context", "width", "levels", "res_blocks"} (network.GeneratorConfig)
+    context_slices   k (2k+1 input slices)
+    hu_normalisation {"clip": [lo, hi], "offset": o, "scale": s}: x = (clip(hu) - o) / s
+    training         {"trained": bool, "pixel_size_mm": [lo, hi], "dose_fraction": [lo, hi],
+                      "data": str, "steps": int, "epochs": float, ...}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from .errors import ModelError
+
+FORMAT_VERSION = 1
+METADATA_FILE = "metadata.json"
+
+#: Where the bundled model lives, in the source tree and inside an installed Slicer module.
+MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
+BUNDLED_MODEL_FILE = "lowdose-liver-pan.pt"
+#: Environment variable that overrides the default model path.
+MODEL_ENV = "LOWDOSE_DENOISE_MODEL"
+
+DEFAULT_HU_NORMALISATION = {"clip": [-1024.0, 2048.0], "offset": 0.0, "scale": 1000.0}
+
+_REQUIRED = {
+    "format_version": int,
+    "name": str,
+    "version": str,
+    "description": str,
+    "license": str,
+    "architecture": dict,
+    "context_slices": int,
+    "hu_normalisation": dict,
+    "training": dict,
+}
+
+
+@dataclass
+class LoadedModel:
+    """A validated model: the TorchScript module, its metadata, path and SHA-256."""
+
+    module: Any  # torch.jit.ScriptModule
+    metadata: Dict[str, Any]
+    path: Optional[Path]
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata["version"])
+
+    @property
+    def context(self) -> int:
+        return int(self.metadata["context_slices"])
+
+    @property
+    def min_size(self) -> int:
+        arch = self.metadata["architecture"]
+        return int(arch.get("min_size", 2 ** (int(arch.get("levels", 3)) + 1)))
+
+    @property
+    def hu_clip(self) -> Tuple[float, float]:
+        lo, hi = self.metadata["hu_normalisation"]["clip"]
+        return float(lo), float(hi)
+
+    @property
+    def hu_offset(self) -> float:
+        return float(self.metadata["hu_normalisation"]["offset"])
+
+    @property
+    def hu_scale(self) -> float:
+        return float(self.metadata["hu_normalisation"]["scale"])
+
+    @property
+    def pixel_size_range(self) -> Optional[Tuple[float, float]]:
+        value = self.metadata["training"].get("pixel_size_mm")
+        return (float(value[0]), float(value[1])) if value else None
+
+    def summary(self) -> str:
+        """One line for the GUI and logs: name, version, SHA-256 prefix, training dose."""
+        dose = self.metadata["training"].get("dose_fraction")
+        dose_text = f", trained on {int(dose[0] * 100)}–{int(dose[1] * 100)}% dose" if dose else ""
+        trained = "" if self.metadata["training"].get("trained", True) else " (UNTRAINED)"
+        return f"{self.name} {self.version}{trained}, sha256 {self.sha256[:12]}{dose_text}"
+
+
+def bundled_model_path() -> Path:
+    """The default model: $LOWDOSE_DENOISE_MODEL if set, else the bundled file."""
+    override = os.environ.get(MODEL_ENV)
+    return Path(override) if override else MODELS_DIR / BUNDLED_MODEL_FILE
+
+
+def available_models() -> List[Path]:
+    """Model files shipped in Resources/Models (the bundled one first)."""
+    if not MODELS_DIR.is_dir():
+        return []
+    files = sorted(MODELS_DIR.glob("*.pt"), key=lambda p: (p.name != BUNDLED_MODEL_FILE, p.name))
+    return files
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def make_metadata(
+    config,
+    *,
+    name: str,
+    version: str,
+    description: str,
+    license: str = "Apache-2.0",
+    training: Optional[Dict[str, Any]] = None,
+    hu_normalisation: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Complete metadata for a generator of ``config`` (a network.GeneratorConfig)."""
+    arch = config.to_dict()
+    arch["min_size"] = config.min_size
+    return {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "version": version,
+        "description": description,
+        "license": license,
+        "architecture": arch,
+        "context_slices": config.context,
+        "hu_normalisation": dict(hu_normalisation or DEFAULT_HU_NORMALISATION),
+        "training": dict(training or {"trained": False}),
+    }
+
+
+def validate_metadata(metadata: Any, source: str = "model file") -> Dict[str, Any]:
+    """Check the metadata's fields and types; raise ModelError naming the first problem."""
+    if not isinstance(metadata, dict):
+        raise ModelError(f"{source}: metadata is not a JSON object; re-export the model with `lowdose-denoise export`.")
+    missing = [key for key in _REQUIRED if key not in metadata]
+    if missing:
+        raise ModelError(
+            f"{source}: metadata lacks {', '.join(missing)}; re-export the model with `lowdose-denoise export`."
+        )
+    for key, kind in _REQUIRED.items():
+        if not isinstance(metadata[key], kind) or (kind is int and isinstance(metadata[key], bool)):
+            raise ModelError(f"{source}: metadata field '{key}' should be {kind.__name__}, got {metadata[key]!r}.")
+    if metadata["format_version"] > FORMAT_VERSION:
+        raise ModelError(
+            f"{source} uses model format {metadata['format_version']}, newer than this version of "
+            f"LowDoseDenoise understands ({FORMAT_VERSION}); update LowDoseDenoise to use it."
+        )
+    if metadata["format_version"] < 1:
+        raise ModelError(f"{source}: invalid format_version {metadata['format_version']}.")
+    if metadata["context_slices"] < 0:
+        raise ModelError(f"{source}: context_slices must be 0 or more, got {metadata['context_slices']}.")
+    norm = metadata["hu_normalisation"]
+    try:
+        lo, hi = (float(v) for v in norm["clip"])
+        scale = float(norm["scale"])
+        float(norm["offset"])
+    except (KeyError, TypeError, ValueError):
+        raise ModelError(f"{source}: hu_normalisation needs 'clip' [lo, hi], 'offset' and 'scale'.") from None
+    if not (hi > lo and scale > 0):
+        raise ModelError(f"{source}: hu_normalisation has an empty clip window or a non-positive scale.")
+    return metadata
+
+
+def save_model(model, metadata: Dict[str, Any], path: Union[str, Path]) -> Path:
+    """Script ``model`` (a torch.nn.Module) and write it with ``metadata`` inside, atomically."""
+    import torch
+
+    validate_metadata(metadata, "metadata to save")
+    path = Path(path)
+    scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.script(model.eval())
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata, indent=2)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_model(path: Union[str, Path, None] = None, probe: bool = True) -> LoadedModel:
+    """Load and validate a model file (default: the bundled model).
+
+    Raises ModelError for a missing file, a file that is not TorchScript, missing or
+    malformed metadata, a newer format, or a network whose output shape does not match
+    its input in a one-slice probe.
+    """
+    import torch
+
+    path = Path(path) if path is not None else bundled_model_path()
+    if not path.is_file():
+        hint = "" if path.parent.is_dir() else f" (folder {path.parent} does not exist)"
+        raise ModelError(f"Model file {path} not found{hint}; give an existing TorchScript model file.")
+    extra = {METADATA_FILE: ""}
+    try:
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as error:  # torch raises RuntimeError or ValueError, with long texts
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ModelError(
+            f"{path} is not a TorchScript model file ({reason}). Export a trained network with "
+            "`lowdose-denoise export CHECKPOINT OUT.pt`, or script it yourself with torch.jit.script "
+            "and save it with LowDoseDenoiseLib.modelfile.save_model so the metadata is inside."
+        ) from None
+    raw = extra[METADATA_FILE]
+    if not raw:
+        raise ModelError(
+            f"{path} is TorchScript but carries no {METADATA_FILE}; save it with "
+            "LowDoseDenoiseLib.modelfile.save_model or `lowdose-denoise export`."
+        )
+    try:
+        metadata = json.loads(raw)
+    except ValueError as error:
+        raise ModelError(f"{path}: {METADATA_FILE} is not valid JSON ({error}).") from None
+    validate_metadata(metadata, str(path))
+    module.eval()
+    loaded = LoadedModel(module=module, metadata=metadata, path=path, sha256=file_sha256(path))
+    if probe:
+        _probe(loaded)
+    return loaded
+
+
+def _probe(model: LoadedModel) -> None:
+    import torch
+
+    size = max(model.min_size, 32)
+    channels = 2 * model.context + 1
+    try:
+        with torch.inference_mode():
+            out = model.module(torch.zeros(1, channels, size, size + model.min_size))
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0][:200]
+        raise ModelError(
+            f"{model.path}: the network fails on a one-slice probe of {channels} channels "
+            f"(context_slices={model.context}): {reason}. The metadata may not match the network."
+        ) from None
+    expected = (1, 1, size, size + model.min_size)
+    if tuple(out.shape) != expected:
+        raise ModelError(
+            f"{model.path}: the network returns shape {tuple(out.shape)} for input "
+            f"(1, {channels}, {size}, {size + model.min_size}); expected {expected}. "
+            "A denoising model must return one slice of the input's size."
+        )
+
+
+def describe(model: LoadedModel) -> str:
+    """Human-readable description for `lowdose-denoise info`."""
+    meta = model.metadata
+    arch = meta["architecture"]
+    norm = meta["hu_normalisation"]
+    train = meta["training"]
+    lines = [
+        f"file:          {model.path}",
+        f"sha256:        {model.sha256}",
+        f"name:          {meta['name']} {meta['version']}",
+        f"description:   {meta['description']}",
+        f"licence:       {meta['license']}",
+        f"format:        {meta['format_version']}",
+        "architecture:  " + ", ".join(f"{k}={v}" for k, v in arch.items()),
+        f"context:       {meta['context_slices']} slice(s) each side ({2 * meta['context_slices'] + 1} in)",
+        f"HU window:     {norm['clip'][0]:g}..{norm['clip'][1]:g}, (HU - {norm['offset']:g}) / {norm['scale']:g}",
+        f"trained:       {'yes' if train.get('trained', True) else 'NO (untrained placeholder)'}",
+    ]
+    for key, value in train.items():
+        if key != "trained":
+            lines.append(f"  {key}: {value}")
+    return "\n".join(lines)

@@ -1,0 +1,228 @@
+"""The denoising generator and the PatchGAN discriminator.
+
+The generator follows "Unsupervised Denoising of Real Clinical Low Dose Liver CT with
+Perceptual Attention Networks":
+
+* a U-Net encoder–decoder extracts multi-scale features;
+* attention gates fuse each skip connection with the decoder features: the gate,
+  driven by the decoder, decides which of the skip's features pass;
+* a stack of residual blocks at the bottleneck is the residual feature transform;
+* a global residual: the network predicts the noise and returns ``centre − noise``,
+  so the engine can scale the removed noise (strength) exactly.
+
+It is 2.5D: ``2k+1`` neighbouring slices come in as channels and the centre slice
+comes out.  For CPU speed the full-resolution stage is a 2×2 pixel unshuffle (as in
+FFDNet): every convolution runs at half resolution or below, which costs a quarter of
+the FLOPs of a classic U-Net of the same width with no loss in receptive field.  Any
+in-plane size is handled by reflect padding to the network's multiple and cropping
+back.  The last convolution starts at zero, so an untrained generator is the identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ARCHITECTURE = "pan-unet"
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Shape of the generator; stored in the model file's metadata."""
+
+    context: int = 1  #: k: neighbouring slices on each side (2k+1 input channels)
+    width: int = 16  #: channels at the first (half-resolution) level
+    levels: int = 3  #: down-sampling steps after the pixel unshuffle
+    res_blocks: int = 4  #: residual blocks at the bottleneck
+
+    @property
+    def in_channels(self) -> int:
+        return 2 * self.context + 1
+
+    @property
+    def multiple(self) -> int:
+        """The in-plane size is padded to a multiple of this."""
+        return 2 ** (self.levels + 1)
+
+    @property
+    def min_size(self) -> int:
+        """Smallest in-plane size accepted (reflect padding needs at least this)."""
+        return self.multiple
+
+    def to_dict(self) -> Dict[str, int]:
+        return {"name": ARCHITECTURE, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Dict) -> "GeneratorConfig":
+        fields = {k: int(data[k]) for k in ("context", "width", "levels", "res_blocks") if k in data}
+        return cls(**fields)
+
+
+def _conv(cin: int, cout: int, kernel: int = 3) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel, padding=kernel // 2)
+
+
+class ConvBlock(nn.Module):
+    """Two 3×3 convolutions with leaky ReLU."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = _conv(cin, cout)
+        self.conv2 = _conv(cout, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.leaky_relu(self.conv1(x), 0.1)
+        return F.leaky_relu(self.conv2(x), 0.1)
+
+
+class ResidualBlock(nn.Module):
+    """Residual feature transform: x + conv(relu(conv(x)))."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = _conv(channels, channels)
+        self.conv2 = _conv(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.leaky_relu(self.conv1(x), 0.1))
+
+
+class AttentionGate(nn.Module):
+    """Additive attention gate (Oktay et al. 2018) that fuses a skip with the decoder.
+
+    ``skip`` features are weighted by ``sigmoid(psi(relu(Wx·skip + Wg·gate)))``: the
+    decoder (gate) decides, per pixel, how much of the skip's detail passes.
+    """
+
+    def __init__(self, skip_channels: int, gate_channels: int, inter_channels: int):
+        super().__init__()
+        self.wx = nn.Conv2d(skip_channels, inter_channels, 1, bias=False)
+        self.wg = nn.Conv2d(gate_channels, inter_channels, 1)
+        self.psi = nn.Conv2d(inter_channels, 1, 1)
+
+    def forward(self, skip: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        alpha = torch.sigmoid(self.psi(F.relu(self.wx(skip) + self.wg(gate))))
+        return skip * alpha
+
+
+class UpBlock(nn.Module):
+    """Up-sample, gate the skip with attention, concatenate, two convolutions."""
+
+    def __init__(self, cin: int, skip_channels: int, cout: int):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, skip_channels, 2, stride=2)
+        self.gate = AttentionGate(skip_channels, skip_channels, max(skip_channels // 2, 4))
+        self.block = ConvBlock(2 * skip_channels, cout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = F.leaky_relu(self.up(x), 0.1)
+        return self.block(torch.cat([self.gate(skip, up), up], dim=1))
+
+
+class Generator(nn.Module):
+    """U-Net + attention fusion + residual bottleneck; input (B, 2k+1, H, W) normalised HU.
+
+    Returns the denoised centre slice (B, 1, H, W) in the same normalised units.
+    """
+
+    def __init__(self, config: GeneratorConfig = GeneratorConfig()):
+        super().__init__()
+        self.context = config.context
+        self.multiple = config.multiple
+        self.min_size = config.min_size
+        w = config.width
+        widths: List[int] = [w * 2**i for i in range(config.levels + 1)]
+        self.head = _conv(4 * config.in_channels, w)
+        self.encoders = nn.ModuleList(
+            [ConvBlock(w, w)] + [ConvBlock(widths[i], widths[i + 1]) for i in range(config.levels)]
+        )
+        self.bottleneck = nn.Sequential(*[ResidualBlock(widths[-1]) for _ in range(config.res_blocks)])
+        self.decoders = nn.ModuleList(
+            [UpBlock(widths[i + 1], widths[i], widths[i]) for i in reversed(range(config.levels))]
+        )
+        self.tail = nn.Conv2d(w, 4, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def predict_noise(self, x: torch.Tensor) -> torch.Tensor:
+        """The noise estimate for the centre slice, (B, 1, H, W), any H, W ≥ min_size."""
+        height, width = x.shape[-2], x.shape[-1]
+        pad_h = (-height) % self.multiple
+        pad_w = (-width) % self.multiple
+        if pad_h or pad_w:
+            x = F.pad(x, [0, pad_w, 0, pad_h], mode="reflect")
+        h = F.leaky_relu(self.head(F.pixel_unshuffle(x, 2)), 0.1)
+        skips: List[torch.Tensor] = []
+        for i, encoder in enumerate(self.encoders):
+            if i > 0:
+                h = F.max_pool2d(h, 2)
+            h = encoder(h)
+            skips.append(h)
+        h = self.bottleneck(skips.pop())
+        for decoder in self.decoders:
+            h = decoder(h, skips.pop())
+        noise = F.pixel_shuffle(self.tail(h), 2)
+        return noise[:, :, :height, :width]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centre = x[:, self.context : self.context + 1]
+        return centre - self.predict_noise(x)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN discriminator (Isola et al. 2017): a real/fake score per ~70-pixel patch."""
+
+    def __init__(self, in_channels: int = 1, width: int = 32, layers: int = 3):
+        super().__init__()
+        modules: List[nn.Module] = [nn.Conv2d(in_channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+        channels = width
+        for i in range(1, layers + 1):
+            out = width * min(2**i, 8)
+            stride = 2 if i < layers else 1
+            modules += [
+                nn.utils.spectral_norm(nn.Conv2d(channels, out, 4, stride=stride, padding=1)),
+                nn.LeakyReLU(0.2),
+            ]
+            channels = out
+        modules.append(nn.Conv2d(channels, 1, 4, padding=1))
+        self.net = nn.Sequential(*modules)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, shape: Tuple[int, int, int, int]) -> int:
+    """Multiply-add FLOPs (2 per MAC) of convolutions for one forward pass of ``shape``.
+
+    Counts Conv2d and ConvTranspose2d, which are over 99% of the work; activations,
+    pooling and the attention sigmoid are ignored.
+    """
+    total = [0]
+
+    def conv_hook(module: nn.Module, inputs, output):
+        out = output
+        kernel = module.kernel_size[0] * module.kernel_size[1]
+        if isinstance(module, nn.ConvTranspose2d):
+            macs = inputs[0].numel() * module.out_channels * kernel // module.groups
+        else:
+            macs = out.numel() * (module.in_channels // module.groups) * kernel
+        total[0] += 2 * macs
+
+    hooks = [
+        m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+    ]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total[0]
