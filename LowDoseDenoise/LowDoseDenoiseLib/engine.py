@@ -98,6 +98,25 @@ def check_volume(hu: np.ndarray, min_size: int) -> None:
         )
 
 
+def ct_range_problem(hu: np.ndarray) -> Optional[str]:
+    """A reason why the values do not look like CT in HU, or None when they do.
+
+    CT in HU spans air (about −1000) to bone (over 300).  All values within 0..255
+    looks like an 8-bit picture or a raw detector image; a range of a few HU looks
+    like a mask or a parameter map.
+    """
+    if hu.size == 0:
+        return None
+    lo, hi = float(np.min(hu)), float(np.max(hu))
+    if lo >= 0.0 and hi <= 255.0:
+        return f"all values lie in {lo:g}..{hi:g}, which looks like an 8-bit image, not CT in HU"
+    if hi - lo < 50.0:
+        return f"the values span only {lo:g}..{hi:g}, which looks like a mask or map, not CT in HU"
+    if lo < -4000.0 or hi > 40000.0:
+        return f"the values span {lo:g}..{hi:g}, beyond any CT range in HU (is a rescale missing?)"
+    return None
+
+
 def check_pixel_size(model: LoadedModel, spacing: Optional[Sequence[float]]) -> Optional[str]:
     """A warning text when the in-plane pixel size lies outside the model's training range."""
     known = model.pixel_size_range
@@ -208,7 +227,8 @@ class _Runner:
         block /= self.model.hu_scale
         windows = np.lib.stride_tricks.sliding_window_view(block, 2 * k + 1, axis=0)
         # sliding_window_view puts the window last: (B, H, W, 2k+1) -> (B, 2k+1, H, W)
-        return np.ascontiguousarray(np.moveaxis(windows, -1, 1))
+        stack = np.ascontiguousarray(np.moveaxis(windows, -1, 1))
+        return stack if stack.flags.writeable else stack.copy()
 
     def noise(self, volume: np.ndarray, start: int, stop: int) -> np.ndarray:
         """Predicted noise in HU for slices start..stop, zero outside the model's HU window."""

@@ -1,0 +1,396 @@
+"""`lowdose-denoise`: the command line, thin over the library.
+
+Subcommands: denoise, simulate, phantom, demo, info, series, compare, train, export.
+Exit codes: 0 success, 2 bad input or usage (one-line reason on stderr), 130 when
+interrupted (Ctrl-C); nothing is left behind in either failure case, because every
+output is written to a temporary name and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .errors import Cancelled, InputError, LowDoseDenoiseError
+
+log = logging.getLogger("lowdose_denoise")
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+OUTPUT_FORMATS = {"nrrd": ".nrrd", "nifti": ".nii.gz", "mha": ".mha", "dicom": ""}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _progress_bar(total: int, quiet: bool, desc: str) -> Optional[Callable[[int, int], None]]:
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="slice", disable=not sys.stderr.isatty(), leave=False)
+
+    def update(done: int, _total: int) -> None:
+        bar.update(done - bar.n)
+        if done >= _total:
+            bar.close()
+
+    return update
+
+
+def _strength(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"strength must be a number in [0, 1], got '{text}'") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"strength must be in [0, 1], got {value:g}")
+    return value
+
+
+def _batch_size(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"batch size must be 'auto' or a whole number ≥ 1, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"batch size must be at least 1, got {value}")
+    return value
+
+
+def _dose(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"dose must be a fraction in (0, 1], got '{text}'") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"dose must be a fraction in (0, 1] (e.g. 0.25 for 25%), got {value:g}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {value}")
+    return value
+
+
+def _check_ct_like(volume, source: str, force: bool) -> None:
+    from .engine import ct_range_problem
+
+    problem = ct_range_problem(volume.voxels)
+    if problem:
+        if not force:
+            raise InputError(f"{source}: {problem}; pass --force to process it anyway.")
+        warnings.warn(f"{source}: {problem}; processing anyway (--force).", stacklevel=2)
+
+
+def _check_finite(volume, source: str) -> None:
+    if np.issubdtype(volume.voxels.dtype, np.floating) and not np.isfinite(volume.voxels).all():
+        raise InputError(f"{source} contains NaN or infinite values; fix or mask them first.")
+
+
+def _plan_output(source: Path, out: Path, many: bool, fmt: str):
+    """(target path, as DICOM?) for one input: OUT itself, or a name inside the folder OUT."""
+    from .volumeio import is_image_file
+
+    is_dicom = source.is_dir() or source.suffix.lower() == ".dcm"
+    into_folder = many or out.is_dir()
+    stem = source.name.split(".")[0]
+    if fmt == "auto":
+        fmt = "dicom" if is_dicom and (into_folder or not is_image_file(out)) else "same"
+    if fmt == "dicom":
+        return (out / f"{stem}_denoised" if into_folder else out), True
+    if not into_folder:
+        return out, False
+    if fmt == "same":
+        lower = source.name.lower()
+        suffix = ".nii.gz" if lower.endswith(".nii.gz") else (".nrrd" if is_dicom else source.suffix)
+        return out / f"{stem}_denoised{suffix}", False
+    return out / f"{stem}_denoised{OUTPUT_FORMATS[fmt]}", False
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_denoise(args: argparse.Namespace) -> int:
+    from . import engine, modelfile, volumeio
+
+    inputs = [Path(p) for p in args.inputs]
+    out = Path(args.output)
+    many = len(inputs) > 1
+    for source in inputs:
+        if not source.exists():
+            raise InputError(f"Input {source} does not exist; check the path.")
+    if many and not out.is_dir():
+        raise InputError(f"With {len(inputs)} inputs, OUT must be an existing folder; {out} is not.")
+    plans = []
+    for source in inputs:
+        target, dicom_out = _plan_output(source, out, many, args.output_format)
+        if dicom_out:
+            _check_dicom_target(target, source, args.overwrite)
+        else:
+            volumeio.check_output_path(target, inputs, overwrite=args.overwrite)
+        plans.append((source, target, dicom_out))
+    engine.resolve_device(args.device)
+    model = modelfile.load_model(args.model)
+    if not args.quiet:
+        print(f"model: {model.summary()}", file=sys.stderr)
+    for source, target, dicom_out in plans:
+        volume = volumeio.read_volume(source, series_uid=args.series, force=args.force)
+        _check_finite(volume, str(source))
+        _check_ct_like(volume, str(source), args.force)
+        hu = engine.denoise_volume(
+            volume.voxels,
+            model,
+            device=args.device,
+            batch_size=args.batch_size,
+            strength=args.strength,
+            progress=_progress_bar(volume.voxels.shape[0], args.quiet, source.name),
+            spacing=volume.in_plane_spacing,
+        )
+        if dicom_out:
+            from . import dicomio
+
+            info = {"name": model.name, "version": model.version, "sha256": model.sha256, "strength": args.strength}
+            written = dicomio.write_derived_series(volume, hu, target, source=volume, model_info=info,
+                                                   overwrite=args.overwrite)
+        else:
+            written = volumeio.write_volume(
+                volume.with_voxels(volumeio.cast_like(hu, volume.pixel_type)), target, overwrite=args.overwrite
+            )
+        print(written)
+    return EXIT_OK
+
+
+def _check_dicom_target(target: Path, source: Path, overwrite: bool) -> None:
+    if target.resolve() == source.resolve():
+        raise InputError(f"Output {target} is the input itself; choose another output folder.")
+    if not target.parent.is_dir():
+        raise InputError(f"Output folder {target.parent} does not exist; create it first.")
+    if target.exists() and not overwrite:
+        raise InputError(f"Output {target} already exists; pass --overwrite to replace it.")
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from . import simulate, volumeio
+
+    source, out = Path(args.input), Path(args.output)
+    volumeio.check_output_path(out, [source], overwrite=args.overwrite)
+    volume = volumeio.read_volume(source, force=args.force)
+    _check_finite(volume, str(source))
+    _check_ct_like(volume, str(source), args.force)
+    texture = args.texture if args.texture == "auto" else float(args.texture)
+    hu = simulate.simulate_low_dose(
+        volume.hu(), volume.in_plane_spacing, args.dose, seed=args.seed, photons=args.photons, texture=texture
+    )
+    print(volumeio.write_volume(volume.with_voxels(volumeio.cast_like(hu, volume.pixel_type)), out,
+                                overwrite=args.overwrite))
+    return EXIT_OK
+
+
+def cmd_phantom(args: argparse.Namespace) -> int:
+    from . import phantom, volumeio
+
+    out = Path(args.output)
+    volumeio.check_output_path(out, overwrite=args.overwrite)
+    result = phantom.make_phantom(size=args.size, slices=args.slices, seed=args.seed)
+    volume = volumeio.Volume(voxels=np.rint(result.hu).astype(np.int16), spacing=tuple(result.spacing))
+    print(volumeio.write_volume(volume, out, overwrite=args.overwrite))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Synthetic low-dose abdomen -> bundled model -> input, output, reference and a PNG."""
+    from . import engine, figures, modelfile, phantom, volumeio
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = modelfile.load_model(args.model)
+    print(f"model: {model.summary()}")
+    case = phantom.make_low_dose_phantom(size=args.size, slices=args.slices, dose_fraction=args.dose, seed=args.seed)
+    spacing = tuple(case.spacing)
+    hu = engine.denoise_volume(
+        case.noisy, model, device=args.device, progress=_progress_bar(case.noisy.shape[0], args.quiet, "demo"),
+        spacing=(spacing[1], spacing[0]),
+    )
+    paths = {}
+    for name, voxels in (("input_low_dose", case.noisy), ("denoised", hu), ("reference_full_dose", case.clean)):
+        volume = volumeio.Volume(voxels=np.rint(voxels).astype(np.int16), spacing=spacing)
+        paths[name] = volumeio.write_volume(volume, out / f"{name}.nrrd", overwrite=True)
+    figure = figures.comparison_figure(
+        case.noisy, hu, out / "comparison.png", window="liver", spacing=(spacing[1], spacing[0]),
+        reference=case.clean, title=f"{model.name} on a synthetic abdomen at {args.dose:.0%} dose",
+    )
+    liver = case.labels["liver"]
+    before = float(np.std((case.noisy - case.clean)[liver]))
+    after = float(np.std((hu - case.clean)[liver]))
+    print(f"liver error SD: {before:.1f} HU (low dose) -> {after:.1f} HU (denoised)")
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    print(f"comparison figure: {figure}")
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from . import modelfile
+
+    print(modelfile.describe(modelfile.load_model(args.model)))
+    return EXIT_OK
+
+
+def cmd_series(args: argparse.Namespace) -> int:
+    from . import dicomio
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder; give the folder that holds the DICOM files.")
+    for line in dicomio.format_series_table(dicomio.list_series(folder)):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import figures, volumeio
+
+    original = volumeio.read_volume(args.original)
+    denoised = volumeio.read_volume(args.denoised)
+    if original.voxels.shape != denoised.voxels.shape:
+        raise InputError(
+            f"{args.original} has {original.voxels.shape[::-1]} voxels (x, y, z) but {args.denoised} has "
+            f"{denoised.voxels.shape[::-1]}; compare a volume with its own denoised result."
+        )
+    print(figures.comparison_figure(original.hu(), denoised.hu(), args.out, slice_index=args.slice,
+                                    window=args.window, spacing=original.in_plane_spacing))
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import trainer
+
+    print(trainer.train_from_config(args.config, resume=not args.restart, progress=not args.quiet))
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .training import export
+
+    print(export.export_checkpoint(args.checkpoint, args.output, name=args.name, version=args.version))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lowdose-denoise",
+        description="Denoise low-dose CT with a deep-learning generator (the LowDoseDenoise engine).",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or notes")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("denoise", help="denoise image files or DICOM series folders")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="NRRD, NIfTI, MHA/MHD file or DICOM series folder")
+    p.add_argument("output", metavar="OUT", help="output file, or a folder for several inputs")
+    p.add_argument("--model", help="TorchScript model file (default: the bundled model)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    p.add_argument("--strength", type=_strength, default=1.0, help="0 = unchanged, 1 = full model output")
+    p.add_argument("--batch-size", type=_batch_size, default="auto", help="slices per batch (default auto)")
+    p.add_argument("--output-format", choices=["auto", *OUTPUT_FORMATS], default="auto",
+                   help="auto: DICOM for a DICOM input, else the input's format or OUT's extension")
+    p.add_argument("--series", help="Series Instance UID to read when a folder holds several series")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--force", action="store_true", help="process input that does not look like CT")
+    p.set_defaults(func=cmd_denoise)
+
+    p = sub.add_parser("simulate", help="simulate a lower-dose scan (projection-domain noise insertion)")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("output", metavar="OUT")
+    p.add_argument("--dose", type=_dose, required=True, help="dose fraction of the input's dose, e.g. 0.25")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--photons", type=float, help="fixed photons per ray at full dose (default: calibrate from the input's noise)")
+    p.add_argument("--texture", default="auto", help="'auto' (match the input's noise) or an apodisation cutoff")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--force", action="store_true", help="process input that does not look like CT")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("phantom", help="write a synthetic abdominal CT phantom")
+    p.add_argument("output", metavar="OUT")
+    p.add_argument("--slices", type=_positive_int, default=16)
+    p.add_argument("--size", type=_positive_int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser("demo", help="denoise a synthetic low-dose abdomen and write a comparison figure")
+    p.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
+    p.add_argument("--model", help="TorchScript model file (default: the bundled model)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--size", type=_positive_int, default=320)
+    p.add_argument("--slices", type=_positive_int, default=8)
+    p.add_argument("--dose", type=_dose, default=0.25)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("info", help="show a model file's metadata and SHA-256")
+    p.add_argument("model", nargs="?", help="model file (default: the bundled model)")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("series", help="list the DICOM series in a folder")
+    p.add_argument("folder")
+    p.set_defaults(func=cmd_series)
+
+    p = sub.add_parser("compare", help="write a comparison figure of an original and its denoised result")
+    p.add_argument("original")
+    p.add_argument("denoised")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--slice", type=int, help="axial slice index (default: middle)")
+    p.add_argument("--window", default="liver", help="liver, abdomen, lung, bone or W,L in HU")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("train", help="train a generator (unpaired CycleGAN or paired) from a config file")
+    p.add_argument("--config", required=True, help="YAML or TOML training config")
+    p.add_argument("--restart", action="store_true", help="start over instead of resuming the run's checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="export a training checkpoint as a TorchScript model file")
+    p.add_argument("checkpoint")
+    p.add_argument("output", metavar="OUT.pt")
+    p.add_argument("--name")
+    p.add_argument("--version")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if args.quiet:
+        warnings.simplefilter("ignore")
+    else:
+        warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
+    try:
+        return args.func(args)
+    except (Cancelled, KeyboardInterrupt):
+        print("lowdose-denoise: interrupted; nothing was written.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except LowDoseDenoiseError as error:
+        print(f"lowdose-denoise: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

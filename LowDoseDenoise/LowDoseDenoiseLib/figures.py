@@ -1,0 +1,122 @@
+"""Comparison figures: original, denoised and their difference in a CT window.
+
+Matplotlib with the Agg backend only (no display needed).  Used by the demo, the
+`compare` command, the benchmarks and the model card.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import InputError
+
+#: Named display windows as (width, level) in HU.
+WINDOWS: Dict[str, Tuple[float, float]] = {
+    "liver": (400.0, 40.0),  # also called "abdomen soft tissue" on many consoles
+    "abdomen": (350.0, 50.0),
+    "soft-tissue": (400.0, 40.0),
+    "lung": (1500.0, -600.0),
+    "bone": (1800.0, 400.0),
+}
+
+
+def parse_window(window: Union[str, Sequence[float]]) -> Tuple[float, float]:
+    """'liver', 'abdomen', ... or 'W,L' or (W, L) -> (width, level); width must be > 0."""
+    if isinstance(window, str):
+        key = window.strip().lower()
+        if key in WINDOWS:
+            return WINDOWS[key]
+        try:
+            width, level = (float(v) for v in key.split(","))
+        except ValueError:
+            raise InputError(
+                f"Unknown window '{window}'; use one of {', '.join(WINDOWS)} or 'W,L' in HU (e.g. 400,40)."
+            ) from None
+    else:
+        width, level = (float(v) for v in window)
+    if not width > 0:
+        raise InputError(f"Window width must be positive, got {width:g}.")
+    return width, level
+
+
+def _middle_slice(volume: np.ndarray) -> int:
+    return volume.shape[0] // 2
+
+
+def comparison_figure(
+    original: np.ndarray,
+    denoised: np.ndarray,
+    out_png: Union[str, os.PathLike],
+    slice_index: Optional[int] = None,
+    window: Union[str, Sequence[float]] = "liver",
+    spacing: Optional[Sequence[float]] = None,
+    reference: Optional[np.ndarray] = None,
+    title: Optional[str] = None,
+    zoom: Optional[Tuple[int, int, int]] = None,
+) -> Path:
+    """Write a PNG panel: original | denoised | difference (| reference), one axial slice.
+
+    ``original``/``denoised`` are (z, y, x) HU arrays (or 2D slices). ``spacing`` is
+    the in-plane (row, column) pixel size in mm, for a correct aspect and a scale bar.
+    ``zoom`` = (row, col, half_size) draws an enlarged inset of that region; by default
+    the centre of the image.  Returns the PNG path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    original = np.asarray(original)
+    denoised = np.asarray(denoised)
+    if original.shape != denoised.shape:
+        raise InputError(f"Original {original.shape} and denoised {denoised.shape} differ in size.")
+    if original.ndim == 2:
+        original, denoised = original[None], denoised[None]
+        reference = None if reference is None else np.asarray(reference)[None]
+    index = _middle_slice(original) if slice_index is None else int(slice_index)
+    if not 0 <= index < original.shape[0]:
+        raise InputError(f"Slice {index} is outside the volume (0..{original.shape[0] - 1}).")
+    width, level = parse_window(window)
+    lo, hi = level - width / 2, level + width / 2
+    a = original[index].astype(np.float32)
+    b = denoised[index].astype(np.float32)
+    diff = a - b
+    panels = [("Original", a, "gray", (lo, hi)), ("Denoised", b, "gray", (lo, hi))]
+    limit = float(max(np.percentile(np.abs(diff), 99.5), 1.0))
+    panels.append(("Removed (original − denoised)", diff, "RdBu_r", (-limit, limit)))
+    if reference is not None:
+        panels.append(("Reference", np.asarray(reference)[index].astype(np.float32), "gray", (lo, hi)))
+    row_mm, col_mm = (float(spacing[0]), float(spacing[1])) if spacing is not None else (1.0, 1.0)
+    aspect = row_mm / col_mm
+    rows, cols = a.shape
+    if zoom is None:
+        half = max(8, min(rows, cols) // 8)
+        zoom = (rows // 2, cols // 2, half)
+    zr, zc, zh = zoom
+    r0, r1 = max(zr - zh, 0), min(zr + zh, rows)
+    c0, c1 = max(zc - zh, 0), min(zc + zh, cols)
+
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 8.4), squeeze=False)
+    for column, (name, image, cmap, (vmin, vmax)) in enumerate(panels):
+        top, bottom = axes[0, column], axes[1, column]
+        shown = top.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, aspect=aspect, interpolation="nearest")
+        top.add_patch(plt.Rectangle((c0, r0), c1 - c0, r1 - r0, fill=False, edgecolor="yellow", linewidth=1))
+        top.set_title(name)
+        bottom.imshow(image[r0:r1, c0:c1], cmap=cmap, vmin=vmin, vmax=vmax, aspect=aspect, interpolation="nearest")
+        bottom.set_title(f"{name} (zoom)")
+        for axis in (top, bottom):
+            axis.set_xticks([])
+            axis.set_yticks([])
+        if cmap != "gray":
+            fig.colorbar(shown, ax=top, fraction=0.046, pad=0.02, label="HU")
+    window_text = f"window W {width:g} / L {level:g} HU, slice {index}"
+    fig.suptitle(f"{title} — {window_text}" if title else window_text)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
