@@ -49,7 +49,12 @@ def make_test_generator(context: int = 1, seed: int = 0):
 
 
 def save_test_model(path: Path, context: int = 1, training=None, **metadata_overrides) -> Path:
-    from LowDoseDenoiseLib.modelfile import make_metadata, save_model
+    """Save a small generator; overrides may make the metadata invalid on purpose (no validation)."""
+    import json
+
+    import torch
+
+    from LowDoseDenoiseLib.modelfile import METADATA_FILE, make_metadata
 
     generator, config = make_test_generator(context)
     metadata = make_metadata(
@@ -60,7 +65,8 @@ def save_test_model(path: Path, context: int = 1, training=None, **metadata_over
         training=training or {"trained": False, "pixel_size_mm": [0.5, 1.5]},
     )
     metadata.update(metadata_overrides)
-    return save_model(generator, metadata, path)
+    torch.jit.save(torch.jit.script(generator), str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
+    return path
 
 
 @pytest.fixture(scope="session")
