@@ -1,0 +1,135 @@
+"""Inference speed of the bundled model on 512×512 slices, against the machine's own peak.
+
+Prints one table, measured in one run so that the ratios hold even on a busy machine:
+
+* seconds per 512×512 slice through the engine for batch sizes 1, 2, 4, 8;
+* the model's GFLOP per slice and the achieved GFLOP/s as a share of a torch fp32
+  matmul peak measured in the same run;
+* the extrapolated time and the peak RSS for a 512×512×300 series;
+* on the same slices, SimpleITK curvature anisotropic diffusion as Slicer's
+  "Curvature Anisotropic Diffusion" module runs it (conductance 1, time step 0.0625;
+  1 iteration is Slicer's default, 5 a stronger setting users pick);
+* a GPU row when CUDA is available.
+
+Target (issue 3): at most 0.2 s per 512×512 slice on 2 CPU cores, at ≥ 60% of the matmul peak.
+
+Usage: python benchmarks/speed.py [--threads 2] [--slices 8] [--model F] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "LowDoseDenoise"))
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 8) -> float:
+    """Best-of fp32 matmul throughput with the current torch thread count."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def ct_like_slices(count: int, size: int = 512, seed: int = 0) -> np.ndarray:
+    """Body-shaped slices with soft-tissue noise (speed does not depend on content)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    body = ((y - size / 2) / (0.38 * size)) ** 2 + ((x - size / 2) / (0.45 * size)) ** 2 < 1
+    base = np.where(body, 50.0, -1000.0).astype(np.float32)
+    return base[None] + rng.normal(0, 25, size=(count, size, size)).astype(np.float32)
+
+
+def time_engine(hu: np.ndarray, model, batch: int, repeats: int, device: str = "cpu") -> float:
+    """Best seconds per slice over ``repeats`` runs of the whole stack."""
+    from LowDoseDenoiseLib.engine import denoise_volume
+
+    denoise_volume(hu[: min(batch, len(hu))], model, device=device, batch_size=batch)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        denoise_volume(hu, model, device=device, batch_size=batch)
+        best = min(best, time.perf_counter() - start)
+    return best / len(hu)
+
+
+def time_curvature_diffusion(hu: np.ndarray, iterations: int) -> float:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(hu)
+    flt = sitk.CurvatureAnisotropicDiffusionImageFilter()
+    flt.SetConductanceParameter(1.0)
+    flt.SetTimeStep(0.0625)
+    flt.SetNumberOfIterations(iterations)
+    start = time.perf_counter()
+    flt.Execute(image)
+    return (time.perf_counter() - start) / len(hu)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--slices", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", help="model file (default: bundled)")
+    args = parser.parse_args(argv)
+
+    import SimpleITK as sitk
+    import torch
+
+    from LowDoseDenoiseLib.modelfile import load_model
+    from LowDoseDenoiseLib.network import Generator, GeneratorConfig, count_flops
+
+    torch.set_num_threads(args.threads)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
+    model = load_model(args.model)
+    config = GeneratorConfig.from_dict(model.metadata["architecture"])
+    gflop = count_flops(Generator(config), (1, config.in_channels, 512, 512)) / 1e9
+    hu = ct_like_slices(args.slices)
+    peak = matmul_peak_gflops()
+
+    rows = []
+    for batch in (1, 2, 4, 8):
+        seconds = time_engine(hu, model, batch, args.repeats)
+        rows.append((f"model, CPU, batch {batch}", seconds, gflop / seconds))
+    cad = [(f"curvature anisotropic diffusion, {n} it.", time_curvature_diffusion(hu, n), None) for n in (1, 5)]
+    gpu = []
+    if torch.cuda.is_available():
+        for batch in (8, 16):
+            seconds = time_engine(np.repeat(hu, 4, axis=0), model, batch, args.repeats, device="cuda")
+            gpu.append((f"model, {torch.cuda.get_device_name(0)}, batch {batch}", seconds, gflop / seconds))
+
+    best = min(r[1] for r in rows)
+    print(f"\nModel {model.summary()}")
+    print(f"{gflop:.2f} GFLOP per 512×512 slice; torch fp32 matmul peak {peak:.0f} GFLOP/s on {args.threads} threads\n")
+    print("| method | s / slice | GFLOP/s | % of matmul peak | vs model (best batch) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, seconds, rate in rows + gpu + cad:
+        rate_text = f"{rate:.0f}" if rate else "–"
+        share = f"{100 * rate / peak:.0f}%" if rate and "CPU" in name else "–"
+        print(f"| {name} | {seconds:.3f} | {rate_text} | {share} | {seconds / best:.2f}× |")
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\n512×512×300 series at the best CPU batch: about {300 * best:.0f} s "
+          f"({300 * best / 60:.1f} min); peak RSS of this run {rss_mb:.0f} MB "
+          f"(a 300-slice int16 input and float32 output add {300 * 512 * 512 * 6 / 2**20:.0f} MB).")
+    print(f"Target: ≤ 0.2 s per slice and ≥ 60% of the matmul peak on 2 cores: "
+          f"{'met' if best <= 0.2 and gflop / best >= 0.6 * peak else 'not met'} "
+          f"({best:.3f} s, {100 * gflop / best / peak:.0f}%).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
