@@ -57,7 +57,7 @@ class GeneratorConfig:
         return {"name": ARCHITECTURE, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: Dict) -> "GeneratorConfig":
+    def from_dict(cls, data: Dict) -> GeneratorConfig:
         fields = {k: int(data[k]) for k in ("context", "width", "levels", "res_blocks") if k in data}
         return cls(**fields)
 

@@ -51,7 +51,7 @@ class Volume:
         """The voxels as float32 HU (a copy only when the type differs)."""
         return np.asarray(self.voxels, dtype=np.float32)
 
-    def with_voxels(self, voxels: np.ndarray) -> "Volume":
+    def with_voxels(self, voxels: np.ndarray) -> Volume:
         """Same geometry and metadata, new voxels (shape must match)."""
         if voxels.shape != self.voxels.shape:
             raise ValueError(f"shape {voxels.shape} does not match the volume's {self.voxels.shape}")
