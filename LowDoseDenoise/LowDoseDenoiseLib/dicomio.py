@@ -1,0 +1,1037 @@
+"""DICOM in and out: read a CT series robustly, write the denoised volume as a derived series.
+
+Reading (:func:`read_series`, :func:`list_series`) takes a folder (searched recursively)
+or a list of files, groups them by Series Instance UID, picks one CT series, sorts the
+slices by Image Position (Patient) along the slice normal and applies Rescale
+Slope/Intercept.  Geometry comes from Image Orientation/Position, so oblique series stay
+correct.  Compressed transfer syntaxes decode through pydicom + pylibjpeg, and
+multi-frame Enhanced CT objects are read frame by frame from their functional groups.
+Every problem a radiologist could meet (a missing slice, a scout mixed in, gantry tilt,
+two series in one folder...) becomes a warning or an :class:`InputError` that says what
+to do.
+
+Writing (:func:`write_derived_series`) creates a new series in the *same* study, patient
+and frame of reference as the source, with new UIDs under :data:`UID_ROOT`, Image Type
+``DERIVED\\SECONDARY\\AXIAL``, a derivation description naming the model, and a Source
+Image Sequence pointing at every source slice.  Pixel data is int16 with the source's
+rescale, Explicit VR Little Endian, uncompressed.  It goes to a temporary folder that is
+renamed into place, so a failure leaves nothing, and source files are only ever read.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import InputError
+from .volumeio import Volume
+
+logger = logging.getLogger(__name__)
+
+#: Root of every UID this module creates.  ``2.25.`` is the ISO/ITU-T arc for UIDs
+#: derived from a random UUID (DICOM PS3.5 B.2): ``2.25.<the UUID as one decimal
+#: integer>``, unique without registering an organisation root.  Pass another root
+#: (ending in ".") to :func:`write_derived_series` to use your organisation's.
+UID_ROOT = "2.25."
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+
+#: Positions closer than this along the normal (mm) count as the same position.
+_SAME_POSITION_MM = 0.01
+#: Relative spread of slice gaps beyond which the spacing counts as uneven.
+_UNEVEN_SPACING = 0.05
+#: In-plane drift per slice (as a fraction of the gap) beyond which the stack is tilted.
+_TILT_TOLERANCE = 0.01
+
+#: Header attributes copied from the source's first slice into the metadata (and from
+#: there into a derived series): patient, study, frame of reference, acquisition.
+_PATIENT_KEYWORDS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
+                     "PatientAge", "PatientSize", "PatientWeight", "PatientIdentityRemoved",
+                     "DeidentificationMethod")
+_STUDY_KEYWORDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber",
+                   "ReferringPhysicianName", "StudyID", "StudyDescription")
+_FRAME_OF_REFERENCE_KEYWORDS = ("FrameOfReferenceUID", "PositionReferenceIndicator")
+_ACQUISITION_KEYWORDS = ("Laterality", "Manufacturer", "ManufacturerModelName", "InstitutionName", "BodyPartExamined",
+                         "PatientPosition", "KVP", "AcquisitionNumber", "AcquisitionDate", "AcquisitionTime",
+                         "SliceThickness", "ConvolutionKernel", "XRayTubeCurrent", "Exposure", "ExposureTime",
+                         "CTDIvol", "ContrastBolusAgent", "LossyImageCompression",
+                         "LossyImageCompressionRatio", "LossyImageCompressionMethod")
+#: Body Part Examined values of unpaired structures (DICOM PS3.16 CID 4031, as dciodvfy
+#: knows them): for these Laterality must be absent; for any other value (or none) it
+#: is type 2, so an empty Laterality is written.
+_UNPAIRED_BODY_PARTS = frozenset(
+    "ABDOMEN ABDOMENPELVIS AORTA BLADDER BRAIN CEREBELLUM CERVIX CHEST CHESTABDOMEN CHESTABDPELVIS "
+    "CIRCLEOFWILLIS COCCYX COLON CORONARYARTERY CSPINE CTSPINE DUODENUM ESOPHAGUS GALLBLADDER HEAD HEADNECK "
+    "HEART ILEUM ILIUM JEJUNUM LARYNX LIVER LSPINE LSSPINE MAXILLA MEDIASTINUM MOUTH NECK NECKCHEST "
+    "NECKCHESTABDOMEN NECKCHESTABDPELV NOSE PANCREAS PELVIS PENIS PHARYNX PROSTATE RECTUM SCALP SKULL SPINE "
+    "SPLEEN SSPINE STERNUM STOMACH THYMUS THYROID TLSPINE TONGUE TRACHEA TSPINE URETER URETHRA UTERUS VAGINA "
+    "VULVA WHOLEBODY".split()
+)
+_COPIED_KEYWORDS = _PATIENT_KEYWORDS + _STUDY_KEYWORDS + _FRAME_OF_REFERENCE_KEYWORDS + _ACQUISITION_KEYWORDS
+
+
+def _note(message: str, notes: Optional[List[str]] = None) -> None:
+    """Warn the user (``warnings``) and log it; keep it in ``notes`` for the metadata."""
+    logger.warning(message)
+    warnings.warn(message, UserWarning, stacklevel=3)
+    if notes is not None:
+        notes.append(message)
+
+
+def _pydicom():
+    try:
+        import pydicom
+    except ImportError:  # pragma: no cover - pydicom is a declared dependency
+        raise InputError("Reading DICOM needs the pydicom package; install it with: pip install pydicom") from None
+    return pydicom
+
+
+# --------------------------------------------------------------------------- scanning
+
+
+@dataclass
+class _Frame:
+    """One image plane: a single-frame file or one frame of a multi-frame object."""
+
+    path: Path
+    frame: Optional[int]  # 0-based frame index in a multi-frame object, None for single-frame
+    sop_instance_uid: str
+    sop_class_uid: str
+    rows: int
+    columns: int
+    orientation: Optional[Tuple[float, ...]]
+    position: Optional[Tuple[float, float, float]]
+    pixel_spacing: Optional[Tuple[float, float]]
+    slope: float
+    intercept: float
+    is_localizer: bool
+    acquisition_number: Optional[str] = None
+
+
+@dataclass
+class _SeriesGroup:
+    series_uid: str
+    modality: str
+    description: str
+    series_number: Optional[int]
+    first_path: Path
+    frames: List[_Frame] = field(default_factory=list)
+    localizers: List[_Frame] = field(default_factory=list)
+    files: set = field(default_factory=set)
+
+    @property
+    def is_ct(self) -> bool:
+        return self.modality.upper() == "CT"
+
+
+@dataclass
+class SeriesSummary:
+    """One series found in a folder, as :func:`list_series` reports it."""
+
+    series_uid: str
+    modality: str
+    description: str
+    series_number: Optional[int]
+    images: int  # image planes, localizers excluded
+    localizers: int
+    files: int
+    rows: Optional[int]
+    columns: Optional[int]
+    example_file: str
+
+    def line(self) -> str:
+        """A one-line description for a table or a message."""
+        size = f"{self.columns}x{self.rows}" if self.rows else "?"
+        number = "" if self.series_number is None else f"#{self.series_number} "
+        scouts = f", {self.localizers} localizer(s)" if self.localizers else ""
+        desc = self.description or "(no description)"
+        return f"{number}{desc} [{self.modality or '?'}] {self.images} image(s) {size}{scouts}  UID {self.series_uid or '(none)'}"
+
+
+def _collect_files(path_or_list: Union[os.PathLike, str, Iterable[os.PathLike]]) -> Tuple[List[Path], str]:
+    """The candidate files (recursive for a folder) and a label for messages."""
+    if isinstance(path_or_list, (str, os.PathLike)):
+        root = Path(path_or_list)
+        if not root.exists():
+            raise InputError(f"Input {root} does not exist; check the path.")
+        if root.is_file():
+            return [root], str(root)
+        files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+        return files, str(root)
+    files = [Path(p) for p in path_or_list]
+    missing = [p for p in files if not p.is_file()]
+    if missing:
+        raise InputError(f"{len(missing)} of the given DICOM files do not exist (for example {missing[0]}).")
+    label = str(files[0].parent) if files else "the file list"
+    return files, label
+
+
+def _floats(value, count: int) -> Optional[Tuple[float, ...]]:
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == count else None
+
+
+def _first(value):
+    """First value of a possibly multi-valued attribute (None if empty)."""
+    if value is None or value == "":
+        return None
+    try:
+        from pydicom.multival import MultiValue
+
+        if isinstance(value, (MultiValue, list, tuple)):
+            return value[0] if len(value) else None
+    except ImportError:  # pragma: no cover
+        pass
+    return value
+
+
+def _sop_uids(ds) -> Tuple[str, str]:
+    """SOP Instance and Class UIDs, falling back to the file meta (de-identified files)."""
+    meta = getattr(ds, "file_meta", None)
+    instance = str(ds.get("SOPInstanceUID", "") or "") or str(getattr(meta, "MediaStorageSOPInstanceUID", "") or "")
+    klass = str(ds.get("SOPClassUID", "") or "") or str(getattr(meta, "MediaStorageSOPClassUID", "") or "")
+    return instance, klass
+
+
+def _is_localizer(ds) -> bool:
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if "LOCALIZER" in image_type or "SCOUT" in image_type or "TOPOGRAM" in image_type:
+        return True
+    description = str(ds.get("SeriesDescription", "") or "").upper()
+    return ds.get("ImageOrientationPatient") is None and ("SCOUT" in description or "TOPO" in description)
+
+
+def _rescale(ds) -> Tuple[float, float]:
+    slope = ds.get("RescaleSlope", None)
+    intercept = ds.get("RescaleIntercept", None)
+    return (float(slope) if slope not in (None, "") else 1.0,
+            float(intercept) if intercept not in (None, "") else 0.0)
+
+
+def _functional(item_or_none, sequence: str, attribute: str):
+    """``attribute`` from ``item.<sequence>[0]`` if present."""
+    if item_or_none is None:
+        return None
+    seq = item_or_none.get(sequence)
+    if not seq:
+        return None
+    return seq[0].get(attribute)
+
+
+def _frames_of(ds, path: Path) -> List[_Frame]:
+    """The image planes in one dataset (one, or one per frame of a multi-frame object)."""
+    instance, klass = _sop_uids(ds)
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    localizer = _is_localizer(ds)
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if n_frames > 1 or per_frame is not None:
+        frames = []
+        for index in range(n_frames):
+            item = per_frame[index] if per_frame is not None and index < len(per_frame) else None
+
+            def lookup(sequence, attribute, item=item):
+                value = _functional(item, sequence, attribute)
+                return value if value is not None else _functional(shared, sequence, attribute)
+
+            orientation = lookup("PlaneOrientationSequence", "ImageOrientationPatient")
+            orientation = orientation if orientation is not None else ds.get("ImageOrientationPatient")
+            position = lookup("PlanePositionSequence", "ImagePositionPatient")
+            position = position if position is not None else ds.get("ImagePositionPatient")
+            spacing = lookup("PixelMeasuresSequence", "PixelSpacing")
+            spacing = spacing if spacing is not None else ds.get("PixelSpacing")
+            slope = lookup("PixelValueTransformationSequence", "RescaleSlope")
+            intercept = lookup("PixelValueTransformationSequence", "RescaleIntercept")
+            base_slope, base_intercept = _rescale(ds)
+            frames.append(_Frame(
+                path=path, frame=index, sop_instance_uid=instance, sop_class_uid=klass,
+                rows=rows, columns=columns,
+                orientation=_floats(orientation, 6) if orientation is not None else None,
+                position=_floats(position, 3) if position is not None else None,
+                pixel_spacing=_floats(spacing, 2) if spacing is not None else None,
+                slope=float(slope) if slope not in (None, "") else base_slope,
+                intercept=float(intercept) if intercept not in (None, "") else base_intercept,
+                is_localizer=localizer,
+                acquisition_number=str(ds.get("AcquisitionNumber", "") or "") or None,
+            ))
+        return frames
+    slope, intercept = _rescale(ds)
+    orientation, position, spacing = (ds.get("ImageOrientationPatient"), ds.get("ImagePositionPatient"),
+                                      ds.get("PixelSpacing"))
+    return [_Frame(
+        path=path, frame=None, sop_instance_uid=instance, sop_class_uid=klass, rows=rows, columns=columns,
+        orientation=_floats(orientation, 6) if orientation is not None else None,
+        position=_floats(position, 3) if position is not None else None,
+        pixel_spacing=_floats(spacing, 2) if spacing is not None else None,
+        slope=slope, intercept=intercept, is_localizer=localizer,
+        acquisition_number=str(ds.get("AcquisitionNumber", "") or "") or None,
+    )]
+
+
+def _scan(path_or_list, notes: Optional[List[str]] = None) -> Tuple[Dict[str, _SeriesGroup], str]:
+    """Read every header once (no pixels) and group the image planes by series."""
+    pydicom = _pydicom()
+    from pydicom.errors import InvalidDicomError
+
+    files, label = _collect_files(path_or_list)
+    if not files:
+        raise InputError(f"No files found in {label}; choose the folder that holds the DICOM series.")
+    groups: Dict[str, _SeriesGroup] = {}
+    not_dicom: List[Path] = []
+    unreadable: List[Path] = []
+    non_image = 0
+    for path in files:
+        if path.name.upper() == "DICOMDIR":
+            non_image += 1
+            continue
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except InvalidDicomError:
+            not_dicom.append(path)
+            continue
+        except Exception:  # truncated or corrupt: pydicom raises many kinds
+            unreadable.append(path)
+            continue
+        if "Rows" not in ds or "Columns" not in ds:
+            _, klass = _sop_uids(ds)
+            if "Image Storage" in getattr(pydicom.uid.UID(klass), "name", ""):
+                unreadable.append(path)  # an image object cut short before its pixel description
+            else:
+                non_image += 1  # structured report, presentation state, ...
+            continue
+        series_uid = str(ds.get("SeriesInstanceUID", "") or "")
+        group = groups.get(series_uid)
+        if group is None:
+            number = ds.get("SeriesNumber", None)
+            group = groups[series_uid] = _SeriesGroup(
+                series_uid=series_uid,
+                modality=str(ds.get("Modality", "") or ""),
+                description=str(ds.get("SeriesDescription", "") or ""),
+                series_number=int(number) if number not in (None, "") else None,
+                first_path=path,
+            )
+        group.files.add(path)
+        try:
+            frames = _frames_of(ds, path)
+        except Exception as error:  # malformed functional groups and the like
+            unreadable.append(path)
+            logger.debug("cannot parse %s: %s", path, error)
+            continue
+        for frame in frames:
+            (group.localizers if frame.is_localizer else group.frames).append(frame)
+    if unreadable or not_dicom:
+        skipped = len(unreadable) + len(not_dicom)
+        example = (unreadable or not_dicom)[0]
+        if not groups:
+            if unreadable:
+                raise InputError(
+                    f"None of the {len(files)} file(s) in {label} could be read as DICOM ({len(unreadable)} "
+                    f"corrupt or truncated, {len(not_dicom)} not DICOM; for example {example.name}). "
+                    "Copy the series again from the PACS or CD."
+                )
+            raise InputError(
+                f"No DICOM files in {label}: the {len(files)} file(s) there are not DICOM "
+                f"(for example {example.name}). Choose the folder that holds the CT series."
+            )
+        _note(
+            f"Skipped {skipped} of {len(files)} file(s) in {label} that could not be read as DICOM images "
+            f"({len(unreadable)} corrupt or truncated, {len(not_dicom)} not DICOM; for example {example.name}).",
+            notes,
+        )
+    if not groups:
+        raise InputError(
+            f"No DICOM images in {label} ({len(files)} file(s), {non_image} DICOM object(s) without pixel data "
+            "such as DICOMDIR or reports). Choose the folder that holds the CT series."
+        )
+    return groups, label
+
+
+def _summary(group: _SeriesGroup) -> SeriesSummary:
+    planes = group.frames or group.localizers
+    return SeriesSummary(
+        series_uid=group.series_uid, modality=group.modality, description=group.description,
+        series_number=group.series_number, images=len(group.frames), localizers=len(group.localizers),
+        files=len(group.files), rows=planes[0].rows if planes else None,
+        columns=planes[0].columns if planes else None, example_file=str(group.first_path),
+    )
+
+
+def _rank(group: _SeriesGroup) -> Tuple[int, int, int]:
+    return (int(group.is_ct), len(group.frames), len(group.localizers))
+
+
+def list_series(path_or_list: Union[os.PathLike, str, Iterable[os.PathLike]]) -> List[SeriesSummary]:
+    """All DICOM image series under a folder (recursive), best CT candidate first.
+
+    Backs ``lowdose-denoise series FOLDER``: the first entry is the series that
+    :func:`read_series` picks when no ``series_uid`` is given.
+    """
+    groups, _ = _scan(path_or_list)
+    return [_summary(g) for g in sorted(groups.values(), key=_rank, reverse=True)]
+
+
+def _choose(groups: Dict[str, _SeriesGroup], label: str, series_uid: Optional[str],
+            notes: List[str]) -> _SeriesGroup:
+    ranked = sorted(groups.values(), key=_rank, reverse=True)
+    if series_uid is not None:
+        group = groups.get(series_uid)
+        if group is None:
+            listing = "; ".join(_summary(g).line() for g in ranked)
+            raise InputError(
+                f"Series {series_uid} is not in {label}. The series found there: {listing}."
+            )
+        return group
+    chosen = ranked[0]
+    if len(ranked) > 1:
+        others = "; ".join(_summary(g).line() for g in ranked[1:])
+        _note(
+            f"{label} holds {len(ranked)} series; using {_summary(chosen).line()} (the one with the most CT "
+            f"slices). Also found: {others}. Pick another with --series UID; list them with "
+            f"`lowdose-denoise series FOLDER`.",
+            notes,
+        )
+    return chosen
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _orientation_axes(orientation: Sequence[float]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    row = np.asarray(orientation[:3], dtype=float)
+    col = np.asarray(orientation[3:6], dtype=float)
+    row /= np.linalg.norm(row) or 1.0
+    col /= np.linalg.norm(col) or 1.0
+    normal = np.cross(row, col)
+    return row, col, normal
+
+
+def _check_uniform(frames: List[_Frame], label: str) -> None:
+    """Refuse a series whose planes differ in size, orientation or pixel spacing."""
+    sizes = {(f.rows, f.columns) for f in frames}
+    if len(sizes) > 1:
+        counts = {s: sum(1 for f in frames if (f.rows, f.columns) == s) for s in sizes}
+        listing = ", ".join(f"{c} of {s[1]}x{s[0]}" for s, c in sorted(counts.items(), key=lambda kv: -kv[1]))
+        raise InputError(
+            f"The series in {label} mixes image sizes ({listing}); a volume needs one size. It probably holds "
+            "several reconstructions: pick the files of one of them, or export that series alone from the PACS."
+        )
+    missing = [f for f in frames if f.orientation is None or f.position is None]
+    if missing:
+        raise InputError(
+            f"{len(missing)} image(s) in {label} lack Image Orientation/Position (Patient) (for example "
+            f"{missing[0].path.name}), so they cannot be placed in 3D. Is this a secondary capture or screenshot "
+            "rather than the CT series?"
+        )
+    reference = np.asarray(frames[0].orientation)
+    tilted = [f for f in frames if np.max(np.abs(np.asarray(f.orientation) - reference)) > 1e-4]
+    if tilted:
+        raise InputError(
+            f"The series in {label} mixes image orientations ({len(tilted)} of {len(frames)} images differ from "
+            f"{frames[0].path.name}, for example {tilted[0].path.name}); a volume needs one orientation. It "
+            "probably holds reformats in several planes: pick the files of one plane."
+        )
+    spacings = {tuple(round(v, 4) for v in f.pixel_spacing) for f in frames if f.pixel_spacing}
+    if len(spacings) > 1:
+        raise InputError(
+            f"The series in {label} mixes pixel spacings ({', '.join(str(s) for s in sorted(spacings))} mm); "
+            "a volume needs one. Pick the files of one reconstruction."
+        )
+
+
+def _sort_and_check(frames: List[_Frame], label: str, notes: List[str]) -> Tuple[List[_Frame], float, np.ndarray]:
+    """Sort along the slice normal; warn about duplicates, gaps and tilt. Returns (frames, dz, normal)."""
+    _, _, normal = _orientation_axes(frames[0].orientation)
+    # The same instance twice (a copied file): keep one silently-ish.
+    seen: Dict[Tuple[str, Optional[int]], _Frame] = {}
+    for frame in frames:
+        key = (frame.sop_instance_uid, frame.frame)
+        if frame.sop_instance_uid and key in seen:
+            continue
+        seen[key] = frame
+    if len(seen) < len(frames):
+        _note(f"{len(frames) - len(seen)} file(s) in {label} are copies of the same image (same SOP Instance "
+              "UID); each image is used once.", notes)
+    frames = list(seen.values())
+    distance = {id(f): float(np.dot(np.asarray(f.position), normal)) for f in frames}
+    frames.sort(key=lambda f: distance[id(f)])
+    d = np.array([distance[id(f)] for f in frames])
+    if len(frames) < 2:
+        return frames, 0.0, normal
+    gaps = np.diff(d)
+    duplicates = int(np.sum(gaps < _SAME_POSITION_MM))
+    if duplicates:
+        index = int(np.argmax(gaps < _SAME_POSITION_MM))
+        a, b = frames[index], frames[index + 1]
+        acquisitions = sorted({f.acquisition_number for f in frames if f.acquisition_number})
+        hint = (f" (Acquisition Numbers {', '.join(acquisitions)})" if len(acquisitions) > 1 else "")
+        raise InputError(
+            f"{duplicates} image(s) in {label} share a slice position with another image (for example "
+            f"{a.path.name} and {b.path.name} at {d[index]:.2f} mm). The series mixes several acquisitions or "
+            f"reconstructions{hint}: pick the files of one of them."
+        )
+    dz = float(np.median(gaps))
+    spread = float(gaps.max() - gaps.min())
+    if spread > max(_UNEVEN_SPACING * dz, 0.01):
+        big = np.flatnonzero(gaps > dz * (1 + _UNEVEN_SPACING))
+        missing = int(round(float(np.sum(gaps[big] / dz - 1)))) if big.size else 0
+        where = (f"; the largest gap is {gaps.max():.2f} mm after {frames[int(np.argmax(gaps))].path.name}"
+                 if big.size else "")
+        guess = f" About {missing} slice(s) seem to be missing{where}." if missing else where
+        _note(
+            f"Uneven slice spacing in {label}: gaps from {gaps.min():.3f} to {gaps.max():.3f} mm (median "
+            f"{dz:.3f} mm).{guess} The volume uses the median spacing, so positions beyond a gap are off; "
+            "export the complete series from the PACS for measurements.",
+            notes,
+        )
+    positions = np.array([f.position for f in frames])
+    step = np.diff(positions, axis=0)
+    along = step @ normal
+    drift = step - np.outer(along, normal)
+    drift_per_mm = np.linalg.norm(drift, axis=1) / np.maximum(np.abs(along), 1e-6)
+    if float(np.median(drift_per_mm)) > _TILT_TOLERANCE:
+        angle = float(np.degrees(np.arctan(np.median(drift_per_mm))))
+        _note(
+            f"The slices in {label} are sheared (gantry tilt of about {angle:.1f} degrees): each slice is shifted "
+            "in-plane against the previous one. The volume stacks them along the slice normal, so anatomy is "
+            "sheared in 3D views and distances across slices are off; use a tilt-corrected reconstruction "
+            "for measurements.",
+            notes,
+        )
+    return frames, dz, normal
+
+
+# --------------------------------------------------------------------------- pixels
+
+
+def _decode(ds, path: Path) -> np.ndarray:
+    try:
+        return ds.pixel_array
+    except Exception as error:  # missing decoder plugin, corrupt codestream
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", str(syntax))
+        raise InputError(
+            f"Cannot decode the pixel data of {path.name} (transfer syntax {name}): {error}. Compressed DICOM "
+            "needs the pylibjpeg, pylibjpeg-openjpeg and pylibjpeg-libjpeg packages (pip install them), or "
+            "convert the series to uncompressed first (for example with dcmdjpeg or gdcmconv --raw)."
+        ) from None
+
+
+def _pixels(frames: List[_Frame], label: str, notes: List[str]) -> Tuple[np.ndarray, Any, List[_Frame]]:
+    """Decode the planes (each file once) and apply rescale.
+
+    Files whose pixel data cannot be decoded are skipped with a count; if none decode,
+    the first file's error (usually a missing decoder plugin) is raised.  Returns
+    (voxels, the first kept plane's dataset, the kept planes in order).
+    """
+    pydicom = _pydicom()
+    by_file: Dict[Path, List[int]] = {}
+    for index, frame in enumerate(frames):
+        by_file.setdefault(frame.path, []).append(index)
+    rows, columns = frames[0].rows, frames[0].columns
+    stored = np.empty((len(frames), rows, columns), dtype=np.float64)
+    kept = np.zeros(len(frames), dtype=bool)
+    datasets: Dict[Path, Any] = {}
+    failures: List[InputError] = []
+    monochrome1 = 0
+    for path, indices in by_file.items():
+        try:
+            ds = pydicom.dcmread(path)
+            if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+                raise InputError(
+                    f"{path.name} is a colour image ({ds.get('PhotometricInterpretation')}); a CT series is "
+                    "grey-scale. Is this a screen capture?"
+                )
+            array = _decode(ds, path)
+            planes = {}
+            for index in indices:
+                frame = frames[index]
+                plane = array[frame.frame] if frame.frame is not None and array.ndim == 3 else array
+                if plane.shape != (rows, columns):
+                    raise InputError(f"{path.name}: the pixel data is {plane.shape}, the header says "
+                                     f"{rows}x{columns}.")
+                planes[index] = plane
+        except InputError as error:
+            failures.append(error)
+            continue
+        except Exception as error:  # truncated file and the like
+            failures.append(InputError(f"Cannot read the pixels of {path.name}: {error}"))
+            continue
+        for index, plane in planes.items():
+            stored[index] = plane
+            kept[index] = True
+        datasets[path] = ds
+        monochrome1 += str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
+    if not kept.any():
+        raise failures[0]
+    if failures:
+        _note(f"Skipped {len(failures)} file(s) in {label} whose pixel data could not be read (for example: "
+              f"{failures[0]}). The volume has a gap there.", notes)
+    if monochrome1:
+        _note(f"{monochrome1} image(s) in {label} are MONOCHROME1 (inverted grey scale); values are used as "
+              "stored, with rescale applied.", notes)
+    kept_frames = [f for f, k in zip(frames, kept) if k]
+    stored = stored[kept]
+    slopes = np.array([f.slope for f in kept_frames])[:, None, None]
+    intercepts = np.array([f.intercept for f in kept_frames])[:, None, None]
+    hu = stored * slopes + intercepts
+    integral = np.all(np.equal(np.mod(slopes, 1), 0)) and np.all(np.equal(np.mod(intercepts, 1), 0))
+    info = np.iinfo(np.int16)
+    if integral and hu.min() >= info.min and hu.max() <= info.max:
+        voxels = hu.astype(np.int16)
+    else:
+        voxels = hu.astype(np.float32)
+    return voxels, datasets[kept_frames[0].path], kept_frames
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _plain(value) -> Any:
+    """A header value as plain Python (str, float, int, list) for the metadata dict."""
+    from pydicom.multival import MultiValue
+    from pydicom.valuerep import IS, DSfloat, PersonName
+
+    if isinstance(value, (MultiValue, list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, PersonName):
+        return str(value)
+    if isinstance(value, DSfloat):
+        return float(value)
+    if isinstance(value, IS):
+        return int(value)
+    if isinstance(value, (int, float, str)):
+        return value
+    return str(value)
+
+
+def read_series(
+    path_or_list: Union[os.PathLike, str, Iterable[os.PathLike]],
+    series_uid: Optional[str] = None,
+    force: bool = False,
+) -> Volume:
+    """Read one DICOM CT series (folder, searched recursively, or list of files) into a Volume.
+
+    With several series the CT series with the most slices is used (with a note);
+    ``series_uid`` picks one.  A non-CT modality is refused unless ``force``.  Voxels
+    are HU (rescale applied): int16 when the values fit, else float32.  Geometry comes
+    from Image Orientation/Position (LPS), columns of ``direction`` being the row
+    direction, the column direction and the slice normal.  ``metadata`` holds what
+    :func:`write_derived_series` needs (per-slice SOP UIDs in sorted order, patient and
+    study attributes, rescale, window, character set, source paths, the notes issued).
+    """
+    notes: List[str] = []
+    groups, label = _scan(path_or_list, notes)
+    group = _choose(groups, label, series_uid, notes)
+    if group.modality.upper() != "CT":
+        if not force:
+            raise InputError(
+                f"The series {group.description or group.series_uid or ''} in {label} has modality "
+                f"{group.modality or 'unknown'}, not CT. The denoiser is trained on CT (HU); pass --force to use "
+                "it anyway, or choose the CT series."
+            )
+        _note(f"Using a {group.modality or 'unknown'}-modality series as if it were CT (--force).", notes)
+    if group.localizers:
+        _note(
+            f"Skipped {len(group.localizers)} localizer/scout image(s) mixed into the series in {label} (for "
+            f"example {group.localizers[0].path.name}); they are not part of the volume.",
+            notes,
+        )
+    frames = group.frames
+    if not frames:
+        raise InputError(
+            f"The series in {label} holds only localizer/scout images ({len(group.localizers)}); choose the "
+            "axial CT series."
+        )
+    _check_uniform(frames, label)
+    frames, dz, normal = _sort_and_check(frames, label, notes)
+    voxels, ds, kept = _pixels(frames, label, notes)
+    if len(kept) < len(frames):  # re-check the spacing around the skipped slices
+        frames, dz, normal = _sort_and_check(kept, label, notes)
+
+    row, col, _ = _orientation_axes(frames[0].orientation)
+    row_spacing, column_spacing = frames[0].pixel_spacing or (1.0, 1.0)
+    if frames[0].pixel_spacing is None:
+        _note(f"No Pixel Spacing in {label}; assuming 1 mm pixels, so sizes in mm are unreliable.", notes)
+    if dz <= 0:
+        thickness = ds.get("SliceThickness") or _first(ds.get("SpacingBetweenSlices"))
+        dz = float(thickness) if thickness not in (None, "") and float(thickness) > 0 else 1.0
+    direction = tuple(float(v) for v in np.column_stack([row, col, normal]).ravel())
+    gantry_tilt = ds.get("GantryDetectorTilt")
+    if gantry_tilt not in (None, "") and abs(float(gantry_tilt)) > 0.01 and not any("tilt" in n for n in notes):
+        _note(f"The header reports a gantry tilt of {float(gantry_tilt):.1f} degrees in {label}; check the "
+              "geometry before measuring across slices.", notes)
+
+    attributes = {k: _plain(ds.get(k)) for k in _COPIED_KEYWORDS if ds.get(k) not in (None, "")}
+    phantom = ds.get("CTDIPhantomTypeCodeSequence")
+    if phantom:  # CTDIvol means nothing without its phantom
+        item = phantom[0]
+        attributes["CTDIPhantomType"] = [str(item.get(k, "")) for k in ("CodeValue", "CodingSchemeDesignator",
+                                                                       "CodeMeaning")]
+    elif "CTDIvol" in attributes:
+        del attributes["CTDIvol"]
+    slope, intercept = frames[0].slope, frames[0].intercept
+    metadata: Dict[str, Any] = {
+        "source": label,
+        "format": "dicom",
+        "modality": group.modality,
+        "series_instance_uid": group.series_uid,
+        "series_description": group.description,
+        "series_number": group.series_number,
+        "study_instance_uid": str(ds.get("StudyInstanceUID", "") or ""),
+        "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "") or ""),
+        "sop_instance_uids": [f.sop_instance_uid for f in frames],
+        "sop_class_uids": [f.sop_class_uid for f in frames],
+        "frame_numbers": [None if f.frame is None else f.frame + 1 for f in frames],
+        "source_files": [str(f.path) for f in frames],
+        "rescale_slope": slope,
+        "rescale_intercept": intercept,
+        "window_center": _plain(ds.get("WindowCenter")) if ds.get("WindowCenter") is not None else None,
+        "window_width": _plain(ds.get("WindowWidth")) if ds.get("WindowWidth") is not None else None,
+        "window_explanation": _plain(ds.get("WindowCenterWidthExplanation"))
+        if ds.get("WindowCenterWidthExplanation") is not None else None,
+        "specific_character_set": _plain(ds.get("SpecificCharacterSet"))
+        if ds.get("SpecificCharacterSet") is not None else None,
+        "bits_allocated": int(ds.get("BitsAllocated", 16) or 16),
+        "bits_stored": int(ds.get("BitsStored", 16) or 16),
+        "pixel_representation": int(ds.get("PixelRepresentation", 0) or 0),
+        "transfer_syntax": str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or ""),
+        "dicom_attributes": attributes,
+        "notes": notes,
+    }
+    return Volume(
+        voxels=voxels,
+        spacing=(float(column_spacing), float(row_spacing), float(dz)),
+        origin=tuple(float(v) for v in frames[0].position),
+        direction=direction,
+        metadata=metadata,
+    )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def new_uid(uid_root: str = UID_ROOT) -> str:
+    """A new globally unique UID: ``2.25.<random UUID as decimal>`` or under ``uid_root``."""
+    from pydicom.uid import generate_uid
+
+    if uid_root in ("2.25", "2.25."):
+        return generate_uid(prefix=None)
+    root = uid_root if uid_root.endswith(".") else uid_root + "."
+    if len(root) > 54:
+        raise InputError(f"UID root {uid_root!r} is too long; a root leaves room for at least 10 digits.")
+    return generate_uid(prefix=root)
+
+
+def _ds(value: float) -> str:
+    """A number as a valid DS string (at most 16 characters)."""
+    from pydicom.valuerep import format_number_as_ds
+
+    value = float(value)
+    if value == 0:
+        return "0"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return format_number_as_ds(value)
+
+
+def _set(ds, keyword: str, value) -> None:
+    """Set ``keyword`` from a plain metadata value, formatting numbers for their VR."""
+    from pydicom.datadict import dictionary_VR
+
+    vr = dictionary_VR(keyword)
+    if value is None or value == "":
+        setattr(ds, keyword, "")
+        return
+    values = value if isinstance(value, list) else [value]
+    if vr == "DS":
+        values = [_ds(v) for v in values]
+    elif vr == "IS":
+        values = [int(float(v)) for v in values]
+    setattr(ds, keyword, values if isinstance(value, list) else values[0])
+
+
+def _code_item(value: str, scheme: str, meaning: str):
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    return item
+
+
+def _source_info(volume: Volume, source: Optional[Volume]) -> Optional[Mapping[str, Any]]:
+    for candidate in (source, volume):
+        if candidate is not None and candidate.metadata.get("format") == "dicom":
+            return candidate.metadata
+    return None
+
+
+def _stored_values(hu: np.ndarray, slope: float, intercept: float, notes: List[str]) -> np.ndarray:
+    raw = np.rint((np.asarray(hu, dtype=np.float64) - intercept) / slope)
+    info = np.iinfo(np.int16)
+    clipped = int(np.count_nonzero((raw < info.min) | (raw > info.max)))
+    if clipped:
+        low, high = info.min * slope + intercept, info.max * slope + intercept
+        _note(f"{clipped} voxel(s) lie outside the range int16 pixels can hold with the source's rescale "
+              f"({low:g} to {high:g} HU) and were clipped.", notes)
+    return np.clip(raw, info.min, info.max).astype(np.int16)
+
+
+def _prepare_output(out_folder: Path, overwrite: bool, source_files: Sequence[str]) -> None:
+    resolved = out_folder.resolve()
+    for name in source_files[:1] + list(source_files[-1:]):
+        source_path = Path(name).resolve()
+        if resolved == source_path.parent or resolved in source_path.parents:
+            raise InputError(
+                f"Output folder {out_folder} holds the source series; choose a separate output folder "
+                "(source files are never modified)."
+            )
+    if out_folder.exists():
+        if not out_folder.is_dir():
+            raise InputError(f"Output {out_folder} exists and is a file; choose a folder path.")
+        if any(out_folder.iterdir()) and not overwrite:
+            raise InputError(f"Output folder {out_folder} already exists and is not empty; pass --overwrite to "
+                             "replace it or choose another folder.")
+    parent = out_folder.parent
+    if not parent.is_dir():
+        raise InputError(f"The folder {parent} for the output does not exist; create it first.")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"Cannot write into {parent}; choose another output location.")
+
+
+def write_derived_series(
+    volume: Volume,
+    hu_or_voxels: Optional[np.ndarray],
+    out_folder: os.PathLike,
+    source: Optional[Volume] = None,
+    model_info: Optional[Mapping[str, Any]] = None,
+    overwrite: bool = False,
+    uid_root: str = UID_ROOT,
+) -> Path:
+    """Write ``hu_or_voxels`` (z, y, x HU; ``None``: ``volume.voxels``) as a derived CT series.
+
+    ``volume`` gives the geometry; ``source`` (default: ``volume`` itself) the DICOM
+    series it derives from.  The new series joins the source's patient, study and frame
+    of reference with new Series/SOP Instance UIDs under ``uid_root`` (see
+    :data:`UID_ROOT`), Series Number + 1000, description "<source> denoised (<model>)",
+    Image Type DERIVED\\SECONDARY\\AXIAL, derivation description/code, a Source Image
+    Sequence per slice and the Referenced Series.  Without a DICOM source (NRRD, NIfTI)
+    it starts a new anonymous study and warns.  ``model_info`` keys: name, version,
+    sha256, strength.  Written to a temporary folder and renamed to ``out_folder``; an
+    existing non-empty folder is refused unless ``overwrite``.  Returns ``out_folder``.
+    """
+    _pydicom()
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    out_folder = Path(out_folder)
+    notes: List[str] = []
+    hu = np.asarray(volume.voxels if hu_or_voxels is None else hu_or_voxels)
+    if hu.ndim == 2:
+        hu = hu[None]
+    if hu.shape != volume.voxels.shape:
+        raise InputError(f"The denoised array is {hu.shape}, the volume {volume.voxels.shape}; they must match.")
+    if not np.all(np.isfinite(hu)):
+        raise InputError("The denoised volume holds NaN or infinite values; nothing was written.")
+    info = _source_info(volume, source)
+    n_slices = hu.shape[0]
+    if info is not None and len(info.get("sop_instance_uids", [])) != n_slices:
+        _note(f"The source series has {len(info.get('sop_instance_uids', []))} slices, the volume {n_slices}; "
+              "the derived series cannot point at each source slice, so it references the series only.", notes)
+        per_slice = False
+    else:
+        per_slice = info is not None
+    _prepare_output(out_folder, overwrite, list(info.get("source_files", [])) if info else [])
+
+    model = dict(model_info or {})
+    model_name = str(model.get("name") or "LowDoseDenoise")
+    attributes: Dict[str, Any] = dict(info.get("dicom_attributes", {})) if info else {}
+    study_uid = str(attributes.get("StudyInstanceUID", "") or "")
+    frame_uid = str(attributes.get("FrameOfReferenceUID", "") or "")
+    if info is None:
+        _note(
+            "The input is not DICOM, so the derived series starts a new anonymous study (placeholder patient "
+            "'Anonymous'); it is not linked to any patient. Import it next to the right patient with care.",
+            notes,
+        )
+        attributes = {"PatientName": "Anonymous", "PatientID": "LOWDOSE-" + new_uid(uid_root)[-10:]}
+    if not study_uid:
+        if info is not None:
+            _note("The source series has no Study Instance UID (de-identified?); the derived series gets a new "
+                  "study and will not group with the source in a PACS.", notes)
+        study_uid = new_uid(uid_root)
+    if not frame_uid:
+        frame_uid = new_uid(uid_root)
+    series_uid = new_uid(uid_root)
+
+    source_number = info.get("series_number") if info else None
+    series_number = (int(source_number) if source_number is not None else 0) + 1000
+    source_description = (info.get("series_description") if info else "") or "CT"
+    description = f"{source_description} denoised ({model_name})"
+    if len(description) > 64:
+        description = description[:61] + "..."
+    sha = str(model.get("sha256") or "")
+    derivation = (
+        f"Denoised with LowDoseDenoise, model {model_name} version {model.get('version', 'unknown')}"
+        f" (sha256 {sha[:12] or 'unknown'}), strength {model.get('strength', 1.0)}"
+    )[:1024]
+
+    slope = float(info.get("rescale_slope", 1.0) or 1.0) if info else 1.0
+    intercept = float(info.get("rescale_intercept", 0.0) or 0.0) if info else 0.0
+    if info is None:
+        intercept = -1024.0 if float(np.min(hu)) >= -1024 - 32768 else 0.0
+    stored = _stored_values(hu, slope, intercept, notes)
+
+    direction = np.asarray(volume.direction, dtype=float).reshape(3, 3)
+    row, col, axis = direction[:, 0], direction[:, 1], direction[:, 2]
+    spacing = [float(s) for s in volume.spacing]
+    origin = np.asarray(volume.origin, dtype=float)
+    orientation = [_ds(v) for v in list(row) + list(col)]
+    now = datetime.datetime.now()
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    charset = info.get("specific_character_set") if info else None
+    window_center = info.get("window_center") if info else 40
+    window_width = info.get("window_width") if info else 400
+    explanation = info.get("window_explanation") if info else None
+
+    def common() -> Dataset:
+        ds = Dataset()
+        if charset:
+            ds.SpecificCharacterSet = charset
+        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+        ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+        ds.SOPClassUID = CT_IMAGE_STORAGE
+        ds.StudyDate = attributes.get("StudyDate", date if info is None else "")
+        ds.StudyTime = attributes.get("StudyTime", time if info is None else "")
+        ds.SeriesDate, ds.SeriesTime = date, time
+        ds.ContentDate, ds.ContentTime = date, time
+        for keyword in ("AcquisitionDate", "AcquisitionTime"):
+            if keyword in attributes:
+                _set(ds, keyword, attributes[keyword])
+        ds.AccessionNumber = attributes.get("AccessionNumber", "")
+        ds.Modality = "CT"
+        ds.Manufacturer = attributes.get("Manufacturer", "")
+        for keyword in ("InstitutionName", "ManufacturerModelName"):
+            if keyword in attributes:
+                _set(ds, keyword, attributes[keyword])
+        ds.ReferringPhysicianName = attributes.get("ReferringPhysicianName", "")
+        if "StudyDescription" in attributes:
+            ds.StudyDescription = attributes["StudyDescription"]
+        ds.SeriesDescription = description
+        ds.DerivationDescription = derivation
+        ds.DerivationCodeSequence = DicomSequence([_code_item("113087", "DCM", "Smoothing")])
+        for keyword in _PATIENT_KEYWORDS:
+            if keyword in attributes:
+                _set(ds, keyword, attributes[keyword])
+        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+        if str(ds.get("PatientIdentityRemoved", "")).upper() == "YES" and "DeidentificationMethod" not in ds:
+            ds.DeidentificationMethod = "Source series de-identified; method not recorded"
+        for keyword in ("BodyPartExamined", "ContrastBolusAgent", "ConvolutionKernel", "XRayTubeCurrent",
+                        "Exposure", "ExposureTime", "CTDIvol", "LossyImageCompression",
+                        "LossyImageCompressionRatio", "LossyImageCompressionMethod"):
+            if keyword in attributes:
+                _set(ds, keyword, attributes[keyword])
+        if "CTDIPhantomType" in attributes:
+            ds.CTDIPhantomTypeCodeSequence = DicomSequence([_code_item(*attributes["CTDIPhantomType"])])
+        ds.SliceThickness = _ds(attributes["SliceThickness"]) if "SliceThickness" in attributes else _ds(spacing[2])
+        _set(ds, "KVP", attributes.get("KVP", ""))
+        ds.SoftwareVersions = "LowDoseDenoise"
+        ds.PatientPosition = attributes.get("PatientPosition", "")
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.StudyID = attributes.get("StudyID", "")
+        ds.SeriesNumber = series_number
+        if "Laterality" in attributes or str(ds.get("BodyPartExamined", "")).upper() not in _UNPAIRED_BODY_PARTS:
+            _set(ds, "Laterality", attributes.get("Laterality", ""))
+        _set(ds, "AcquisitionNumber", attributes.get("AcquisitionNumber", ""))
+        ds.FrameOfReferenceUID = frame_uid
+        ds.PositionReferenceIndicator = attributes.get("PositionReferenceIndicator", "")
+        ds.ImageOrientationPatient = orientation
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = int(hu.shape[1]), int(hu.shape[2])
+        ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        if window_center is not None and window_width is not None:
+            _set(ds, "WindowCenter", window_center)
+            _set(ds, "WindowWidth", window_width)
+            if explanation is not None:
+                ds.WindowCenterWidthExplanation = explanation
+        ds.RescaleIntercept = _ds(intercept)
+        ds.RescaleSlope = _ds(slope)
+        ds.RescaleType = "HU"
+        return ds
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_folder.name}.partial-", dir=out_folder.parent))
+    try:
+        sop_uids = [new_uid(uid_root) for _ in range(n_slices)]
+        for k in range(n_slices):
+            ds = common()
+            ds.SOPInstanceUID = sop_uids[k]
+            ds.InstanceNumber = k + 1
+            position = origin + k * spacing[2] * axis
+            ds.ImagePositionPatient = [_ds(v) for v in position]
+            ds.SliceLocation = _ds(float(np.dot(position, np.cross(row, col))))
+            if per_slice:
+                item = Dataset()
+                item.ReferencedSOPClassUID = info["sop_class_uids"][k] or CT_IMAGE_STORAGE
+                item.ReferencedSOPInstanceUID = info["sop_instance_uids"][k]
+                frame_number = (info.get("frame_numbers") or [None] * n_slices)[k]
+                if frame_number is not None:
+                    item.ReferencedFrameNumber = frame_number
+                item.PurposeOfReferenceCodeSequence = DicomSequence(
+                    [_code_item("121322", "DCM", "Source image for image processing operation")])
+                ds.SourceImageSequence = DicomSequence([item])
+            if per_slice and info.get("series_instance_uid") and info["sop_instance_uids"][k]:
+                # Common Instance Reference: the series of the instances this one references.
+                ref = Dataset()
+                ref.ReferencedSOPClassUID = info["sop_class_uids"][k] or CT_IMAGE_STORAGE
+                ref.ReferencedSOPInstanceUID = info["sop_instance_uids"][k]
+                series_item = Dataset()
+                series_item.SeriesInstanceUID = info["series_instance_uid"]
+                series_item.ReferencedInstanceSequence = DicomSequence([ref])
+                ds.ReferencedSeriesSequence = DicomSequence([series_item])
+            ds.PixelData = stored[k].tobytes()
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+            meta.MediaStorageSOPInstanceUID = sop_uids[k]
+            meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
+            ds.file_meta = meta
+            ds.save_as(tmp / f"CT{k + 1:05d}.dcm", enforce_file_format=True)
+        backup = None
+        if out_folder.exists():
+            backup = Path(tempfile.mkdtemp(prefix=f".{out_folder.name}.old-", dir=out_folder.parent))
+            os.replace(out_folder, backup / "old")
+        try:
+            os.replace(tmp, out_folder)
+        except BaseException:
+            if backup is not None:
+                os.replace(backup / "old", out_folder)
+            raise
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("wrote %d derived slices to %s (series %s)", n_slices, out_folder, series_uid)
+    for message in notes:
+        logger.debug("derived series note: %s", message)
+    return out_folder
