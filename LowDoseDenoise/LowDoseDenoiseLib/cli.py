@@ -255,8 +255,11 @@ def cmd_series(args: argparse.Namespace) -> int:
     folder = Path(args.folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder; give the folder that holds the DICOM files.")
-    for line in dicomio.format_series_table(dicomio.list_series(folder)):
-        print(line)
+    summaries = dicomio.list_series(folder)
+    for index, summary in enumerate(summaries):
+        print(("* " if index == 0 else "  ") + summary.line())
+    if len(summaries) > 1:
+        print("(* = the series `denoise` reads by default; pick another with --series UID)")
     return EXIT_OK
 
 
@@ -297,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lowdose-denoise",
         description="Denoise low-dose CT with a deep-learning generator (the LowDoseDenoise engine).",
     )
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or notes")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars, notes or warnings")
+    parser.add_argument("--verbose", "-v", action="store_true", help="also print the library's log notes")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -377,7 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    # Library warnings reach the user through `warnings` (printed below); the log repeats
+    # them for Slicer's log window, so the CLI shows log records only when asked.
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s: %(message)s")
     if args.quiet:
         warnings.simplefilter("ignore")
     else:
