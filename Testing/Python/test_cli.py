@@ -216,3 +216,27 @@ def test_info_shows_sha256(test_model_path, capsys):
     assert cli.main(["info", str(test_model_path)]) == 0
     out = capsys.readouterr().out
     assert hashlib.sha256(test_model_path.read_bytes()).hexdigest() in out
+
+
+# ------------------------------------------------------------------ DICOM in, DICOM out
+
+
+def test_dicom_series_in_gives_a_derived_series_out(tmp_path, test_model_path):
+    from dicom_fixtures import oblique_orientation, write_ct_series
+
+    series = write_ct_series(tmp_path / "series", orientation=oblique_orientation(15.0))
+    digests = {p: _digest(p) for p in series.paths}
+    out = tmp_path / "denoised"
+    assert cli.main(["-q", "denoise", str(series.folder), str(out), "--model", str(test_model_path)]) == 0
+    derived = read_volume(out)
+    assert derived.metadata.get("format") == "dicom"
+    assert derived.voxels.shape == series.hu.shape
+    np.testing.assert_allclose(derived.origin, series.origin, atol=1e-3)
+    np.testing.assert_allclose(derived.direction, series.direction, atol=1e-5)
+    assert derived.metadata["study_instance_uid"] == series.study_uid
+    assert derived.metadata["series_instance_uid"] != series.series_uid
+    assert {p: _digest(p) for p in series.paths} == digests
+    # the same input to a file when asked for one
+    nrrd = tmp_path / "denoised.nrrd"
+    assert cli.main(["-q", "denoise", str(series.folder), str(nrrd), "--model", str(test_model_path)]) == 0
+    np.testing.assert_allclose(read_volume(nrrd).voxels, derived.voxels, atol=1)
