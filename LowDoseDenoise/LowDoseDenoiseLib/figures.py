@@ -1,4 +1,4 @@
-"""Comparison figures: original, denoised and their difference in a CT window.
+"""Comparison figures: original, denoised and their difference in a CT window, and NPS curves.
 
 Matplotlib with the Agg backend only (no display needed).  Used by the demo, the
 `compare` command, the benchmarks and the model card.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -57,13 +57,17 @@ def comparison_figure(
     reference: Optional[np.ndarray] = None,
     title: Optional[str] = None,
     zoom: Optional[Tuple[int, int, int]] = None,
+    nps_curves: Optional[Mapping[str, Tuple[Sequence[float], Sequence[float]]]] = None,
+    nps_note: Optional[str] = None,
 ) -> Path:
-    """Write a PNG panel: original | denoised | difference (| reference), one axial slice.
+    """Write a PNG panel: original | denoised | difference (| reference) (| NPS), one axial slice.
 
     ``original``/``denoised`` are (z, y, x) HU arrays (or 2D slices). ``spacing`` is
     the in-plane (row, column) pixel size in mm, for a correct aspect and a scale bar.
     ``zoom`` = (row, col, half_size) draws an enlarged inset of that region; by default
-    the centre of the image.  Returns the PNG path.
+    the centre of the image.  ``nps_curves`` maps a label to (frequency in mm⁻¹, NPS in
+    HU²·mm²) and adds a column with those noise power spectra; ``nps_note`` is shown
+    there instead when the spectra could not be measured.  Returns the PNG path.
     """
     import matplotlib
 
@@ -100,7 +104,9 @@ def comparison_figure(
     r0, r1 = max(zr - zh, 0), min(zr + zh, rows)
     c0, c1 = max(zc - zh, 0), min(zc + zh, cols)
 
-    fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 8.4), squeeze=False)
+    with_nps = nps_curves is not None or nps_note is not None
+    columns = len(panels) + (1 if with_nps else 0)
+    fig, axes = plt.subplots(2, columns, figsize=(4.2 * columns, 8.4), squeeze=False)
     for column, (name, image, cmap, (vmin, vmax)) in enumerate(panels):
         top, bottom = axes[0, column], axes[1, column]
         shown = top.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, aspect=aspect, interpolation="nearest")
@@ -113,10 +119,104 @@ def comparison_figure(
             axis.set_yticks([])
         if cmap != "gray":
             fig.colorbar(shown, ax=top, fraction=0.046, pad=0.02, label="HU")
+    if with_nps:
+        plot_nps_curves(axes[0, -1], nps_curves or {}, note=nps_note)
+        axes[1, -1].axis("off")
     window_text = f"window W {width:g} / L {level:g} HU, slice {index}"
     fig.suptitle(f"{title} — {window_text}" if title else window_text)
     fig.tight_layout()
     out_png = Path(out_png)
     fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def plot_nps_curves(axis, curves: Mapping[str, Tuple[Sequence[float], Sequence[float]]],
+                    note: Optional[str] = None, log: bool = False) -> None:
+    """Draw radial NPS curves (label -> (frequency mm⁻¹, NPS HU²·mm²)) on a matplotlib axis."""
+    for label, (freq, power) in curves.items():
+        axis.plot(np.asarray(freq), np.asarray(power), label=label, linewidth=1.5)
+    axis.set_xlabel("spatial frequency (mm⁻¹)")
+    axis.set_ylabel("NPS (HU²·mm²)")
+    axis.set_title("Noise power spectrum")
+    axis.grid(True, alpha=0.3)
+    if log:
+        axis.set_yscale("log")
+    if curves:
+        axis.legend(fontsize=8)
+    if note:
+        axis.text(0.5, 0.5, note, ha="center", va="center", wrap=True, fontsize=9, transform=axis.transAxes)
+
+
+def nps_figure(curves: Mapping[str, Tuple[Sequence[float], Sequence[float]]], out_png: Union[str, os.PathLike],
+               title: Optional[str] = None, log: bool = False) -> Path:
+    """Write a PNG of radial noise power spectra, one curve per label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(6.4, 4.4))
+    plot_nps_curves(axis, curves, log=log)
+    if title:
+        axis.set_title(title)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def method_grid_figure(
+    images: Mapping[str, np.ndarray],
+    out_png: Union[str, os.PathLike],
+    window: Union[str, Sequence[float]] = "liver",
+    spacing: Optional[Sequence[float]] = None,
+    zoom: Optional[Tuple[int, int, int]] = None,
+    title: Optional[str] = None,
+    columns: int = 4,
+) -> Path:
+    """Write a PNG grid of 2D slices (label -> image) in one window, each with a zoomed inset.
+
+    Used by the quality benchmark to show every method on the same slice.
+    ``spacing`` is the (row, column) pixel size in mm; ``zoom`` = (row, col, half_size).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width, level = parse_window(window)
+    lo, hi = level - width / 2, level + width / 2
+    labels = list(images)
+    if not labels:
+        raise InputError("No images to show.")
+    rows_count = int(np.ceil(len(labels) / columns))
+    first = np.asarray(images[labels[0]])
+    aspect = (float(spacing[0]) / float(spacing[1])) if spacing is not None else 1.0
+    rows, cols = first.shape
+    if zoom is None:
+        zoom = (rows // 2, cols // 2, max(8, min(rows, cols) // 8))
+    zr, zc, zh = zoom
+    r0, r1, c0, c1 = max(zr - zh, 0), min(zr + zh, rows), max(zc - zh, 0), min(zc + zh, cols)
+    fig, axes = plt.subplots(rows_count, columns, figsize=(3.6 * columns, 3.8 * rows_count), squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    for axis, label in zip(axes.ravel(), labels):
+        image = np.asarray(images[label], dtype=np.float32)
+        axis.imshow(image, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
+        axis.add_patch(plt.Rectangle((c0, r0), c1 - c0, r1 - r0, fill=False, edgecolor="yellow", linewidth=1))
+        inset = axis.inset_axes([0.6, 0.0, 0.4, 0.4])
+        inset.imshow(image[r0:r1, c0:c1], cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
+        inset.set_xticks([])
+        inset.set_yticks([])
+        for spine in inset.spines.values():
+            spine.set_edgecolor("yellow")
+        axis.set_title(label, fontsize=10)
+    window_text = f"window W {width:g} / L {level:g} HU"
+    fig.suptitle(f"{title} — {window_text}" if title else window_text)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=90)
     plt.close(fig)
     return out_png

@@ -1,0 +1,783 @@
+"""Image-quality metrics for denoised CT: fidelity, ROI noise, NPS, edges and removed structure.
+
+What a reviewer asks of a denoiser, as numbers:
+
+* **Fidelity against a reference** (:func:`rmse`, :func:`psnr`, :func:`ssim`): on the
+  full HU range (data range = the reference's max − min, stated in every report) and
+  in a display window (default liver W 400 / L 40: both images clipped to the window,
+  data range = the window width), since the window is what a radiologist looks at.
+* **ROI statistics** (:func:`roi_stats`, :func:`cnr`): mean, SD and bias in HU, and the
+  contrast-to-noise ratio between two ROIs.  ROIs are circles given in voxels and mm
+  (:func:`circle_roi`) or labels of a label map resampled by physical coordinates
+  (:func:`label_rois`).
+* **Noise power spectrum** (:func:`noise_power_spectrum`): 2D NPS of flat ROIs of
+  (image − reference), or of detrended ROIs when there is no reference, radially
+  averaged, in HU²·mm² against mm⁻¹; its integral is the noise variance.  A shift of
+  the mean frequency towards zero is the blotchy "plastic look".  The spectra
+  themselves come from :mod:`~LowDoseDenoiseLib.noise`.
+* **Edge preservation** (:func:`edge_preservation`): Pearson correlation of gradient
+  magnitudes with the reference inside the body (1 = edges exactly as in the reference).
+* **Removed structure** (:func:`residual_structure`): without a reference, the
+  residual (input − denoised) should be noise; when its edges line up with the image's
+  edges, anatomy was removed, and the check warns.
+
+Arrays are (z, y, x) HU (or one 2D slice); spacing is (x, y[, z]) in mm as in
+:class:`~LowDoseDenoiseLib.volumeio.Volume` and :mod:`~LowDoseDenoiseLib.noise`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import noise
+from .errors import InputError
+
+#: The default display window (width, level) in HU: the liver / abdominal soft-tissue window.
+DEFAULT_WINDOW: Tuple[float, float] = (400.0, 40.0)
+#: Pixels above this HU count as inside the body when no body mask is given.
+BODY_THRESHOLD_HU = -500.0
+#: Residual-structure correlations above this are flagged as removed anatomy.
+RESIDUAL_STRUCTURE_THRESHOLD = 0.25
+#: Side of the square ROIs used for noise power spectra (pixels).
+NPS_ROI_SIZE = 32
+
+Spacing = Union[float, Sequence[float]]
+Window = Union[str, Sequence[float]]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _as_image(array: Any, name: str) -> np.ndarray:
+    image = np.asarray(array)
+    if image.ndim not in (2, 3) or image.size == 0:
+        raise InputError(f"The {name} must be a 2D slice or a 3D (z, y, x) volume; got shape {image.shape}.")
+    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
+        raise InputError(f"The {name} must hold real numbers (HU); got {image.dtype}.")
+    image = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(image).all():
+        raise InputError(f"The {name} contains NaN or infinite values; fix or mask them first.")
+    return image
+
+
+def _pair(image: Any, reference: Any, names: Tuple[str, str] = ("image", "reference")):
+    a, b = _as_image(image, names[0]), _as_image(reference, names[1])
+    if a.shape != b.shape:
+        raise InputError(
+            f"The {names[0]} has {a.shape[::-1]} voxels (x, y, z) but the {names[1]} has {b.shape[::-1]}; "
+            "compare a volume with a result on the very same grid."
+        )
+    return a, b
+
+
+def _mask(mask: Any, shape: Tuple[int, ...], name: str = "mask") -> Optional[np.ndarray]:
+    if mask is None:
+        return None
+    array = np.asarray(mask)
+    if array.shape != shape:
+        raise InputError(f"The {name} has shape {array.shape} but the image has {shape}; they must match.")
+    array = array.astype(bool)
+    if not array.any():
+        raise InputError(f"The {name} is empty (no voxels selected); draw or choose a non-empty region.")
+    return array
+
+
+def _spacing_xy(spacing: Spacing) -> Tuple[float, float]:
+    try:
+        values = np.atleast_1d(np.asarray(spacing, dtype=np.float64)).ravel()
+    except (TypeError, ValueError):
+        raise InputError(f"Pixel spacing must be numbers in mm, (x, y[, z]); got {spacing!r}.") from None
+    if values.size == 1:
+        values = np.repeat(values, 2)
+    if values.size not in (2, 3) or not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise InputError(f"Pixel spacing must be positive millimetres, (x, y[, z]); got {spacing!r}.")
+    return float(values[0]), float(values[1])
+
+
+def window_bounds(window: Window = DEFAULT_WINDOW) -> Tuple[float, float]:
+    """(low, high) HU of a display window given as a name ('liver'), 'W,L' or (W, L)."""
+    from .figures import parse_window
+
+    width, level = parse_window(window)
+    return level - width / 2.0, level + width / 2.0
+
+
+def check_ct_like(hu: Any, name: str) -> None:
+    """Raise InputError when ``hu`` does not look like CT in Hounsfield units."""
+    from .engine import ct_range_problem
+
+    problem = ct_range_problem(np.asarray(hu))
+    if problem:
+        raise InputError(f"The {name}: {problem}; these metrics are defined for CT images in HU.")
+
+
+def check_same_geometry(first, second, names: Tuple[str, str] = ("reference", "denoised"),
+                        tolerance: float = 1e-3) -> None:
+    """Raise InputError naming every geometry difference between two Volumes.
+
+    Size, spacing, origin and direction must agree (to ``tolerance`` mm, or in the
+    direction cosines), because voxel-wise metrics compare voxel by voxel.
+    """
+    a, b = names
+    problems = []
+    if first.voxels.shape != second.voxels.shape:
+        problems.append(f"size {_xyz(first.voxels.shape[::-1], 'd')} vs {_xyz(second.voxels.shape[::-1], 'd')} "
+                        "voxels (x, y, z)")
+    if not np.allclose(first.spacing, second.spacing, atol=tolerance, rtol=0):
+        problems.append(f"spacing {_xyz(first.spacing)} vs {_xyz(second.spacing)} mm")
+    if not np.allclose(first.origin, second.origin, atol=tolerance, rtol=0):
+        problems.append(f"origin {_xyz(first.origin)} vs {_xyz(second.origin)} mm")
+    if not np.allclose(first.direction, second.direction, atol=1e-4, rtol=0):
+        problems.append(f"direction {_xyz(first.direction, '.3f')} vs {_xyz(second.direction, '.3f')}")
+    if problems:
+        raise InputError(
+            f"The {a} and {b} volumes differ in geometry: {'; '.join(problems)}. Metrics need the {b} result of "
+            f"that very {a} volume (same grid); resample one onto the other first."
+        )
+
+
+def _xyz(values: Sequence[float], fmt: str = "g") -> str:
+    return "(" + ", ".join(format(v if fmt != "d" else int(v), fmt) for v in values) + ")"
+
+
+# --------------------------------------------------------------------------- fidelity
+
+
+def data_range(reference: Any) -> float:
+    """The full-range data range used for PSNR/SSIM: the reference's max − min (HU)."""
+    ref = _as_image(reference, "reference")
+    value = float(ref.max() - ref.min())
+    if value <= 0:
+        raise InputError("The reference is constant (zero data range); PSNR and SSIM need a real image.")
+    return value
+
+
+def _windowed(image: np.ndarray, reference: np.ndarray, window: Optional[Window], range_: Optional[float]):
+    if window is None:
+        return image, reference, (data_range(reference) if range_ is None else float(range_))
+    lo, hi = window_bounds(window)
+    return np.clip(image, lo, hi), np.clip(reference, lo, hi), hi - lo
+
+
+def rmse(image: Any, reference: Any, mask: Any = None) -> float:
+    """Root-mean-square error in HU (inside ``mask`` when given)."""
+    a, b = _pair(image, reference)
+    m = _mask(mask, a.shape)
+    diff = (a - b) if m is None else (a - b)[m]
+    return float(np.sqrt(np.mean(diff * diff)))
+
+
+def psnr(image: Any, reference: Any, data_range: Optional[float] = None, window: Optional[Window] = None,
+         mask: Any = None) -> float:
+    """Peak signal-to-noise ratio in dB, 20·log10(R / RMSE).
+
+    With ``window`` both images are clipped to it and R is its width; otherwise R is
+    ``data_range`` or the reference's max − min.  Identical images give +inf.
+    """
+    a, b = _pair(image, reference)
+    a, b, r = _windowed(a, b, window, data_range)
+    if r <= 0:
+        raise InputError(f"The PSNR data range must be positive, got {r:g} HU.")
+    error = rmse(a, b, mask)
+    return float("inf") if error == 0 else float(20.0 * math.log10(r / error))
+
+
+def ssim(image: Any, reference: Any, data_range: Optional[float] = None, window: Optional[Window] = None,
+         mask: Any = None) -> float:
+    """Mean structural similarity (Wang et al. 2004), slice by slice in 2D.
+
+    Gaussian weights σ 1.5 px, K1 0.01, K2 0.03; with ``window`` both images are
+    clipped to it and the data range is its width; the SSIM map is averaged over
+    ``mask`` when given.  An image compared with itself gives 1.
+    """
+    from skimage.metrics import structural_similarity
+
+    a, b = _pair(image, reference)
+    m = _mask(mask, a.shape)
+    a, b, r = _windowed(a, b, window, data_range)
+    if r <= 0:
+        raise InputError(f"The SSIM data range must be positive, got {r:g} HU.")
+    if min(a.shape[-2:]) < 7:
+        raise InputError(f"SSIM needs slices of at least 7×7 pixels; got {a.shape[-2]}×{a.shape[-1]}.")
+    slices_a, slices_b = (a[None], b[None]) if a.ndim == 2 else (a, b)
+    maps = np.stack([
+        structural_similarity(sb, sa, data_range=r, gaussian_weights=True, sigma=1.5,
+                              use_sample_covariance=False, full=True)[1]
+        for sa, sb in zip(slices_a, slices_b)
+    ])
+    maps = maps[0] if a.ndim == 2 else maps
+    return float(maps.mean() if m is None else maps[m].mean())
+
+
+# --------------------------------------------------------------------------- ROIs
+
+
+@dataclass
+class Roi:
+    """A named region: a boolean (z, y, x) mask and how it was defined."""
+
+    name: str
+    mask: np.ndarray
+    definition: str = ""
+
+    @property
+    def voxels(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+
+@dataclass
+class RoiStats:
+    """Mean and SD (HU) in an ROI, and the bias against a reference when one is given."""
+
+    name: str
+    voxels: int
+    mean: float
+    sd: float
+    reference_mean: Optional[float] = None
+    bias: Optional[float] = None
+
+
+_CIRCLE = re.compile(r"^\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*([0-9.]+(?:[eE][-+]?\d+)?)\s*$")
+
+#: The ROI syntax, for help texts and error messages.
+ROI_SYNTAX = (
+    "[NAME=]Z,Y,X,R (a circle of radius R mm on axial slice Z, centred at row Y, column X; 0-based voxel "
+    "indices) or [NAME=]LABELMAP[:L1,L2,...] (a label-map file; one ROI per label, all non-zero labels by default)"
+)
+
+
+def circle_roi(shape: Sequence[int], spacing: Spacing, z: int, y: int, x: int, radius_mm: float,
+               name: str = "roi") -> Roi:
+    """A circular ROI of ``radius_mm`` on axial slice ``z`` centred at row ``y``, column ``x``.
+
+    The circle must lie inside the image: an ROI that reaches past an edge is refused
+    rather than silently cut, since a clipped ROI measures a different region.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 2:
+        shape = (1,) + shape
+    nz, ny, nx = shape
+    sx, sy = _spacing_xy(spacing)
+    if not (math.isfinite(radius_mm) and radius_mm > 0):
+        raise InputError(f"ROI '{name}': the radius must be a positive number of mm; got {radius_mm:g}.")
+    if not (0 <= z < nz and 0 <= y < ny and 0 <= x < nx):
+        raise InputError(
+            f"ROI '{name}' is centred at (z={z}, y={y}, x={x}), outside the image of {nz} slices × {ny} rows × "
+            f"{nx} columns (0-based indices); pick a centre inside the image."
+        )
+    ry, rx = radius_mm / sy, radius_mm / sx
+    if y - ry < -0.5 or y + ry > ny - 0.5 or x - rx < -0.5 or x + rx > nx - 0.5:
+        raise InputError(
+            f"ROI '{name}' (radius {radius_mm:g} mm around row {y}, column {x}) reaches past the edge of the "
+            f"{ny}×{nx} slice; move it inward or make it smaller."
+        )
+    rows, cols = np.ogrid[0:ny, 0:nx]
+    disc = ((rows - y) * sy) ** 2 + ((cols - x) * sx) ** 2 <= radius_mm**2
+    mask = np.zeros(shape, dtype=bool)
+    mask[z] = disc
+    return Roi(name, mask, f"circle z={z}, y={y}, x={x}, r={radius_mm:g} mm")
+
+
+def parse_roi(spec: str, default_name: str = "roi") -> Dict[str, Any]:
+    """Parse one ``--roi`` value (see :data:`ROI_SYNTAX`) into a dict.
+
+    ``{"kind": "circle", "name", "z", "y", "x", "radius_mm"}`` or
+    ``{"kind": "labels", "name", "path", "labels": [int, ...] or None}``.
+    """
+    text = spec.strip()
+    name = default_name
+    head, sep, tail = text.partition("=")
+    if sep and head and "/" not in head and "\\" not in head and not head.strip().lower().endswith(
+            (".nrrd", ".nii", ".gz", ".mha", ".mhd")):
+        name, text = head.strip(), tail.strip()
+    if not text:
+        raise InputError(f"Empty ROI '{spec}'; use {ROI_SYNTAX}.")
+    match = _CIRCLE.match(text)
+    if match:
+        z, y, x = (int(v) for v in match.groups()[:3])
+        return {"kind": "circle", "name": name, "z": z, "y": y, "x": x, "radius_mm": float(match.group(4))}
+    if re.fullmatch(r"[-0-9.,\s]+", text):
+        raise InputError(f"ROI '{spec}' is not understood; use {ROI_SYNTAX}.")
+    path, labels = text, None
+    base, colon, rest = text.rpartition(":")
+    if colon and base and re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", rest):
+        path, labels = base, [int(v) for v in rest.split(",")]
+    return {"kind": "labels", "name": name, "path": path, "labels": labels}
+
+
+def resample_labels(labels, target) -> np.ndarray:
+    """A label map (Volume) resampled onto ``target``'s grid by physical coordinates (nearest neighbour).
+
+    Label maps are often stored on another grid than the CT (a flipped axis, another
+    origin); array indices would then point at the wrong anatomy.
+    """
+    import SimpleITK as sitk
+
+    from .volumeio import _to_sitk
+
+    source = _to_sitk(labels)
+    grid = _to_sitk(target.with_voxels(np.zeros(target.voxels.shape, np.uint8)))
+    resampled = sitk.Resample(source, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    return sitk.GetArrayFromImage(resampled)
+
+
+def label_rois(labels, target, wanted: Optional[Sequence[int]] = None, name: str = "label") -> List[Roi]:
+    """One ROI per label of a label map (Volume), resampled onto ``target`` by physical coordinates."""
+    values = np.asarray(labels.voxels)
+    if not np.issubdtype(values.dtype, np.integer):
+        if not np.allclose(values, np.rint(values)):
+            raise InputError("The label map holds non-integer values; give a segmentation (label map) file.")
+    grid = resample_labels(labels, target).astype(np.int64)
+    present = sorted(int(v) for v in np.unique(grid) if v != 0)
+    chosen = list(wanted) if wanted else present
+    if not chosen:
+        raise InputError("The label map has no non-zero label inside the image; is it the segmentation of this scan?")
+    rois = []
+    for value in chosen:
+        mask = grid == value
+        if not mask.any():
+            where = "in the label map" if value not in np.unique(values) else "inside the image's field of view"
+            raise InputError(f"Label {value} is empty {where}; choose one of {present or 'none'}.")
+        rois.append(Roi(f"{name} {value}" if len(chosen) > 1 or name == "label" else name, mask, f"label {value}"))
+    return rois
+
+
+def rois_from_spec(spec: str, target, index: int = 0) -> List[Roi]:
+    """The ROIs one ``--roi`` value describes, on the grid of ``target`` (a Volume)."""
+    parsed = parse_roi(spec, default_name=f"roi{index + 1}")
+    if parsed["kind"] == "circle":
+        return [circle_roi(target.voxels.shape, target.spacing, parsed["z"], parsed["y"], parsed["x"],
+                           parsed["radius_mm"], parsed["name"])]
+    from pathlib import Path
+
+    from .volumeio import read_volume
+
+    path = Path(parsed["path"])
+    if not path.exists():
+        raise InputError(f"ROI label map {path} does not exist; use {ROI_SYNTAX}.")
+    name = parsed["name"] if parsed["name"] != f"roi{index + 1}" else "label"
+    return label_rois(read_volume(path), target, parsed["labels"], name=name)
+
+
+def roi_stats(image: Any, mask: Any, reference: Any = None, name: str = "roi") -> RoiStats:
+    """Mean and SD (HU, SD with n − 1) in ``mask``; with a reference also its mean and the bias."""
+    data = _as_image(image, "image")
+    m = _mask(mask, data.shape, f"ROI '{name}'")
+    values = data[m]
+    sd = float(values.std(ddof=1)) if values.size > 1 else 0.0
+    stats = RoiStats(name, int(values.size), float(values.mean()), sd)
+    if reference is not None:
+        ref = _pair(data, reference)[1]
+        stats.reference_mean = float(ref[m].mean())
+        stats.bias = stats.mean - stats.reference_mean
+    return stats
+
+
+def cnr(image: Any, roi_a: Any, roi_b: Any) -> float:
+    """Contrast-to-noise ratio |mean_a − mean_b| / sqrt((SD_a² + SD_b²) / 2) between two ROI masks."""
+    a = roi_stats(image, roi_a, name="first")
+    b = roi_stats(image, roi_b, name="second")
+    pooled = math.sqrt((a.sd**2 + b.sd**2) / 2.0)
+    if pooled == 0:
+        return float("inf") if a.mean != b.mean else 0.0
+    return abs(a.mean - b.mean) / pooled
+
+
+def local_noise_sd(image: Any, mask: Any, window: int = 11) -> float:
+    """Noise SD (HU) in a region with anatomy: the mode of local SDs of windows fully inside ``mask``.
+
+    Vessels and edges inflate a plain SD; the mode of the window × window local SDs
+    (as :func:`~LowDoseDenoiseLib.noise.measure_noise` does for the whole image) is
+    the noise.  Falls back to the plain SD when the region is narrower than a window.
+    """
+    from scipy import ndimage
+
+    data = _as_image(image, "image")
+    m = _mask(mask, data.shape, "noise mask")
+    volume, region = (data[None], m[None]) if data.ndim == 2 else (data, m)
+    inner = ndimage.binary_erosion(region, structure=np.ones((1, window, window), bool))
+    if inner.sum() < 10:
+        values = data[m]
+        return float(values.std(ddof=1)) if values.size > 1 else 0.0
+    _, sd = noise.local_mean_sd(volume, window)
+    return noise.density_mode(sd[inner])
+
+
+# --------------------------------------------------------------------------- NPS
+
+
+@dataclass
+class NpsResult:
+    """A radially averaged noise power spectrum and its summary numbers.
+
+    ``frequency`` in mm⁻¹, ``nps`` in HU²·mm²; ``variance`` (HU²) is the integral of
+    the 2D NPS; ``source`` says what was measured ('image − reference' or
+    'detrended image').
+    """
+
+    frequency: np.ndarray
+    nps: np.ndarray
+    variance: float
+    mean_frequency: float
+    peak_frequency: float
+    n_rois: int
+    roi_size: int
+    source: str
+    nps2d: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0)))
+
+    @property
+    def noise_sd(self) -> float:
+        return math.sqrt(self.variance)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "source": self.source, "rois": self.n_rois, "roi_size_px": self.roi_size,
+            "variance_hu2": self.variance, "noise_sd_hu": self.noise_sd,
+            "mean_frequency_per_mm": self.mean_frequency, "peak_frequency_per_mm": self.peak_frequency,
+            "frequency_per_mm": [round(float(f), 5) for f in self.frequency],
+            "nps_hu2_mm2": [round(float(p), 5) for p in self.nps],
+        }
+
+
+def tile_positions(mask: Any, size: int = NPS_ROI_SIZE) -> np.ndarray:
+    """(slice, row, column) corners of non-overlapping size × size tiles lying fully inside ``mask``."""
+    m = np.asarray(mask, dtype=bool)
+    m = m[None] if m.ndim == 2 else m
+    nz, ny, nx = m.shape
+    corners = [
+        (z, r, c)
+        for z in range(nz)
+        for r in range(0, ny - size + 1, size)
+        for c in range(0, nx - size + 1, size)
+        if m[z, r : r + size, c : c + size].all()
+    ]
+    return np.asarray(corners, dtype=np.int64).reshape(-1, 3)
+
+
+def flat_positions(locate_on: Any, size: int = NPS_ROI_SIZE, mask: Any = None) -> np.ndarray:
+    """Corners of size × size tiles of flat soft tissue in ``locate_on`` (and inside ``mask``).
+
+    A tile counts when the window centred on it is flat soft tissue
+    (:func:`~LowDoseDenoiseLib.noise.flat_regions`) and, when a mask is given, it lies
+    inside the mask.  Measure several images at the same positions to compare them.
+    """
+    image = _as_image(locate_on, "image")
+    image = image[None] if image.ndim == 2 else image
+    if size > min(image.shape[-2:]):
+        return np.zeros((0, 3), np.int64)
+    flat = noise.flat_regions(image, size)
+    m = flat if mask is None else (flat & _mask(np.asarray(mask).reshape(image.shape), image.shape, "NPS mask"))
+    h = size // 2
+    tiles = tile_positions(np.ones(image.shape, bool) if mask is None else
+                           np.asarray(mask, bool).reshape(image.shape), size)
+    keep = [bool(m[z, r + h, c + h]) for z, r, c in tiles]
+    return tiles[np.asarray(keep, bool)] if len(tiles) else tiles
+
+
+def noise_power_spectrum(image: Any, spacing: Spacing, reference: Any = None, mask: Any = None,
+                         positions: Optional[np.ndarray] = None, roi_size: int = NPS_ROI_SIZE,
+                         detrend: str = "plane") -> NpsResult:
+    """Radial NPS of ``image`` − ``reference`` (or of the detrended image) in flat ROIs.
+
+    ROIs are ``roi_size`` squares at ``positions`` ((n, 3) corners), or else at the
+    flat soft-tissue tiles of the reference (or image) inside ``mask``.  Each ROI has
+    its best-fit plane removed (``detrend``), which without a reference also removes
+    the slow anatomy.  Raises InputError when no ROI fits.
+    """
+    data = _as_image(image, "image")
+    sx, sy = _spacing_xy(spacing)
+    if reference is not None:
+        data, ref = _pair(data, reference)
+        noise_image, source = data - ref, "image − reference"
+    else:
+        ref, noise_image, source = None, data, "detrended image"
+    volume = noise_image[None] if noise_image.ndim == 2 else noise_image
+    if positions is None:
+        positions = flat_positions(data if ref is None else ref, roi_size, mask)
+        if ref is None and len(positions):
+            # without a reference, drop tiles with an edge: SD well above the typical tile
+            sds = np.array([volume[z, r : r + roi_size, c : c + roi_size].std() for z, r, c in positions])
+            positions = positions[sds <= 1.3 * noise.density_mode(sds)] if len(sds) > 2 else positions
+    positions = np.asarray(positions, dtype=np.int64).reshape(-1, 3)
+    if len(positions) == 0:
+        raise InputError(
+            f"No flat soft-tissue region of {roi_size}×{roi_size} pixels was found for the noise power spectrum; "
+            "the image may be too small, not CT in HU, or the mask too small."
+        )
+    rois = np.stack([volume[z, r : r + roi_size, c : c + roi_size] for z, r, c in positions])
+    if rois.shape[1:] != (roi_size, roi_size):
+        raise InputError(f"An NPS ROI of {roi_size}×{roi_size} pixels reaches past the image edge.")
+    nps2d = noise.noise_power_spectrum_2d(rois, (sx, sy), detrend=detrend)
+    freq, profile = noise.radial_nps(nps2d, (sx, sy))
+    variance = float(nps2d.sum() / (roi_size * sx * roi_size * sy))
+    return NpsResult(freq, profile, variance, noise.mean_frequency(freq, profile),
+                     noise.peak_frequency(freq, profile), len(positions), roi_size, source, nps2d)
+
+
+# --------------------------------------------------------------------------- edges
+
+
+def gradient_magnitude(hu: Any, spacing: Spacing, sigma_mm: float = 1.0) -> np.ndarray:
+    """In-plane gradient magnitude (HU/mm) after Gaussian smoothing of ``sigma_mm``, slice by slice."""
+    from scipy import ndimage
+
+    data = _as_image(hu, "image")
+    sx, sy = _spacing_xy(spacing)
+    volume = data[None] if data.ndim == 2 else data
+    sigma = (0.0, sigma_mm / sy, sigma_mm / sx)
+    gy = ndimage.gaussian_filter(volume, sigma, order=(0, 1, 0)) / sy
+    gx = ndimage.gaussian_filter(volume, sigma, order=(0, 0, 1)) / sx
+    magnitude = np.hypot(gy, gx)
+    return magnitude[0] if data.ndim == 2 else magnitude
+
+
+def body_mask(hu: Any, threshold: float = BODY_THRESHOLD_HU) -> np.ndarray:
+    """Inside the body: voxels above ``threshold`` HU with holes (bowel gas, lungs) filled, per slice."""
+    from scipy import ndimage
+
+    data = _as_image(hu, "image")
+    volume = data[None] > threshold if data.ndim == 2 else data > threshold
+    filled = np.stack([ndimage.binary_fill_holes(s) for s in volume])
+    return filled[0] if data.ndim == 2 else filled
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def edge_preservation(image: Any, reference: Any, spacing: Spacing, mask: Any = None,
+                      sigma_mm: float = 1.0) -> float:
+    """Pearson correlation of gradient magnitudes of image and reference inside the body (or ``mask``).
+
+    1 means the edges are where and as strong as in the reference; blurring lowers it,
+    and so does residual noise (it adds gradient everywhere).
+    """
+    a, b = _pair(image, reference)
+    m = body_mask(b) if mask is None else _mask(mask, a.shape)
+    if not m.any():
+        raise InputError("No body found in the reference (nothing above -500 HU); is it CT in HU?")
+    return _correlation(gradient_magnitude(a, spacing, sigma_mm)[m], gradient_magnitude(b, spacing, sigma_mm)[m])
+
+
+@dataclass
+class ResidualCheck:
+    """How much the removed part (input − denoised) follows the image's edges."""
+
+    correlation: float
+    threshold: float
+    structured: bool
+    residual_sd: float
+    message: str = ""
+
+
+def residual_structure(input_hu: Any, denoised: Any, spacing: Spacing, mask: Any = None,
+                       sigma_mm: float = 2.5, threshold: float = RESIDUAL_STRUCTURE_THRESHOLD) -> ResidualCheck:
+    """Check that what the denoiser removed is noise, not anatomy (no reference needed).
+
+    Correlates the magnitude of the smoothed residual |G_σ * (input − denoised)| with
+    the edge map |∇ G_σ * denoised|, inside the body away from the skin (or inside
+    ``mask``).  Removed noise averages out under G_σ and, for a Gaussian noise field,
+    its local value is independent of the local gradient of any noise left in the
+    image, so the correlation stays near 0 at every strength; a residual that shows the
+    organ outlines (blurring) lines up with the edges, and ``structured`` is set when
+    the correlation exceeds ``threshold``.  A global check: a single small removed
+    lesion barely moves it.
+    """
+    from scipy import ndimage
+
+    before, after = _pair(input_hu, denoised, ("input", "denoised"))
+    sx, sy = _spacing_xy(spacing)
+    if mask is None:
+        body = body_mask(before)
+        body = body[None] if body.ndim == 2 else body
+        margin = max(1, int(round(5.0 / min(sx, sy))))
+        inner = ndimage.binary_erosion(body, structure=np.ones((1, 3, 3), bool), iterations=margin)
+        m = inner[0] if before.ndim == 2 else inner
+    else:
+        m = _mask(mask, before.shape)
+    if not m.any():
+        raise InputError("No body found in the input (nothing above -500 HU); is it CT in HU?")
+    residual = before - after
+    residual_sd = float(residual[m].std())
+    if residual_sd == 0:
+        return ResidualCheck(0.0, threshold, False, 0.0, "nothing was removed")
+    volume = residual[None] if residual.ndim == 2 else residual
+    local = np.abs(ndimage.gaussian_filter(volume, (0.0, sigma_mm / sy, sigma_mm / sx)))
+    local = local[0] if residual.ndim == 2 else local
+    corr = _correlation(local[m], gradient_magnitude(after, spacing, sigma_mm)[m])
+    structured = bool(corr > threshold)
+    message = (
+        f"the removed part (input − denoised) follows the image's edges (correlation {corr:.2f} > {threshold:.2f}): "
+        "anatomy was removed or blurred, not only noise; check edges and small lesions against the input"
+        if structured else f"the removed part looks like noise (edge correlation {corr:.2f} ≤ {threshold:.2f})"
+    )
+    return ResidualCheck(corr, threshold, structured, residual_sd, message)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate(denoised, reference=None, input=None, rois: Sequence[Roi] = (), window: Window = DEFAULT_WINDOW,
+             check_ct: bool = True) -> Dict[str, Any]:
+    """All metrics for a denoised Volume, with or without a reference; a JSON-ready dict.
+
+    With ``reference`` (a full-dose Volume on the same grid): RMSE, PSNR and SSIM on the
+    full range and in ``window``, edge preservation, NPS of (denoised − reference),
+    and ROI bias.  Always: ROI mean/SD/noise SD, CNR of the first two ROIs, the NPS of
+    the denoised image (and the input's at the same positions); with ``input`` also the
+    residual-structure check.  ``warnings`` lists what a reader should look at.
+    """
+    volumes = {"denoised": denoised, "reference": reference, "input": input}
+    for name, volume in volumes.items():
+        if volume is not None:
+            _as_image(volume.voxels, f"{name} volume")
+            if check_ct:
+                check_ct_like(volume.voxels, f"{name} volume")
+    for name in ("reference", "input"):
+        if volumes[name] is not None:
+            check_same_geometry(volumes[name], denoised, (name, "denoised"))
+    width, level = (lambda lo_hi: (lo_hi[1] - lo_hi[0], (lo_hi[0] + lo_hi[1]) / 2))(window_bounds(window))
+    den = denoised.hu().astype(np.float64)
+    ref = None if reference is None else reference.hu().astype(np.float64)
+    inp = None if input is None else input.hu().astype(np.float64)
+    spacing = tuple(float(s) for s in denoised.spacing)
+    report: Dict[str, Any] = {
+        "mode": "full-reference" if ref is not None else "no-reference",
+        "shape_zyx": list(den.shape), "spacing_xyz_mm": list(spacing),
+        "window": {"width_hu": width, "level_hu": level}, "warnings": [],
+    }
+    if ref is not None:
+        full = data_range(ref)
+        report["fidelity"] = {
+            "rmse_hu": rmse(den, ref),
+            "psnr_full_db": psnr(den, ref), "ssim_full": ssim(den, ref), "data_range_full_hu": full,
+            "psnr_window_db": psnr(den, ref, window=(width, level)),
+            "ssim_window": ssim(den, ref, window=(width, level)), "data_range_window_hu": width,
+        }
+        if inp is not None:
+            report["fidelity_input"] = {
+                "rmse_hu": rmse(inp, ref), "psnr_window_db": psnr(inp, ref, window=(width, level)),
+                "ssim_window": ssim(inp, ref, window=(width, level)),
+            }
+        report["edge_preservation"] = edge_preservation(den, ref, spacing)
+    report["rois"] = []
+    for roi in rois:
+        stats = roi_stats(den, roi.mask, ref, roi.name)
+        entry = {k: v for k, v in asdict(stats).items() if v is not None}
+        entry["definition"] = roi.definition
+        entry["noise_sd"] = local_noise_sd(den, roi.mask)
+        if inp is not None:
+            entry["input_mean"] = float(inp[roi.mask].mean())
+            entry["input_noise_sd"] = local_noise_sd(inp, roi.mask)
+        report["rois"].append(entry)
+    if len(rois) >= 2:
+        report["cnr"] = {"rois": [rois[0].name, rois[1].name], "denoised": cnr(den, rois[0].mask, rois[1].mask)}
+        if inp is not None:
+            report["cnr"]["input"] = cnr(inp, rois[0].mask, rois[1].mask)
+    report["nps"] = _nps_section(den, ref, inp, spacing)
+    if inp is not None:
+        check = residual_structure(inp, den, spacing)
+        report["residual"] = asdict(check)
+        if check.structured:
+            report["warnings"].append(check.message)
+    if "input" in report["nps"] and "denoised" in report["nps"]:
+        f_in = report["nps"]["input"]["mean_frequency_per_mm"]
+        f_out = report["nps"]["denoised"]["mean_frequency_per_mm"]
+        report["nps"]["mean_frequency_ratio"] = f_out / f_in if f_in else float("nan")
+        if f_in and f_out / f_in < 0.7:
+            report["warnings"].append(
+                f"the noise texture shifted to low frequencies (NPS mean frequency {f_in:.2f} → {f_out:.2f} mm⁻¹): "
+                "expect a blotchy, 'plastic' look"
+            )
+    return report
+
+
+def _nps_section(den: np.ndarray, ref: Optional[np.ndarray], inp: Optional[np.ndarray],
+                 spacing: Tuple[float, ...]) -> Dict[str, Any]:
+    section: Dict[str, Any] = {}
+    locate = ref if ref is not None else (inp if inp is not None else den)
+    try:
+        if ref is not None:
+            positions = flat_positions(ref, NPS_ROI_SIZE)
+            section["denoised_minus_reference"] = noise_power_spectrum(den, spacing, ref, positions=positions).to_dict()
+        positions = _detrended_positions(locate, NPS_ROI_SIZE)
+        section["denoised"] = noise_power_spectrum(den, spacing, positions=positions).to_dict()
+        if inp is not None:
+            section["input"] = noise_power_spectrum(inp, spacing, positions=positions).to_dict()
+    except InputError as error:
+        section["not_measured"] = str(error)
+    return section
+
+
+def _detrended_positions(locate_on: np.ndarray, size: int) -> np.ndarray:
+    """Flat tiles of ``locate_on`` without edges: its SD at most 1.3 × the typical tile's."""
+    positions = flat_positions(locate_on, size)
+    volume = locate_on[None] if locate_on.ndim == 2 else locate_on
+    if len(positions) > 2:
+        sds = np.array([volume[z, r : r + size, c : c + size].std() for z, r, c in positions])
+        mode = noise.density_mode(sds)
+        if mode > 0:
+            positions = positions[sds <= 1.3 * mode]
+    return positions
+
+
+def nps_pair(original: np.ndarray, denoised: np.ndarray, spacing: Spacing,
+             roi_size: int = NPS_ROI_SIZE) -> Tuple[NpsResult, NpsResult]:
+    """Detrended NPS of an original and its denoised result at the same flat ROIs (located on the original)."""
+    a, b = _pair(original, denoised, ("original", "denoised"))
+    positions = _detrended_positions(a, roi_size)
+    return (noise_power_spectrum(a, spacing, positions=positions, roi_size=roi_size),
+            noise_power_spectrum(b, spacing, positions=positions, roi_size=roi_size))
+
+
+def format_report(report: Dict[str, Any]) -> List[str]:
+    """Human-readable lines for an :func:`evaluate` report."""
+    lines = [f"{report['mode']} evaluation, window W {report['window']['width_hu']:g} / L "
+             f"{report['window']['level_hu']:g} HU"]
+    fid = report.get("fidelity")
+    if fid:
+        lines.append(f"RMSE {fid['rmse_hu']:.2f} HU")
+        lines.append(f"PSNR {fid['psnr_full_db']:.2f} dB, SSIM {fid['ssim_full']:.4f} "
+                     f"(full range, data range {fid['data_range_full_hu']:g} HU)")
+        lines.append(f"PSNR {fid['psnr_window_db']:.2f} dB, SSIM {fid['ssim_window']:.4f} "
+                     f"(in the window, data range {fid['data_range_window_hu']:g} HU)")
+        if "fidelity_input" in report:
+            fi = report["fidelity_input"]
+            lines.append(f"input for comparison: RMSE {fi['rmse_hu']:.2f} HU, PSNR {fi['psnr_window_db']:.2f} dB, "
+                         f"SSIM {fi['ssim_window']:.4f} (in the window)")
+        lines.append(f"edge preservation (gradient correlation inside the body) {report['edge_preservation']:.3f}")
+    for roi in report.get("rois", []):
+        text = f"ROI {roi['name']} ({roi['definition']}, {roi['voxels']} voxels): mean {roi['mean']:.1f} HU, " \
+               f"SD {roi['sd']:.1f} HU, noise SD {roi['noise_sd']:.1f} HU"
+        if "bias" in roi:
+            text += f", bias {roi['bias']:+.1f} HU"
+        if "input_noise_sd" in roi:
+            text += f" (input: mean {roi['input_mean']:.1f} HU, noise SD {roi['input_noise_sd']:.1f} HU)"
+        lines.append(text)
+    if "cnr" in report:
+        c = report["cnr"]
+        extra = f" (input {c['input']:.2f})" if "input" in c else ""
+        lines.append(f"CNR {c['rois'][0]} vs {c['rois'][1]}: {c['denoised']:.2f}{extra}")
+    nps_section = report.get("nps", {})
+    if "not_measured" in nps_section:
+        lines.append(f"NPS not measured: {nps_section['not_measured']}")
+    for key, label in (("denoised_minus_reference", "NPS of denoised − reference"),
+                       ("denoised", "NPS of denoised (detrended)"), ("input", "NPS of input (detrended)")):
+        if key in nps_section:
+            n = nps_section[key]
+            lines.append(f"{label}: noise SD {n['noise_sd_hu']:.1f} HU, mean frequency "
+                         f"{n['mean_frequency_per_mm']:.3f} mm⁻¹, peak {n['peak_frequency_per_mm']:.3f} mm⁻¹ "
+                         f"({n['rois']} ROIs of {n['roi_size_px']} px)")
+    if "residual" in report:
+        lines.append(f"residual check: {report['residual']['message']}")
+    for warning in report.get("warnings", []):
+        lines.append(f"WARNING: {warning}")
+    return lines
