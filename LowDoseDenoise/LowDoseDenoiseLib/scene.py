@@ -1,0 +1,794 @@
+"""MRML side of denoising: the output node beside the input, linked comparison views, export.
+
+:class:`DenoiseLogic` works on any ``vtkMRMLScene``: the one inside 3D Slicer, or a
+headless scene from the ``slicer-core`` wheel in tests and scripts.  It uses MRML
+classes only (no Qt, no ``slicer.app``); torch is imported by the engine, inside the
+functions that run it.
+
+Data flows one way: input node -> voxel array and geometry -> engine -> array ->
+output node.  The work is split in three steps so that a GUI can keep the scene on
+its main thread and run the engine in a worker thread:
+
+* :meth:`DenoiseLogic.prepare` (main thread) checks everything and copies the voxels;
+* :meth:`DenoiseJob.run` or :meth:`DenoiseJob.start` (any thread) runs the engine and
+  touches no MRML object;
+* :meth:`DenoiseLogic.finish` (main thread) writes the output node.
+
+:meth:`DenoiseLogic.process` does the three in a row, for scripts.  Nothing is added to
+or changed in the scene before the engine has succeeded, so an error or a cancel
+leaves the scene as it was.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from . import __version__
+from .errors import Cancelled, InputError, LowDoseDenoiseError
+from .modelfile import LoadedModel, load_model
+
+ProgressCallback = Callable[[int, int], None]
+
+#: Prefix of the provenance attributes written on the output node.
+ATTRIBUTE_PREFIX = "LowDoseDenoise."
+#: Attribute that marks the temporary difference volume of a comparison.
+TEMPORARY_ATTRIBUTE = ATTRIBUTE_PREFIX + "Temporary"
+#: Suffix of the output node's name.
+OUTPUT_SUFFIX = " denoised"
+#: Comparison layouts understood by :meth:`DenoiseLogic.show_comparison`.
+COMPARISON_LAYOUTS = ("side-by-side", "with-difference")
+#: File endings :meth:`DenoiseLogic.export` writes (one file each, so the write can be atomic).
+EXPORT_EXTENSIONS = (".nrrd", ".nii", ".nii.gz", ".mha")
+
+#: Views used by the comparison: original, denoised, difference.
+VIEW_NAMES = ("Red", "Yellow", "Green")
+#: Layout id registered for the three-view comparison (one row: original | denoised | difference).
+WITH_DIFFERENCE_LAYOUT_ID = 7390
+_WITH_DIFFERENCE_LAYOUT = (
+    '<layout type="horizontal">'
+    + "".join(
+        f'<item><view class="vtkMRMLSliceNode" singletontag="{name}">'
+        f'<property name="orientation" action="default">Axial</property>'
+        f'<property name="viewlabel" action="default">{name[0]}</property>'
+        f'<property name="viewcolor" action="default">{color}</property>'
+        "</view></item>"
+        for name, color in zip(VIEW_NAMES, ("#F34A33", "#EDD54C", "#6EB04B"))
+    )
+    + "</layout>"
+)
+
+
+class DenoiseJob:
+    """One denoising run: the inputs copied out of the scene, the engine's state and result.
+
+    A job never touches MRML, so :meth:`run` may execute in a worker thread while the
+    GUI polls :attr:`state`, :attr:`fraction` and :attr:`eta_seconds` from a timer.
+    States: ``ready`` -> ``running`` (-> ``cancelling``) -> ``done`` | ``cancelled`` | ``failed``.
+    """
+
+    def __init__(
+        self,
+        input_id: str,
+        input_name: str,
+        output_id: Optional[str],
+        voxels: np.ndarray,
+        spacing: Tuple[float, float],
+        model: LoadedModel,
+        device: str,
+        strength: float,
+    ):
+        self.input_id = input_id
+        self.input_name = input_name
+        self.output_id = output_id
+        self.voxels = voxels
+        self.spacing = spacing
+        self.model = model
+        self.device = device
+        self.strength = strength
+        self.state = "ready"
+        self.result: Optional[np.ndarray] = None
+        self.error: Optional[BaseException] = None
+        self.done_slices = 0
+        self.total_slices = int(voxels.shape[0])
+        self._started: Optional[float] = None
+        self._first_progress: Optional[Tuple[float, int]] = None
+        self._cancel = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    # -- progress, for a GUI timer -------------------------------------------------------
+    @property
+    def fraction(self) -> float:
+        """Fraction of slices done, 0..1."""
+        return self.done_slices / self.total_slices if self.total_slices else 0.0
+
+    @property
+    def eta_seconds(self) -> Optional[float]:
+        """Estimated seconds left, or None before the second progress report."""
+        if self._first_progress is None or self.done_slices <= self._first_progress[1]:
+            return None
+        start, done0 = self._first_progress
+        rate = (self.done_slices - done0) / max(time.monotonic() - start, 1e-6)
+        return (self.total_slices - self.done_slices) / rate
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "cancelled", "failed")
+
+    # -- running ----------------------------------------------------------------------------
+    def request_cancel(self) -> None:
+        """Ask the engine to stop before its next batch; the job ends as ``cancelled``."""
+        self._cancel.set()
+        if self.state == "running":
+            self.state = "cancelling"
+
+    def run(self, progress: Optional[ProgressCallback] = None, cancel: Any = None) -> np.ndarray:
+        """Run the engine here (blocking) and return the float32 result; raises on error or cancel."""
+        from .engine import denoise_volume
+
+        if self.state != "ready":
+            raise LowDoseDenoiseError(f"This denoising job has already run (state: {self.state}).")
+        self.state = "cancelling" if self._cancel.is_set() else "running"
+        self._started = time.monotonic()
+
+        def report(done: int, total: int) -> None:
+            self.done_slices = done
+            if self._first_progress is None:
+                self._first_progress = (time.monotonic(), done)
+            if progress:
+                progress(done, total)
+
+        def is_cancelled() -> bool:
+            if self._cancel.is_set():
+                return True
+            if cancel is None:
+                return False
+            return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel())
+
+        try:
+            self.result = denoise_volume(
+                self.voxels,
+                model=self.model,
+                device=self.device,
+                strength=self.strength,
+                progress=report,
+                cancel=is_cancelled,
+                spacing=self.spacing,
+            )
+        except Cancelled as error:
+            self.error, self.state = error, "cancelled"
+            raise
+        except BaseException as error:
+            self.error, self.state = error, "failed"
+            raise
+        self.state = "done"
+        return self.result
+
+    def start(self) -> None:
+        """Run the engine in a daemon thread; poll :attr:`finished` or call :meth:`wait`."""
+
+        def target() -> None:
+            try:
+                self.run()
+            except BaseException:  # recorded in self.error and self.state
+                pass
+
+        self._thread = threading.Thread(target=target, name="LowDoseDenoise", daemon=True)
+        self._thread.start()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until a started job has finished (for scripts and tests); True when finished."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.finished
+
+
+@dataclass
+class _ViewState:
+    """What one slice view showed before the comparison, to put it back afterwards."""
+
+    background_id: Optional[str]
+    foreground_id: Optional[str]
+    label_id: Optional[str]
+    foreground_opacity: float
+    linked: int
+    hot_linked: int
+    slice_to_ras: Any
+    field_of_view: Tuple[float, float, float]
+    xyz_origin: Tuple[float, float, float]
+
+
+@dataclass
+class _ComparisonState:
+    layout: int
+    views: Dict[str, _ViewState] = field(default_factory=dict)
+    difference_id: Optional[str] = None
+
+
+class DenoiseLogic:
+    """Denoise volume nodes of one MRML scene, compare the result with the original, export it.
+
+    ``application_logic`` (``slicer.app.applicationLogic()`` inside Slicer) is optional;
+    when given, the comparison views are fitted to the volumes.
+    """
+
+    def __init__(self, scene, application_logic=None):
+        if scene is None:
+            raise InputError("DenoiseLogic needs an MRML scene.")
+        self.scene = scene
+        self.application_logic = application_logic
+        self._comparison: Optional[_ComparisonState] = None
+
+    # -- denoising ----------------------------------------------------------------------------
+    def process(
+        self,
+        input_node,
+        output_node=None,
+        model: Union[LoadedModel, str, Path, None] = None,
+        device: str = "auto",
+        strength: float = 1.0,
+        progress: Optional[ProgressCallback] = None,
+        cancel: Any = None,
+    ):
+        """Denoise ``input_node`` and return the output volume node ("<input name> denoised").
+
+        Usable without any GUI.  ``output_node`` None creates a new node; an existing
+        scalar volume node is overwritten.  ``model`` is a LoadedModel, a model file or
+        None for the bundled model; ``progress(done, total)`` and ``cancel`` (a callable
+        or an Event) are passed to the engine.  On error or cancel the scene is unchanged.
+        """
+        job = self.prepare(input_node, output_node, model=model, device=device, strength=strength)
+        job.run(progress=progress, cancel=cancel)
+        return self.finish(job)
+
+    def prepare(
+        self,
+        input_node,
+        output_node=None,
+        model: Union[LoadedModel, str, Path, None] = None,
+        device: str = "auto",
+        strength: float = 1.0,
+    ) -> DenoiseJob:
+        """Check the input, output, model, device and strength, and copy the voxels into a job.
+
+        Raises InputError, ModelError or DeviceError with a message for the user; the
+        scene is not changed.
+        """
+        from .engine import resolve_device
+
+        image = self._check_input(input_node)
+        if output_node is not None:
+            self._check_output(output_node, input_node)
+        strength = _check_strength(strength)
+        loaded = model if isinstance(model, LoadedModel) else load_model(model)
+        dims = image.GetDimensions()
+        if min(dims[0], dims[1]) < loaded.min_size:
+            raise InputError(
+                f"'{input_node.GetName()}' is {dims[0]}×{dims[1]} pixels in-plane, below the minimum of "
+                f"{loaded.min_size}×{loaded.min_size} of the model '{loaded.name}'; choose a larger volume "
+                "or region."
+            )
+        target = resolve_device(device)
+        voxels = np.array(_voxel_view(image), copy=True)  # the worker must never see VTK memory
+        voxels.flags.writeable = False
+        spacing = input_node.GetSpacing()
+        return DenoiseJob(
+            input_id=input_node.GetID(),
+            input_name=input_node.GetName() or "volume",
+            output_id=output_node.GetID() if output_node is not None else None,
+            voxels=voxels,
+            spacing=(float(spacing[1]), float(spacing[0])),
+            model=loaded,
+            device=str(target),
+            strength=strength,
+        )
+
+    def finish(self, job: DenoiseJob):
+        """Write a finished job's result into the output node (main thread); return the node."""
+        from .volumeio import cast_like
+
+        if job.error is not None:
+            raise job.error
+        if job.result is None:
+            raise LowDoseDenoiseError("This denoising job has not run yet; call run() or start() first.")
+        input_node = self.scene.GetNodeByID(job.input_id)
+        if input_node is None:
+            raise InputError(
+                f"The input volume '{job.input_name}' was removed from the scene while it was being "
+                "denoised; nothing was added."
+            )
+        image = self._check_input(input_node)
+        if tuple(image.GetDimensions()) != tuple(reversed(job.result.shape)):
+            raise InputError(
+                f"The input volume '{job.input_name}' changed size while it was being denoised; "
+                "nothing was added. Run again."
+            )
+        output_node = self.scene.GetNodeByID(job.output_id) if job.output_id else None
+        if output_node is not None:
+            self._check_output(output_node, input_node)
+
+        voxels = cast_like(job.result, _voxel_view(image).dtype)
+        new_image = vtk.vtkImageData()
+        new_image.SetDimensions(image.GetDimensions())
+        new_image.AllocateScalars(image.GetScalarType(), 1)
+        _voxel_view(new_image)[...] = voxels
+
+        created = output_node is None
+        node = output_node
+        try:
+            if created:
+                node = self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", job.input_name + OUTPUT_SUFFIX)
+            was_modifying = node.StartModify()
+            try:
+                node.SetName(job.input_name + OUTPUT_SUFFIX)
+                node.CopyOrientation(input_node)  # the full IJK-to-RAS matrix, oblique included
+                node.SetAndObserveImageData(new_image)
+                self._write_provenance(node, job, input_node)
+            finally:
+                node.EndModify(was_modifying)
+            self._copy_display(input_node, node)
+            self._place_in_hierarchy(input_node, node)
+        except BaseException:
+            if created and node is not None:
+                self._remove_node(node)
+            raise
+        return node
+
+    # -- comparison ---------------------------------------------------------------------------
+    def show_comparison(
+        self,
+        original,
+        denoised,
+        layout: str = "side-by-side",
+        linked: bool = True,
+        orientation: str = "Axial",
+    ) -> List[str]:
+        """Show ``original`` and ``denoised`` side by side in linked views; return the view names.
+
+        Each view gets its own background volume, the same orientation and the
+        original's window/level.  ``with-difference`` adds a third view of (denoised −
+        original), a temporary volume with a symmetric window that :meth:`end_comparison`
+        removes.  :meth:`end_comparison` also restores the previous layout and views.
+        """
+        if layout not in COMPARISON_LAYOUTS:
+            raise InputError(f"Unknown comparison layout '{layout}'; use one of {', '.join(COMPARISON_LAYOUTS)}.")
+        for role, node in (("original", original), ("denoised", denoised)):
+            self._check_volume(node, role)
+        if tuple(original.GetImageData().GetDimensions()) != tuple(denoised.GetImageData().GetDimensions()):
+            raise InputError(
+                f"'{original.GetName()}' and '{denoised.GetName()}' have different sizes; compare a volume "
+                "with its own denoised result."
+            )
+        layout_node = self._layout_node()
+        names = list(VIEW_NAMES[: 3 if layout == "with-difference" else 2])
+        composites = {name: self._composite_node(name) for name in names}
+        slices = {name: self._slice_node(name) for name in names}
+        if self._comparison is None:
+            state = _ComparisonState(layout=layout_node.GetViewArrangement())
+            for name in VIEW_NAMES:
+                composite, slice_node = self._find_composite_node(name), self._find_slice_node(name)
+                if composite is not None and slice_node is not None:
+                    state.views[name] = _save_view(composite, slice_node)
+            self._comparison = state
+        else:
+            self._restore_views(keep_difference=False)
+
+        difference = None
+        if layout == "with-difference":
+            difference = self._make_difference(original, denoised)
+            self._comparison.difference_id = difference.GetID()
+        self._match_window_level(original, denoised)
+
+        if layout == "with-difference":
+            if not layout_node.IsLayoutDescription(WITH_DIFFERENCE_LAYOUT_ID):
+                layout_node.AddLayoutDescription(WITH_DIFFERENCE_LAYOUT_ID, _WITH_DIFFERENCE_LAYOUT)
+            layout_node.SetViewArrangement(WITH_DIFFERENCE_LAYOUT_ID)
+        else:
+            layout_node.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+        volumes = [original, denoised, difference]
+        for name, volume in zip(names, volumes):
+            composite = composites[name]
+            composite.SetBackgroundVolumeID(volume.GetID())
+            composite.SetForegroundVolumeID(None)
+            composite.SetLabelVolumeID(None)
+            slices[name].SetOrientation(orientation)
+        self._fit_views(names)
+        self.set_linked(linked)
+        return names
+
+    def set_linked(self, linked: bool) -> None:
+        """Link (and hot-link) the comparison views so panning, zooming and scrolling move all."""
+        if self._comparison is None:
+            return
+        for name in self._comparison_view_names():
+            composite = self._find_composite_node(name)
+            if composite is not None:
+                composite.SetLinkedControl(1 if linked else 0)
+                composite.SetHotLinkedControl(1 if linked else 0)
+
+    @property
+    def comparing(self) -> bool:
+        """True while a comparison is shown."""
+        return self._comparison is not None
+
+    @property
+    def difference_node(self):
+        """The temporary difference volume of the current comparison, or None."""
+        if self._comparison is None or not self._comparison.difference_id:
+            return None
+        return self.scene.GetNodeByID(self._comparison.difference_id)
+
+    def end_comparison(self) -> bool:
+        """Restore the layout and views from before :meth:`show_comparison`; False if none was shown."""
+        if self._comparison is None:
+            return False
+        state = self._comparison
+        self._restore_views(keep_difference=False)
+        layout_node = self._find_layout_node()
+        if layout_node is not None:
+            layout_node.SetViewArrangement(state.layout)
+        self._comparison = None
+        return True
+
+    def forget_comparison(self) -> None:
+        """Drop the saved view state without restoring it (the scene is being closed)."""
+        self._comparison = None
+
+    # -- export -------------------------------------------------------------------------------
+    def export(self, node, path: Union[str, Path], overwrite: bool = False, compress: bool = True) -> Path:
+        """Write a volume node to NRRD, NIfTI (.nii, .nii.gz) or MHA through an MRML storage node.
+
+        The storage node is not added to the scene, so the node's own storage is not
+        changed.  The file is written next to the target and renamed into place.
+        """
+        self._check_volume(node, "volume to export")
+        path = Path(path)
+        name = path.name.lower()
+        suffix = next((ext for ext in sorted(EXPORT_EXTENSIONS, key=len, reverse=True) if name.endswith(ext)), None)
+        if suffix is None:
+            raise InputError(f"{path.name}: unknown file type; use .nrrd, .nii, .nii.gz or .mha.")
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise InputError(f"Folder {parent} does not exist; create it or choose another location.")
+        if not os.access(parent, os.W_OK):
+            raise InputError(f"Folder {parent} is not writable; choose another location.")
+        if path.exists() and not overwrite:
+            raise InputError(f"{path} already exists; choose another name or allow overwriting.")
+        storage = node.CreateDefaultStorageNode()
+        if storage is None or not storage.IsA("vtkMRMLVolumeArchetypeStorageNode"):
+            raise InputError(f"'{node.GetName()}' cannot be written as an image file.")
+        tmp = parent / f".{path.name[: -len(suffix)]}.partial{suffix}"
+        storage.SetFileName(str(tmp))
+        storage.SetUseCompression(1 if compress else 0)
+        try:
+            if not storage.WriteData(node):
+                raise InputError(f"Could not write {path}; check the disk space and the folder's permissions.")
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
+    # -- checks -------------------------------------------------------------------------------
+    def _check_volume(self, node, role: str):
+        if node is None:
+            raise InputError(f"No {role} is selected; choose a CT volume.")
+        if not node.IsA("vtkMRMLScalarVolumeNode"):
+            raise InputError(f"'{node.GetName()}' ({role}) is a {node.GetClassName()}, not a CT volume.")
+        if node.IsA("vtkMRMLLabelMapVolumeNode"):
+            raise InputError(
+                f"'{node.GetName()}' ({role}) is a label map (a segmentation), not a CT image; "
+                "choose the CT volume itself."
+            )
+        if node.GetScene() is not self.scene:
+            raise InputError(f"'{node.GetName()}' ({role}) belongs to another scene.")
+        image = node.GetImageData()
+        if image is None or image.GetNumberOfPoints() == 0:
+            raise InputError(f"'{node.GetName()}' ({role}) holds no voxels; load the image data first.")
+        components = image.GetNumberOfScalarComponents()
+        if components != 1 or node.IsA("vtkMRMLVectorVolumeNode"):
+            raise InputError(
+                f"'{node.GetName()}' ({role}) has {components} components per voxel (a colour or vector "
+                "image); choose a scalar (grey-scale) CT volume."
+            )
+        return image
+
+    def _check_input(self, node):
+        image = self._check_volume(node, "input volume")
+        dims = image.GetDimensions()
+        if min(dims) < 2:
+            raise InputError(
+                f"'{node.GetName()}' is a 2D image ({dims[0]}×{dims[1]}×{dims[2]} voxels); "
+                "choose a 3D CT volume (a series of slices)."
+            )
+        return image
+
+    def _check_output(self, node, input_node) -> None:
+        if node is input_node or node.GetID() == input_node.GetID():
+            raise InputError(
+                "The output volume is the input volume itself; choose 'Create new volume' so the original "
+                "stays unchanged."
+            )
+        if not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLLabelMapVolumeNode"):
+            raise InputError(f"The output '{node.GetName()}' is not a scalar volume; choose 'Create new volume'.")
+        if node.IsA("vtkMRMLVectorVolumeNode"):
+            raise InputError(f"The output '{node.GetName()}' is a vector volume; choose 'Create new volume'.")
+        if node.GetScene() is not self.scene:
+            raise InputError(f"The output '{node.GetName()}' belongs to another scene.")
+
+    # -- output node helpers --------------------------------------------------------------------
+    def _write_provenance(self, node, job: DenoiseJob, input_node) -> None:
+        for name in list(node.GetAttributeNames() or ()):
+            if name.startswith(("DICOM.", ATTRIBUTE_PREFIX)):
+                node.RemoveAttribute(name)
+        training = job.model.metadata.get("training", {})
+        dose = training.get("dose_fraction")
+        values = {
+            "ModelName": job.model.name,
+            "ModelVersion": job.model.version,
+            "ModelSHA256": job.model.sha256,
+            "ModelTrained": "yes" if training.get("trained", True) else "no",
+            "TrainingDose": f"{dose[0]:g}-{dose[1]:g}" if dose else "",
+            "Strength": f"{job.strength:g}",
+            "Device": job.device,
+            "Date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "Software": f"LowDoseDenoise {__version__}",
+            "SourceVolume": input_node.GetName() or "",
+        }
+        for key, value in values.items():
+            node.SetAttribute(ATTRIBUTE_PREFIX + key, str(value))
+        node.SetDescription(
+            f"Denoised from '{input_node.GetName()}' with {job.model.summary()}, strength {job.strength:g}, "
+            f"on {job.device}. Not for diagnosis unless validated at your site."
+        )
+
+    def _copy_display(self, source, target) -> None:
+        target.CreateDefaultDisplayNodes()
+        src, dst = source.GetDisplayNode(), target.GetDisplayNode()
+        if src is None or dst is None:
+            return
+        was_modifying = dst.StartModify()
+        try:
+            if src.GetColorNodeID():
+                dst.SetAndObserveColorNodeID(src.GetColorNodeID())
+            dst.SetAutoWindowLevel(0)
+            dst.SetWindowLevel(src.GetWindow(), src.GetLevel())
+            dst.SetInterpolate(src.GetInterpolate())
+        finally:
+            dst.EndModify(was_modifying)
+
+    def _subject_hierarchy(self):
+        return self.scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
+
+    def _place_in_hierarchy(self, input_node, node) -> None:
+        sh = self._subject_hierarchy()
+        if sh is None:
+            return
+        input_item = sh.GetItemByDataNode(input_node)
+        parent = sh.GetItemParent(input_item) if input_item else sh.GetSceneItemID()
+        item = sh.GetItemByDataNode(node)
+        if item:
+            sh.SetItemParent(item, parent)
+        else:
+            item = sh.CreateItem(parent, node)
+        for uid_name in list(sh.GetItemUIDNames(item) or ()):
+            sh.RemoveItemUID(item, uid_name)  # a reused node must not keep the original's DICOM UIDs
+        for attribute in list(sh.GetItemAttributeNames(item) or ()):
+            if attribute.startswith("DICOM"):
+                sh.RemoveItemAttribute(item, attribute)
+
+    def _remove_node(self, node) -> None:
+        """Remove a node we created, with its display and storage nodes and its hierarchy item."""
+        sh = self._subject_hierarchy()
+        if sh is not None:
+            item = sh.GetItemByDataNode(node)
+            if item:
+                sh.RemoveItem(item, False, False)
+        dependents = []
+        if node.IsA("vtkMRMLDisplayableNode"):
+            dependents += [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+        if node.IsA("vtkMRMLStorableNode"):
+            dependents += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+        if node.GetScene() is self.scene:
+            self.scene.RemoveNode(node)
+        for dependent in dependents:
+            if dependent is not None and dependent.GetScene() is self.scene:
+                self.scene.RemoveNode(dependent)
+
+    # -- comparison helpers -------------------------------------------------------------------
+    def _find_layout_node(self):
+        return self.scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+
+    def _layout_node(self):
+        node = self._find_layout_node()
+        if node is None:
+            raise LowDoseDenoiseError(
+                "This scene has no view layout, so there are no views to compare in; the comparison "
+                "needs Slicer's slice views (or a vtkMRMLLayoutLogic in a script)."
+            )
+        return node
+
+    def _find_slice_node(self, name: str):
+        for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+            node = self.scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
+            if node.GetLayoutName() == name:
+                return node
+        return None
+
+    def _find_composite_node(self, name: str):
+        for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+            node = self.scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+            if node.GetLayoutName() == name:
+                return node
+        return None
+
+    def _slice_node(self, name: str):
+        node = self._find_slice_node(name)
+        if node is None:
+            raise LowDoseDenoiseError(f"The {name} slice view does not exist in this scene; reset the layout.")
+        return node
+
+    def _composite_node(self, name: str):
+        node = self._find_composite_node(name)
+        if node is None:
+            raise LowDoseDenoiseError(f"The {name} slice view has no layers (composite node); reset the layout.")
+        return node
+
+    def _comparison_view_names(self) -> List[str]:
+        has_difference = self._comparison is not None and bool(self._comparison.difference_id)
+        return list(VIEW_NAMES[: 3 if has_difference else 2])
+
+    def _make_difference(self, original, denoised):
+        """A temporary float volume (denoised − original) with a symmetric window around 0."""
+        difference = _voxel_view(denoised.GetImageData()).astype(np.float32) - _voxel_view(
+            original.GetImageData()
+        ).astype(np.float32)
+        image = vtk.vtkImageData()
+        image.SetDimensions(denoised.GetImageData().GetDimensions())
+        image.AllocateScalars(vtk.VTK_FLOAT, 1)
+        _voxel_view(image)[...] = difference
+        node = self.scene.AddNewNodeByClass(
+            "vtkMRMLScalarVolumeNode", f"{denoised.GetName()} minus {original.GetName()}"
+        )
+        try:
+            node.CopyOrientation(denoised)
+            node.SetAndObserveImageData(image)
+            node.SetAttribute(TEMPORARY_ATTRIBUTE, "1")
+            node.SetHideFromEditors(1)
+            node.SetSaveWithScene(0)
+            node.CreateDefaultDisplayNodes()
+            display = node.GetDisplayNode()
+            half_width = float(np.percentile(np.abs(difference), 99.5)) if difference.size else 0.0
+            half_width = max(half_width, 1.0)
+            display.SetAutoWindowLevel(0)
+            display.SetWindowLevel(2.0 * half_width, 0.0)
+            display.SetSaveWithScene(0)
+        except BaseException:
+            self._remove_node(node)
+            raise
+        return node
+
+    def _match_window_level(self, original, denoised) -> None:
+        src, dst = original.GetDisplayNode(), denoised.GetDisplayNode()
+        if src is None:
+            return
+        if dst is None:
+            denoised.CreateDefaultDisplayNodes()
+            dst = denoised.GetDisplayNode()
+        if (dst.GetWindow(), dst.GetLevel()) != (src.GetWindow(), src.GetLevel()) or dst.GetAutoWindowLevel():
+            dst.SetAutoWindowLevel(0)
+            dst.SetWindowLevel(src.GetWindow(), src.GetLevel())
+
+    def _fit_views(self, names: List[str]) -> None:
+        logic = self.application_logic
+        if logic is None:
+            return
+        for name in names:
+            slice_logic = logic.GetSliceLogicByLayoutName(name)
+            if slice_logic is not None:
+                slice_logic.FitSliceToAll()
+
+    def _restore_views(self, keep_difference: bool) -> None:
+        state = self._comparison
+        if state is None:
+            return
+        for name, view in state.views.items():
+            composite, slice_node = self._find_composite_node(name), self._find_slice_node(name)
+            if composite is None or slice_node is None:
+                continue
+            composite.SetLinkedControl(0)
+            composite.SetHotLinkedControl(0)
+            slice_node.GetSliceToRAS().DeepCopy(view.slice_to_ras)
+            slice_node.SetFieldOfView(*view.field_of_view)
+            slice_node.SetXYZOrigin(*view.xyz_origin)
+            slice_node.UpdateMatrices()
+            for setter, node_id in (
+                (composite.SetBackgroundVolumeID, view.background_id),
+                (composite.SetForegroundVolumeID, view.foreground_id),
+                (composite.SetLabelVolumeID, view.label_id),
+            ):
+                setter(node_id if node_id and self.scene.GetNodeByID(node_id) is not None else None)
+            composite.SetForegroundOpacity(view.foreground_opacity)
+            composite.SetLinkedControl(view.linked)
+            composite.SetHotLinkedControl(view.hot_linked)
+        if not keep_difference and state.difference_id:
+            node = self.scene.GetNodeByID(state.difference_id)
+            if node is not None:
+                self._remove_node(node)
+            state.difference_id = None
+
+
+def _save_view(composite, slice_node) -> _ViewState:
+    matrix = vtk.vtkMatrix4x4()
+    matrix.DeepCopy(slice_node.GetSliceToRAS())
+    return _ViewState(
+        background_id=composite.GetBackgroundVolumeID(),
+        foreground_id=composite.GetForegroundVolumeID(),
+        label_id=composite.GetLabelVolumeID(),
+        foreground_opacity=composite.GetForegroundOpacity(),
+        linked=composite.GetLinkedControl(),
+        hot_linked=composite.GetHotLinkedControl(),
+        slice_to_ras=matrix,
+        field_of_view=tuple(slice_node.GetFieldOfView()),
+        xyz_origin=tuple(slice_node.GetXYZOrigin()),
+    )
+
+
+def _check_strength(strength: Any) -> float:
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        raise InputError(f"Strength must be a number between 0 and 1, got {strength!r}.") from None
+    if not 0.0 <= value <= 1.0:
+        raise InputError(f"Strength must be between 0 (off) and 1 (full), got {strength}.")
+    return value
+
+
+def _voxel_view(image) -> np.ndarray:
+    """The voxels of a single-component vtkImageData as a (z, y, x) numpy view (no copy)."""
+    dims = image.GetDimensions()
+    flat = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    return flat.reshape(dims[2], dims[1], dims[0])
+
+
+def volume_array(node) -> np.ndarray:
+    """A copy of a scalar volume node's voxels, (z, y, x), in the stored type (no slicer.util needed)."""
+    image = node.GetImageData() if node is not None else None
+    if image is None:
+        raise InputError("The volume holds no voxels.")
+    return np.array(_voxel_view(image), copy=True)
+
+
+def volume_from_node(node, voxels: Optional[np.ndarray] = None):
+    """A volumeio.Volume (ITK/LPS geometry) of a volume node, for the file and DICOM writers."""
+    from .volumeio import Volume
+
+    if voxels is None:
+        voxels = volume_array(node)
+    spacing = tuple(float(s) for s in node.GetSpacing())
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ijk_to_ras(node)
+    direction = lps[:3, :3] / np.array(spacing)[None, :]
+    return Volume(
+        voxels=voxels,
+        spacing=spacing,
+        origin=tuple(float(v) for v in lps[:3, 3]),
+        direction=tuple(float(v) for v in direction.ravel()),
+        metadata={"source": node.GetName() or ""},
+    )
+
+
+def ijk_to_ras(node) -> np.ndarray:
+    """The node's 4×4 IJK-to-RAS matrix as a numpy array."""
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])

@@ -1,0 +1,259 @@
+"""The Slicer extension's files agree with each other and with the code.
+
+Checks without Slicer: the CMake lists name every LowDoseDenoiseLib script and
+resource on disk; the extension metadata and the Extensions Index entry agree; the
+.ui binds exactly the parameter node's fields with widgets that can represent them;
+the module and the library parse as Python 3.9; torch is not imported at load time.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE_DIR = REPO / "LowDoseDenoise"
+LIB_DIR = MODULE_DIR / "LowDoseDenoiseLib"
+MODULE_FILE = MODULE_DIR / "LowDoseDenoise.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "LowDoseDenoise.ui"
+
+#: Parameter-node fields that no .ui widget binds, and why.
+UNBOUND_FIELDS = {"device": "the device combo box is filled at run time (one entry per GPU) and synced by hand"}
+#: Widget class in the .ui -> annotation names it can represent (slicer.parameterNodeWrapper.guiConnectors).
+WIDGET_TYPES = {
+    "qMRMLNodeComboBox": lambda annotation: annotation.startswith("vtkMRML"),
+    "QCheckBox": lambda annotation: annotation == "bool",
+    "ctkPathLineEdit": lambda annotation: annotation == "Path",
+    "ctkSliderWidget": lambda annotation: annotation.startswith("Annotated[float") and "WithinRange" in annotation,
+    "QComboBox": lambda annotation: annotation in ENUM_NAMES or "Choice" in annotation,
+}
+ENUM_NAMES: set = set()
+
+
+def cmake_list(path: Path, variable: str) -> list:
+    text = path.read_text(encoding="utf-8")
+    match = re.search(rf"set\(\s*{variable}\s+(.*?)\)", text, re.S)
+    assert match, f"{variable} not found in {path}"
+    items = [line.split("#")[0].strip() for line in match.group(1).splitlines()]
+    return [item.replace("${MODULE_NAME}", "LowDoseDenoise") for item in items if item]
+
+
+def cmake_set(path: Path, variable: str) -> str:
+    match = re.search(rf'set\(\s*{variable}\s+"([^"]*)"\s*\)', path.read_text(encoding="utf-8"))
+    assert match, f"{variable} not set in {path}"
+    return match.group(1)
+
+
+# -- CMake lists ---------------------------------------------------------------------------------
+
+
+def test_cmake_lists_every_lib_script():
+    listed = cmake_list(MODULE_DIR / "CMakeLists.txt", "MODULE_PYTHON_SCRIPTS")
+    on_disk = {"LowDoseDenoise.py"} | {
+        str(path.relative_to(MODULE_DIR)) for path in LIB_DIR.rglob("*.py") if "__pycache__" not in path.parts
+    }
+    assert len(listed) == len(set(listed)), "a script is listed twice"
+    missing = sorted(on_disk - set(listed))
+    assert not missing, f"add to MODULE_PYTHON_SCRIPTS in LowDoseDenoise/CMakeLists.txt: {missing}"
+    absent = sorted(set(listed) - on_disk)
+    assert not absent, f"listed in LowDoseDenoise/CMakeLists.txt but not on disk: {absent}"
+
+
+def test_cmake_lists_every_resource():
+    listed = cmake_list(MODULE_DIR / "CMakeLists.txt", "MODULE_PYTHON_RESOURCES")
+    absent = [item for item in listed if not (MODULE_DIR / item).is_file()]
+    assert not absent, f"listed resources missing on disk: {absent}"
+    resources = MODULE_DIR / "Resources"
+    needed = {
+        str(path.relative_to(MODULE_DIR))
+        for folder, pattern in (("Icons", "*"), ("UI", "*.ui"), ("Models", "*.pt"), ("Models", "*.md"))
+        for path in (resources / folder).glob(pattern)
+        if path.is_file()
+    }
+    missing = sorted(needed - set(listed))
+    assert not missing, f"add to MODULE_PYTHON_RESOURCES in LowDoseDenoise/CMakeLists.txt: {missing}"
+
+
+def test_module_cmake_builds_scripted_module_with_tests():
+    text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "slicerMacroBuildScriptedModule(" in text and "WITH_GENERIC_TESTS" in text
+    assert re.search(r"set\(MODULE_NAME LowDoseDenoise\)", text)
+    assert re.search(r"slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text)
+    assert not re.search(r"file\s*\(\s*GLOB", text, re.I), "Slicer extensions list files explicitly"
+
+
+def test_extension_metadata_and_catalog_entry_agree():
+    top = REPO / "CMakeLists.txt"
+    text = top.read_text(encoding="utf-8")
+    project = re.search(r"project\((\w+)\)", text).group(1)
+    assert project == "LowDoseDenoise"
+    assert "add_subdirectory(LowDoseDenoise)" in text
+    assert cmake_set(top, "EXTENSION_CATEGORY") == "Filtering"
+    assert cmake_set(top, "EXTENSION_DEPENDS").split() == ["PyTorch"]
+    for variable in ("EXTENSION_HOMEPAGE", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION"):
+        assert cmake_set(top, variable).strip(), variable
+    for variable in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        for url in cmake_set(top, variable).split():
+            relative = url.split("/main/", 1)[1]
+            assert (REPO / relative).is_file(), f"{variable} points at {relative}, which is not in the repository"
+
+    entry_path = REPO / f"{project}.json"
+    entry = json.loads(entry_path.read_text(encoding="utf-8"))
+    allowed = {
+        "$schema",
+        "build_dependencies",
+        "build_subdirectory",
+        "category",
+        "scm_revision",
+        "scm_type",
+        "scm_url",
+        "tier",
+    }
+    assert set(entry) <= allowed, f"the catalog schema forbids {set(entry) - allowed}"
+    assert entry["category"] == cmake_set(top, "EXTENSION_CATEGORY")
+    assert entry["build_dependencies"] == ["PyTorch"]
+    homepage = cmake_set(top, "EXTENSION_HOMEPAGE").split("#")[0].rstrip("/")
+    assert entry["scm_url"].removesuffix(".git") == homepage
+
+
+# -- icons and screenshot ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["LowDoseDenoise/Resources/Icons/LowDoseDenoise.png", "Resources/Icons/LowDoseDenoise.png"]
+)
+def test_icons_are_128_rgba_png(path):
+    import matplotlib.image
+
+    image = matplotlib.image.imread(REPO / path)
+    assert image.shape == (128, 128, 4)
+
+
+def test_screenshot_exists():
+    assert (REPO / "Resources" / "Screenshots" / "LowDoseDenoise-comparison.png").is_file()
+
+
+# -- .ui and parameter node -----------------------------------------------------------------------
+
+
+def parameter_node_fields() -> dict:
+    """Field name -> annotation source of the @parameterNodeWrapper class in LowDoseDenoise.py."""
+    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+    ENUM_NAMES.update(
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.ClassDef) and any(ast.unparse(base) == "enum.Enum" for base in node.bases)
+    )
+    wrappers = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.ClassDef) and any(ast.unparse(d) == "parameterNodeWrapper" for d in node.decorator_list)
+    ]
+    assert len(wrappers) == 1, "expected one @parameterNodeWrapper class"
+    return {
+        item.target.id: ast.unparse(item.annotation)
+        for item in wrappers[0].body
+        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+    }
+
+
+def ui_widgets() -> dict:
+    """objectName -> (class, SlicerParameterName or None) of every widget in the .ui."""
+    root = ET.parse(UI_FILE).getroot()
+    widgets = {}
+    for widget in root.iter("widget"):
+        name = None
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                name = prop.findtext("string")
+        widgets[widget.get("name")] = (widget.get("class"), name)
+    return widgets
+
+
+def test_ui_binds_every_parameter_with_a_fitting_widget():
+    fields = parameter_node_fields()
+    bound = {parameter: (object_name, cls) for object_name, (cls, parameter) in ui_widgets().items() if parameter}
+    assert set(bound) == set(fields) - set(UNBOUND_FIELDS), (
+        f"unbound fields: {sorted(set(fields) - set(bound) - set(UNBOUND_FIELDS))}, "
+        f"unknown parameters in the .ui: {sorted(set(bound) - set(fields))}"
+    )
+    for parameter, (object_name, cls) in bound.items():
+        assert cls in WIDGET_TYPES, f"{object_name}: no parameter-node connector for {cls}"
+        assert WIDGET_TYPES[cls](fields[parameter]), f"{object_name} ({cls}) cannot represent {fields[parameter]}"
+
+
+def test_module_uses_only_widgets_in_the_ui():
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text(encoding="utf-8")))
+    missing = sorted(used - set(ui_widgets()))
+    assert not missing, f"LowDoseDenoise.py uses widgets the .ui lacks: {missing}"
+
+
+def test_ui_custom_widgets_are_declared():
+    root = ET.parse(UI_FILE).getroot()
+    declared = {item.findtext("class") for item in root.iter("customwidget")}
+    qt_classes = {"QWidget", "QLabel", "QPushButton", "QCheckBox", "QComboBox", "QProgressBar"}
+    used = {cls for cls, _ in ui_widgets().values()}
+    assert used - qt_classes <= declared
+
+
+# -- Python level ------------------------------------------------------------------------------------
+
+
+def test_module_and_lib_parse_as_python_39():
+    vermin = shutil.which("vermin") or str(Path(sys.executable).with_name("vermin"))
+    if not Path(vermin).exists():
+        pytest.skip("vermin is not installed (pip install vermin)")
+    # tomllib is imported inside try/except ImportError with tomli as the 3.9/3.10 fallback
+    result = subprocess.run(
+        [vermin, "-t=3.9-", "--no-tips", "--violations", "--exclude", "tomllib", str(MODULE_FILE), str(LIB_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_module_file_imports_no_torch_and_wraps_callbacks():
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    top_level = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            top_level |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            top_level.add(node.module.split(".")[0])
+    assert "torch" not in top_level and "LowDoseDenoiseLib" not in top_level
+    assert 'pip_install("torch' not in source and "pip_install('torch" not in source
+    assert "PyTorchUtils" in source and "installTorch" in source
+    classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert {"LowDoseDenoise", "LowDoseDenoiseWidget", "LowDoseDenoiseLogic", "LowDoseDenoiseTest"} <= classes
+    # every GUI action (on... methods) runs its work through tryWithErrorDisplay
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LowDoseDenoiseWidget")
+    for method in widget.body:
+        if isinstance(method, ast.FunctionDef) and method.name in (
+            "onApplyButton",
+            "onShowComparison",
+            "onEndComparison",
+            "onExportFile",
+            "onExportDicom",
+        ):
+            assert "tryWithErrorDisplay" in ast.unparse(method), method.name
+
+
+def test_slicer_imports_the_lib_without_torch():
+    code = (
+        f"import sys; sys.path.insert(0, {str(MODULE_DIR)!r})\n"
+        "import LowDoseDenoiseLib.scene, LowDoseDenoiseLib.modelfile, LowDoseDenoiseLib.errors\n"
+        "assert 'torch' not in sys.modules, 'torch imported at load time'\n"
+    )
+    pytest.importorskip("slicer", reason="slicer-core is not installed")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
