@@ -1,6 +1,6 @@
 """`lowdose-denoise`: the command line, thin over the library.
 
-Subcommands: denoise, simulate, phantom, demo, info, series, compare, train, export.
+Subcommands: denoise, simulate, phantom, demo, info, series, compare, evaluate, train, export.
 Exit codes: 0 success, 2 bad input or usage (one-line reason on stderr), 130 when
 interrupted (Ctrl-C); nothing is left behind in either failure case, because every
 output is written to a temporary name and renamed into place only when complete.
@@ -264,17 +264,93 @@ def cmd_series(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from . import figures, volumeio
+    """Original | denoised | difference with a zoomed inset, and the two noise power spectra."""
+    from . import figures, metrics, volumeio
 
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise InputError(f"{out.name}: the comparison figure is a PNG; give a file name ending in .png.")
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise InputError(f"Output folder {out.parent} does not exist; create it first.")
+    figures.parse_window(args.window)
     original = volumeio.read_volume(args.original)
     denoised = volumeio.read_volume(args.denoised)
-    if original.voxels.shape != denoised.voxels.shape:
-        raise InputError(
-            f"{args.original} has {original.voxels.shape[::-1]} voxels (x, y, z) but {args.denoised} has "
-            f"{denoised.voxels.shape[::-1]}; compare a volume with its own denoised result."
-        )
-    print(figures.comparison_figure(original.hu(), denoised.hu(), args.out, slice_index=args.slice,
-                                    window=args.window, spacing=original.in_plane_spacing))
+    metrics.check_same_geometry(original, denoised, ("original", "denoised"))
+    depth = original.voxels.shape[0]
+    index = depth // 2 if args.slice is None else args.slice
+    if not 0 <= index < depth:
+        raise InputError(f"Slice {index} is outside the volume (0..{depth - 1}).")
+    block = slice(max(0, index - 8), min(depth, index + 8))  # NPS from up to 16 slices around the shown one
+    curves, note = {}, None
+    try:
+        before, after = metrics.nps_pair(original.hu()[block], denoised.hu()[block], original.spacing)
+        curves = {f"original (mean {before.mean_frequency:.2f} mm⁻¹)": (before.frequency, before.nps),
+                  f"denoised (mean {after.mean_frequency:.2f} mm⁻¹)": (after.frequency, after.nps)}
+    except InputError as error:
+        note = f"NPS not measured:\n{error}"
+    print(figures.comparison_figure(original.hu(), denoised.hu(), out, slice_index=index,
+                                    window=args.window, spacing=original.in_plane_spacing,
+                                    nps_curves=curves, nps_note=note))
+    return EXIT_OK
+
+
+def _json_ready(value):
+    """Non-finite floats become None (JSON has no inf/NaN); numpy scalars become Python numbers."""
+    import math
+
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    return value
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Full-reference (with --reference) or no-reference image-quality metrics of a denoised volume."""
+    import json
+    import os
+    import tempfile
+
+    from . import metrics, volumeio
+
+    json_out = Path(args.json) if args.json else None
+    if json_out is not None:
+        parent = json_out.parent if str(json_out.parent) else Path(".")
+        if not parent.is_dir():
+            raise InputError(f"Output folder {parent} does not exist; create it first.")
+        if json_out.exists() and not args.overwrite:
+            raise InputError(f"Output {json_out} already exists; pass --overwrite to replace it.")
+    metrics.window_bounds(args.window)
+    denoised = volumeio.read_volume(args.denoised)
+    reference = volumeio.read_volume(args.reference) if args.reference else None
+    original = volumeio.read_volume(args.input) if args.input else None
+    for volume, source in ((denoised, args.denoised), (reference, args.reference), (original, args.input)):
+        if volume is not None:
+            _check_finite(volume, str(source))
+    rois = []
+    for index, spec in enumerate(args.roi or []):
+        rois.extend(metrics.rois_from_spec(spec, denoised, index))
+    report = metrics.evaluate(denoised, reference=reference, input=original, rois=rois, window=args.window)
+    report["files"] = {"denoised": str(args.denoised), "reference": args.reference, "input": args.input}
+    for line in metrics.format_report(report):
+        if not line.startswith("WARNING: "):
+            print(line)
+    for message in report["warnings"]:  # part of the report, so printed even where warnings are filtered
+        print(f"warning: {message}", file=sys.stderr)
+    if json_out is not None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{json_out.name}.", suffix=".partial", dir=json_out.parent or ".")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(_json_ready(report), handle, indent=1, allow_nan=False)
+            os.replace(tmp, json_out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        print(f"metrics: {json_out}")
     return EXIT_OK
 
 
@@ -363,6 +439,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slice", type=int, help="axial slice index (default: middle)")
     p.add_argument("--window", default="liver", help="liver, abdomen, lung, bone or W,L in HU")
     p.set_defaults(func=cmd_compare)
+
+    from .metrics import ROI_SYNTAX
+
+    p = sub.add_parser("evaluate", help="image-quality metrics of a denoised volume, with or without a reference")
+    p.add_argument("--denoised", required=True, help="the denoised volume (file or DICOM folder)")
+    p.add_argument("--reference", help="full-dose reference on the same grid: full-reference metrics")
+    p.add_argument("--input", help="the low-dose input that was denoised: residual check and before/after noise")
+    p.add_argument("--roi", action="append", metavar="SPEC", help=f"repeatable; {ROI_SYNTAX}. "
+                   "CNR is computed between the first two ROIs")
+    p.add_argument("--window", default="liver", help="display window for PSNR/SSIM: liver, abdomen or W,L in HU")
+    p.add_argument("--json", metavar="OUT", help="also write all metrics (and NPS curves) to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing JSON file")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("train", help="train a generator (unpaired CycleGAN or paired) from a config file")
     p.add_argument("--config", required=True, help="YAML or TOML training config")
