@@ -1,0 +1,258 @@
+"""Training configuration: dataclasses with documented defaults, read from YAML or TOML.
+
+Every field has a default, so an empty file is a valid config (the shipped recipe's
+data, a CycleGAN).  Unknown keys are refused so that a typo never silently falls back
+to a default.  Relative data paths are resolved against ``data.shared_data`` (default:
+$LOWDOSE_SHARED_DATA, else ``../shared/data`` beside the repository).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ..errors import InputError
+
+DEFAULT_RUNS = Path.home() / ".cache" / "lowdose-denoise" / "runs"
+
+
+@dataclass
+class SeriesConfig:
+    """One CT series (volume file or DICOM folder) and its held-out block."""
+
+    path: str = ""  #: file or DICOM folder; relative paths are under data.shared_data
+    name: str = ""  #: short name (cache key, logs); default: the folder name
+    labels: str = ""  #: optional label map (liver = label 5) resampled onto the CT
+    holdout: List[int] = field(default_factory=list)  #: [start, stop) held-out slices; [] = none
+    gap: int = 2  #: slices left out on each side of the held-out block
+    weight: float = 1.0  #: sampling weight relative to other series (per slice)
+
+
+def _default_normal() -> List[SeriesConfig]:
+    return [
+        SeriesConfig(
+            path="totalseg-abdomen-ct/dicom",
+            name="totalseg",
+            labels="totalseg-abdomen-ct/segmentation.nii.gz",
+            holdout=[14, 20],
+            gap=2,
+        )
+    ]
+
+
+def _default_low() -> List[SeriesConfig]:
+    return [SeriesConfig(path="ccth-a01-lowdose-ct/dicom", name="ccth", holdout=[180, 212], gap=4)]
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how patches and noise are drawn."""
+
+    shared_data: str = ""  #: root of relative paths; "" = $LOWDOSE_SHARED_DATA or ../shared/data
+    cache_dir: str = ""  #: decoded-series cache; "" = ~/.cache/lowdose-denoise/data
+    normal_dose: List[SeriesConfig] = field(default_factory=_default_normal)  #: routine-dose series
+    low_dose: List[SeriesConfig] = field(default_factory=_default_low)  #: real low-dose series (CycleGAN)
+    phantom_slices: int = 0  #: synthetic phantom slices added to the normal-dose domain (needs phantom.py)
+    phantom_weight: float = 0.5  #: per-slice sampling weight of phantom slices
+    simulated_low_dose: float = 0.5  #: CycleGAN: share of low-dose samples simulated from normal dose
+    textures: List[str] = field(
+        default_factory=lambda: ["sharp", "standard", "smooth", "very-smooth", "measured"]
+    )  #: noise textures (apodisations); "measured" = NPS of the real low-dose series
+    noise_realisations: int = 2  #: precomputed unit-noise fields per slice and texture
+    noise_sd: List[float] = field(default_factory=lambda: [5.0, 70.0])  #: added noise SD range, HU (log-uniform)
+    patch: int = 64  #: patch size in pixels
+    context: int = 1  #: k: slices each side (2k+1 input channels)
+    copy_neighbours: float = 0.3  #: share of samples whose 2k+1 channels all are the centre slice
+    pixel_size: List[float] = field(default_factory=lambda: [0.5, 1.5])  #: in-plane pixel sizes drawn, mm
+    min_tissue: float = 0.3  #: patches with less non-air than this are redrawn (20 tries)
+    flips: bool = True  #: random flips and 90° rotations
+    validation_dose: float = 0.25  #: dose fraction of the held-out validation
+    validation_texture: str = "standard"  #: texture of the validation noise (stand-in simulator only)
+
+
+@dataclass
+class ModelConfig:
+    """Generator G (product network), generator F (normal -> low, context 0) and discriminators."""
+
+    width: int = 16
+    levels: int = 3
+    res_blocks: int = 4
+    f_width: int = 16  #: width of F (only used in training)
+    disc_width: int = 32
+    disc_layers: int = 3
+    init_generator: str = ""  #: checkpoint or exported .pt whose G initialises this run's G (hybrid)
+
+
+@dataclass
+class LossConfig:
+    """Loss weights.  Defaults follow CycleGAN (cycle 10, identity 0.5×cycle) with a perceptual
+    term small enough not to dominate L1 (features are scaled to ~unit size)."""
+
+    adversarial: float = 1.0  #: LSGAN weight, each direction
+    cycle: float = 10.0  #: L1 cycle consistency, each direction
+    identity: float = 5.0  #: L1 identity (G on normal dose, F on low dose)
+    perceptual: float = 0.1  #: perceptual loss on the cycle reconstructions (paired: on the output)
+    l1: float = 1.0  #: paired mode: L1 to the clean target
+    paired: float = 0.0  #: CycleGAN mode: extra L1+perceptual on simulated pairs (a hybrid; 0 = pure)
+
+
+@dataclass
+class PerceptualConfig:
+    """The perceptual feature network."""
+
+    network: str = "vgg16"  #: vgg16 | autoencoder | none
+    layers: List[str] = field(default_factory=lambda: ["relu1_2", "relu2_2"])  #: VGG feature layers
+    hu_window: List[float] = field(default_factory=lambda: [-160.0, 240.0])  #: HU window mapped to 0..255
+    autoencoder_steps: int = 1500  #: training steps of the CT autoencoder (network: autoencoder)
+
+
+@dataclass
+class OptimConfig:
+    """Adam with linear decay to zero over the last ``decay`` share of steps."""
+
+    steps: int = 4000
+    batch_size: int = 8
+    lr: float = 2e-4  #: generators
+    lr_disc: float = 2e-4  #: discriminators
+    beta1: float = 0.5
+    beta2: float = 0.999
+    decay: float = 0.5  #: share of steps at the end over which lr decays linearly to 0
+    grad_clip: float = 1.0  #: gradient-norm clip (0 = off)
+
+
+@dataclass
+class RunConfig:
+    """Devices, logging and checkpoints."""
+
+    device: str = "auto"  #: auto | cpu | cuda
+    amp: bool = True  #: mixed precision (CUDA only)
+    threads: int = 0  #: torch CPU threads (0 = torch default)
+    log_every: int = 25  #: steps between metric rows in metrics.csv
+    validate_every: int = 500  #: steps between held-out validations (0 = only at the end)
+    checkpoint_every: int = 250  #: steps between checkpoints
+    max_minutes: float = 0.0  #: stop (with a checkpoint) after this wall time; 0 = no limit
+
+
+@dataclass
+class TrainConfig:
+    """A full training run."""
+
+    name: str = "lowdose-liver-pan"  #: run name; the run folder is <run_dir or runs>/<name>
+    mode: str = "cyclegan"  #: cyclegan (unpaired, the method) | paired (supervised ablation)
+    seed: int = 0
+    run_dir: str = ""  #: "" = ~/.cache/lowdose-denoise/runs/<name>
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def run_folder(self) -> Path:
+        return Path(self.run_dir).expanduser() if self.run_dir else DEFAULT_RUNS / self.name
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise InputError(f"Config section '{where}' should be a mapping, got {type(data).__name__}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InputError(
+            f"Unknown config field(s) {', '.join(where + '.' + u for u in unknown)}; "
+            f"known: {', '.join(sorted(fields))}."
+        )
+    values = {}
+    defaults = cls()
+    for key, value in data.items():
+        default = getattr(defaults, key)
+        sub = f"{where}.{key}" if where else key
+        if dataclasses.is_dataclass(default):
+            values[key] = _build(type(default), value, sub)
+        elif key in ("normal_dose", "low_dose"):
+            if not isinstance(value, list):
+                raise InputError(f"Config field {sub} should be a list of series.")
+            values[key] = [_build(SeriesConfig, item, f"{sub}[{i}]") for i, item in enumerate(value)]
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise InputError(f"Config field {sub} should be true or false, got {value!r}.")
+            values[key] = value
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InputError(f"Config field {sub} should be a number, got {value!r}.")
+            values[key] = type(default)(value) if isinstance(default, float) or float(value).is_integer() else value
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise InputError(f"Config field {sub} should be a string, got {value!r}.")
+            values[key] = value
+        elif isinstance(default, list):
+            if not isinstance(value, list):
+                raise InputError(f"Config field {sub} should be a list, got {value!r}.")
+            values[key] = list(value)
+        else:
+            values[key] = value
+    return cls(**values)
+
+
+def config_from_dict(data: Optional[Dict[str, Any]]) -> TrainConfig:
+    config = _build(TrainConfig, data or {}, "")
+    validate(config)
+    return config
+
+
+def load_config(path: str) -> TrainConfig:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) training config."""
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"Config file {file} not found; give a YAML or TOML training config.")
+    text = file.read_text()
+    try:
+        if file.suffix.lower() == ".toml":
+            try:
+                import tomllib  # type: ignore[import-not-found]
+            except ImportError:
+                import tomli as tomllib  # type: ignore[no-redef]
+            data = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as error:  # yaml and toml raise their own error types
+        raise InputError(f"Config file {file} is not valid YAML/TOML: {str(error).splitlines()[0]}") from None
+    return config_from_dict(data)
+
+
+def validate(config: TrainConfig) -> None:
+    """Value checks with messages that say what to change."""
+    if config.mode not in ("cyclegan", "paired"):
+        raise InputError(f"mode must be 'cyclegan' or 'paired', got '{config.mode}'.")
+    d = config.data
+    if d.patch < 16 or d.patch % 16:
+        raise InputError(f"data.patch must be a multiple of 16 and at least 16, got {d.patch}.")
+    if d.context < 0:
+        raise InputError("data.context must be 0 or more.")
+    if not 0.0 <= d.copy_neighbours <= 1.0:
+        raise InputError("data.copy_neighbours must be in [0, 1].")
+    if len(d.pixel_size) != 2 or not 0 < d.pixel_size[0] <= d.pixel_size[1]:
+        raise InputError("data.pixel_size must be [min, max] in mm with 0 < min <= max.")
+    if len(d.noise_sd) != 2 or not 0 < d.noise_sd[0] <= d.noise_sd[1]:
+        raise InputError("data.noise_sd must be [min, max] HU with 0 < min <= max.")
+    if not d.textures:
+        raise InputError("data.textures must name at least one noise texture.")
+    if not 0 < d.validation_dose < 1:
+        raise InputError("data.validation_dose must be a dose fraction in (0, 1).")
+    if not d.normal_dose:
+        raise InputError("data.normal_dose must list at least one routine-dose series.")
+    if config.mode == "cyclegan" and not d.low_dose and d.simulated_low_dose <= 0:
+        raise InputError("CycleGAN training needs data.low_dose series or data.simulated_low_dose > 0.")
+    if config.optim.steps < 1 or config.optim.batch_size < 1:
+        raise InputError("optim.steps and optim.batch_size must be at least 1.")
+    if config.perceptual.network not in ("vgg16", "autoencoder", "none"):
+        raise InputError("perceptual.network must be vgg16, autoencoder or none.")
+    if config.run.device not in ("auto", "cpu", "cuda"):
+        raise InputError("run.device must be auto, cpu or cuda.")

@@ -1,0 +1,499 @@
+"""Training data: CT series, a decoded cache, held-out blocks, noise banks and patch sampling.
+
+The pipeline, in the order data flows:
+
+1. :func:`load_series` reads a volume file or DICOM series folder once and caches the
+   decoded HU as ``.npy`` under ``~/.cache/lowdose-denoise/data`` (outside the work tree),
+   so training never decodes JPEG again.  An optional label map (the liver) is resampled
+   onto the CT by physical coordinates.
+2. :func:`split_blocks` splits one series into a contiguous training block and a
+   contiguous held-out block with a gap between them (never random slices: their
+   neighbours would leak into training through the 2.5D context).
+3. :class:`NoiseBank` holds unit-SD noise fields per training slice and texture, made
+   by :func:`noise_fields` — the one function that turns a clean slice into low-dose
+   noise (the project's projection-domain simulator when present; a ramp-filtered
+   stand-in otherwise).  Scaling by the wanted SD happens per sample, so one bank
+   serves every dose.
+4. :class:`PatchSampler` draws seeded patches: 2k+1 slice context, copied-neighbour
+   samples (every channel = the centre slice, as the engine feeds single slices and
+   volume ends), air skipping, flips and 90° rotations, and in-plane rescaling to a
+   random pixel size.  The batch of step ``s`` depends only on ``(seed, s, rank)``, so
+   resuming reproduces the data stream exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+
+#: Environment variable that points at the shared real-CT folder.
+SHARED_DATA_ENV = "LOWDOSE_SHARED_DATA"
+#: Default cache folder for decoded series.
+DEFAULT_CACHE = Path.home() / ".cache" / "lowdose-denoise" / "data"
+#: HU below this are padding outside the reconstruction circle (e.g. −3024) and set to air.
+PADDING_HU = -1500.0
+AIR_HU = -1000.0
+
+
+def shared_data_root(configured: Optional[str] = None, repo_root: Optional[Path] = None) -> Path:
+    """The shared real-CT folder: $LOWDOSE_SHARED_DATA, else ``configured``, else ../shared/data."""
+    env = os.environ.get(SHARED_DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    if configured:
+        return Path(configured).expanduser()
+    root = repo_root or Path(__file__).resolve().parents[3]
+    return (root / ".." / "shared" / "data").resolve()
+
+
+@dataclass
+class CTSeries:
+    """A decoded CT series: float32 HU (z, y, x), spacing (x, y, z) mm, optional label map."""
+
+    name: str
+    hu: np.ndarray
+    spacing: Tuple[float, float, float]
+    labels: Optional[np.ndarray] = None
+    source: str = ""
+
+    @property
+    def pixel_size(self) -> float:
+        """Mean in-plane pixel size in mm."""
+        return float(self.spacing[0] + self.spacing[1]) / 2.0
+
+    def liver_mask(self, label: int = 5) -> Optional[np.ndarray]:
+        return None if self.labels is None else self.labels == label
+
+
+def check_hu_like(hu: np.ndarray, source: str) -> None:
+    """Refuse arrays that do not look like CT in HU (an 8-bit image, a normalised array)."""
+    if hu.size == 0:
+        raise InputError(f"{source} holds no voxels; give a CT volume.")
+    if not np.all(np.isfinite(hu)):
+        raise InputError(f"{source} contains NaN or infinite values; give a CT volume in HU.")
+    lo, hi = float(np.percentile(hu, 1)), float(np.percentile(hu, 99))
+    if lo > -500 or hi - lo < 300:
+        raise InputError(
+            f"{source} does not look like CT in Hounsfield units (1st–99th percentile {lo:.0f}..{hi:.0f}; "
+            "CT has air near −1000 HU). Give HU volumes, not images rescaled to 0..255 or 0..1."
+        )
+
+
+def _read_raw(path: Path):
+    """Read a DICOM folder or image file with SimpleITK; returns a SimpleITK image."""
+    import SimpleITK as sitk
+
+    if not path.exists():
+        raise InputError(f"Training data {path} does not exist; check the path in the config.")
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            ids = reader.GetGDCMSeriesIDs(str(path))
+            if not ids:
+                raise InputError(f"{path} holds no DICOM series; give a folder of DICOM slices or a volume file.")
+            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), ids[0]))
+            return reader.Execute()
+        return sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown error"
+        raise InputError(f"Cannot read {path}: unreadable or corrupt ({reason}).") from None
+
+
+def _cache_key(path: Path, labels: Optional[Path]) -> str:
+    parts = []
+    for item in (path, labels):
+        if item is None:
+            continue
+        stat_target = item if item.is_file() else item
+        files = sorted(stat_target.iterdir()) if stat_target.is_dir() else [stat_target]
+        parts.append(str(item.resolve()))
+        parts += [f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in files]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def load_series(
+    path: os.PathLike,
+    name: Optional[str] = None,
+    labels: Optional[os.PathLike] = None,
+    cache_dir: Optional[os.PathLike] = DEFAULT_CACHE,
+) -> CTSeries:
+    """Read a CT series (file or DICOM folder) through the decoded-HU cache.
+
+    ``labels`` is a label-map file resampled onto the CT by physical coordinates
+    (nearest neighbour).  Padding below −1500 HU is set to −1000 (air).
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    labels_path = Path(labels) if labels else None
+    if not path.exists():
+        raise InputError(f"Training data {path} does not exist; check the path in the config.")
+    if labels_path is not None and not labels_path.is_file():
+        raise InputError(f"Label map {labels_path} does not exist; check the path in the config.")
+    name = name or path.name
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir).expanduser() / f"{name}-{_cache_key(path, labels_path)}"
+        if (cache / "hu.npy").is_file():
+            meta = json.loads((cache / "meta.json").read_text())
+            hu = np.load(cache / "hu.npy").astype(np.float32)
+            lab = np.load(cache / "labels.npy") if (cache / "labels.npy").is_file() else None
+            return CTSeries(name, hu, tuple(meta["spacing"]), lab, str(path))
+    image = _read_raw(path)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path} has {image.GetNumberOfComponentsPerPixel()} components; give a scalar CT.")
+    hu = sitk.GetArrayFromImage(image).astype(np.float32)
+    if hu.ndim == 2:
+        hu = hu[None]
+    if hu.ndim != 3:
+        raise InputError(f"{path} is {hu.ndim}D; give a 3D CT volume or a 2D slice.")
+    hu[hu < PADDING_HU] = AIR_HU
+    check_hu_like(hu, str(path))
+    lab = None
+    if labels_path is not None:
+        seg = sitk.ReadImage(str(labels_path))
+        seg = sitk.Resample(seg, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        lab = sitk.GetArrayFromImage(seg).astype(np.uint8)
+    spacing = tuple(float(s) for s in image.GetSpacing())
+    if len(spacing) == 2:
+        spacing = (spacing[0], spacing[1], 1.0)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.save(cache / "hu.npy", np.clip(hu, -32768, 32767).astype(np.int16))
+        if lab is not None:
+            np.save(cache / "labels.npy", lab)
+        (cache / "meta.json").write_text(json.dumps({"spacing": spacing, "source": str(path)}))
+    return CTSeries(name, hu, spacing, lab, str(path))
+
+
+def load_folder(path: os.PathLike, cache_dir: Optional[os.PathLike] = DEFAULT_CACHE) -> List[CTSeries]:
+    """Every volume in a folder (image files and DICOM series subfolders), or the folder itself
+    when it is a DICOM series.  Raises InputError when nothing is found."""
+    from ..volumeio import is_image_file
+
+    path = Path(path)
+    if not path.is_dir():
+        if path.is_file():
+            return [load_series(path, cache_dir=cache_dir)]
+        raise InputError(f"Training data folder {path} does not exist; check the path in the config.")
+    files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
+    dicom_dirs = [p for p in sorted(path.iterdir()) if p.is_dir() and any(p.glob("*"))]
+    series = [load_series(p, cache_dir=cache_dir) for p in files]
+    for sub in dicom_dirs:
+        try:
+            series.append(load_series(sub, cache_dir=cache_dir))
+        except InputError:
+            continue
+    if not series and any(path.iterdir()):
+        series = [load_series(path, cache_dir=cache_dir)]
+    if not series:
+        raise InputError(f"Training data folder {path} is empty; put CT volumes or DICOM series in it.")
+    return series
+
+
+def split_blocks(n_slices: int, holdout: Tuple[int, int], gap: int) -> Tuple[List[int], List[int]]:
+    """Training and held-out slice indices for one series.
+
+    ``holdout`` is the half-open block ``[start, stop)``; ``gap`` slices on each side of
+    it are used by neither (the 2.5D context must not reach across).  Returns
+    (train indices, held-out indices).
+    """
+    start, stop = holdout
+    if not (0 <= start < stop <= n_slices):
+        raise InputError(f"Held-out block {start}..{stop} does not fit a series of {n_slices} slices.")
+    held = list(range(start, stop))
+    train = [i for i in range(n_slices) if i < start - gap or i >= stop + gap]
+    return train, held
+
+
+# --------------------------------------------------------------------------- noise
+
+
+def _ramp_standin(shape: Tuple[int, int], cutoff: float, rng: np.random.Generator) -> np.ndarray:
+    """Stationary FBP-like noise: white noise shaped by sqrt(|f|)·Hann apodisation (cutoff in
+    cycles/pixel, 0.5 = Nyquist); unit SD."""
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.rfftfreq(shape[1])[None, :]
+    radius = np.sqrt(fx**2 + fy**2)
+    apod = np.where(radius < cutoff, 0.5 + 0.5 * np.cos(np.pi * radius / cutoff), 0.0)
+    spectrum = np.fft.rfft2(rng.standard_normal(shape)) * np.sqrt(radius) * apod
+    noise = np.fft.irfft2(spectrum, s=shape)
+    return (noise / max(noise.std(), 1e-8)).astype(np.float32)
+
+
+def measured_texture_filter(hu: np.ndarray, size: int = 64, lo: float = 0.0, hi: float = 120.0) -> np.ndarray:
+    """An amplitude filter sqrt(NPS) measured from flat soft tissue of a noisy series.
+
+    Takes ``size``² tiles whose mean lies in [lo, hi] HU and whose SD is in the lowest
+    quarter (flat tissue), removes each tile's plane, and averages |FFT|².  Used to
+    synthesise noise with a real scanner's texture.  Returns an rfft-shaped array.
+    """
+    tiles = []
+    step = size // 2
+    for sl in hu:
+        for y in range(0, sl.shape[0] - size, step):
+            for x in range(0, sl.shape[1] - size, step):
+                tile = sl[y : y + size, x : x + size]
+                mean = float(tile.mean())
+                if lo <= mean <= hi and tile.min() > -200 and tile.max() < 250:
+                    tiles.append(tile)
+    if len(tiles) < 8:
+        raise InputError("Too few flat soft-tissue regions to measure the noise texture.")
+    sds = np.array([t.std() for t in tiles])
+    tiles = [t for t, s in zip(tiles, sds) if s <= np.percentile(sds, 25)]
+    yy, xx = np.mgrid[0:size, 0:size]
+    design = np.stack([np.ones(size * size), yy.ravel(), xx.ravel()], 1)
+    power = np.zeros((size, size // 2 + 1))
+    for tile in tiles:
+        coef, *_ = np.linalg.lstsq(design, tile.ravel(), rcond=None)
+        detrended = tile - (design @ coef).reshape(size, size)
+        power += np.abs(np.fft.rfft2(detrended * np.hanning(size)[:, None] * np.hanning(size)[None])) ** 2
+    power[0, 0] = 0.0
+    return np.sqrt(power / len(tiles)).astype(np.float32)
+
+
+def _filtered_noise(shape: Tuple[int, int], amplitude: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """White noise shaped by an amplitude filter sampled on a coarser grid (interpolated)."""
+    import torch
+    import torch.nn.functional as F
+
+    full_rows, full_cols = shape[0], shape[1] // 2 + 1
+    amp = np.fft.fftshift(amplitude, axes=0)
+    amp_t = torch.from_numpy(np.ascontiguousarray(amp))[None, None]
+    amp_full = F.interpolate(amp_t, size=(full_rows, full_cols), mode="bilinear", align_corners=True)[0, 0]
+    amp_full = np.fft.ifftshift(amp_full.numpy(), axes=0)
+    spectrum = np.fft.rfft2(rng.standard_normal(shape)) * amp_full
+    noise = np.fft.irfft2(spectrum, s=shape)
+    return (noise / max(noise.std(), 1e-8)).astype(np.float32)
+
+
+#: Named noise textures: the Hann apodisation cutoff of the FBP filter as a fraction of
+#: Nyquist (simulate.py's ``texture``): larger is sharper grain.  "measured" is not here:
+#: it uses the NPS measured from the real low-dose series (set up by the trainer).
+TEXTURES: Dict[str, float] = {
+    "sharp": 2.0,
+    "standard": 1.0,
+    "smooth": 0.6,
+    "very-smooth": 0.4,
+}
+
+
+def noise_fields(
+    clean: np.ndarray,
+    spacing: Sequence[float],
+    texture: str,
+    seed: int,
+    measured: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """Unit-SD low-dose noise for one clean slice (y, x) at a named texture.
+
+    The one place noise is made: uses the project's projection-domain simulator
+    (``simulate.py``: Poisson noise on the sinogram, FBP of the noise with the texture's
+    apodisation; non-stationary, with streaks near bone) when it is installed, and a
+    stationary ramp-filtered stand-in otherwise.  ``measured`` is the amplitude filter
+    of a real scanner's noise (texture "measured").
+    """
+    rng = np.random.default_rng(seed)
+    if texture == "measured":
+        if measured is None:
+            raise InputError("Texture 'measured' needs a measured noise filter (real low-dose data).")
+        return _filtered_noise(clean.shape, measured, rng)
+    if texture not in TEXTURES:
+        raise InputError(f"Unknown noise texture '{texture}'; choose from {sorted(TEXTURES)} or 'measured'.")
+    simulated = _simulator_noise(clean, spacing, texture, seed)
+    if simulated is not None:
+        return simulated
+    return _ramp_standin(clean.shape, min(0.5 * TEXTURES[texture], 0.75), rng)
+
+
+def simulator_available() -> bool:
+    """True when the projection-domain simulator (simulate.noise_field) can be imported."""
+    try:
+        from ..simulate import noise_field  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _simulator_noise(clean: np.ndarray, spacing: Sequence[float], texture: str, seed: int) -> Optional[np.ndarray]:
+    """Unit noise from simulate.noise_field (projection domain), or None when unavailable.
+
+    The field keeps its non-stationarity (more noise behind bone and through long paths);
+    it is scaled to unit SD over the body so a per-sample SD can be applied.
+    """
+    try:
+        from ..simulate import noise_field
+    except ImportError:
+        return None
+    noise = np.asarray(
+        noise_field(clean, (float(spacing[0]), float(spacing[1])), texture=TEXTURES[texture], photons=1.0, seed=seed),
+        dtype=np.float32,
+    )
+    body = clean > -500
+    sd = float(noise[body].std()) if body.sum() > 100 else float(noise.std())
+    return noise / max(sd, 1e-8)
+
+
+@dataclass
+class NoiseBank:
+    """Unit-SD noise fields: ``fields[(slice_key, texture)]`` -> list of (y, x) arrays."""
+
+    fields: Dict[Tuple[str, str], List[np.ndarray]] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        slices: Dict[str, Tuple[np.ndarray, Sequence[float]]],
+        textures: Sequence[str],
+        realisations: int,
+        seed: int,
+        measured: Optional[np.ndarray] = None,
+    ) -> NoiseBank:
+        bank = cls()
+        for i, (key, (clean, spacing)) in enumerate(sorted(slices.items())):
+            for j, texture in enumerate(textures):
+                bank.fields[(key, texture)] = [
+                    noise_fields(clean, spacing, texture, seed + 1000003 * i + 7919 * j + r, measured)
+                    for r in range(realisations)
+                ]
+        return bank
+
+
+# --------------------------------------------------------------------------- patches
+
+
+@dataclass
+class SliceSource:
+    """One series as seen by the sampler: HU volume and the centre slices it may use."""
+
+    name: str
+    hu: np.ndarray
+    pixel_size: float
+    centres: List[int]
+    #: the contiguous block(s) the context may reach into (indices outside are replaced
+    #: by the nearest block edge, as the engine replicates volume ends)
+    allowed: List[int]
+    weight: float = 1.0
+
+
+@dataclass
+class PatchConfig:
+    """What :class:`PatchSampler` draws."""
+
+    patch: int = 64
+    context: int = 1
+    copy_neighbours: float = 0.3
+    pixel_size: Tuple[float, float] = (0.5, 1.5)
+    min_tissue: float = 0.3
+    flips: bool = True
+
+
+def _context_indices(centre: int, context: int, allowed: Sequence[int]) -> List[int]:
+    allowed_set = set(allowed)
+    out = []
+    for offset in range(-context, context + 1):
+        index = centre + offset
+        step = 1 if offset < 0 else -1
+        while index not in allowed_set:
+            index += step
+        out.append(index)
+    return out
+
+
+class PatchSampler:
+    """Seeded random 2.5D patches from a list of :class:`SliceSource`.
+
+    ``sample(rng)`` returns ``(stack, centre_key, offset)``: the (2k+1, P, P) HU stack, the
+    key of its centre slice in the noise bank, and the geometry applied (so the same
+    crop, rescale, flip and rotation can be applied to a noise field).
+    """
+
+    def __init__(self, sources: Sequence[SliceSource], config: PatchConfig):
+        if not sources:
+            raise InputError("No training slices: the data folders are empty or the held-out block takes all.")
+        self.sources = list(sources)
+        self.config = config
+        weights = np.array([s.weight * len(s.centres) for s in self.sources], dtype=float)
+        if weights.sum() <= 0:
+            raise InputError("No training slices left after the held-out split; make the held-out block smaller.")
+        self.weights = weights / weights.sum()
+        for source in self.sources:
+            max_size = int(np.ceil(config.patch * config.pixel_size[1] / source.pixel_size)) + 2
+            need = int(np.ceil(config.patch * config.pixel_size[0] / source.pixel_size)) + 2
+            if min(source.hu.shape[1:]) < min(need, max_size):
+                raise InputError(
+                    f"Patch size {config.patch} at {config.pixel_size[0]} mm needs {need} pixels but "
+                    f"{source.name} is only {source.hu.shape[1]}×{source.hu.shape[2]}; use a smaller patch."
+                )
+
+    def draw_geometry(self, rng: np.random.Generator) -> Dict:
+        """Pick source, centre, context, crop box, target pixel size, flips and rotation."""
+        cfg = self.config
+        source_index = int(rng.choice(len(self.sources), p=self.weights))
+        source = self.sources[source_index]
+        centre = int(source.centres[rng.integers(len(source.centres))])
+        copied = bool(rng.random() < cfg.copy_neighbours)
+        indices = [centre] * (2 * cfg.context + 1) if copied else _context_indices(centre, cfg.context, source.allowed)
+        target = float(rng.uniform(*cfg.pixel_size))
+        crop = int(round(cfg.patch * target / source.pixel_size))
+        crop = max(4, min(crop, min(source.hu.shape[1:])))
+        flat = source.hu[centre]
+        y = x = 0
+        for _ in range(20):
+            y = int(rng.integers(0, flat.shape[0] - crop + 1))
+            x = int(rng.integers(0, flat.shape[1] - crop + 1))
+            tissue = float(np.mean(flat[y : y + crop : 4, x : x + crop : 4] > -500))
+            if tissue >= cfg.min_tissue:
+                break
+        return {
+            "source": source_index,
+            "centre": centre,
+            "indices": indices,
+            "copied": copied,
+            "crop": (y, x, crop),
+            "pixel_size": target,
+            "flip": (bool(rng.random() < 0.5) and cfg.flips, bool(rng.random() < 0.5) and cfg.flips),
+            "rot": int(rng.integers(4)) if cfg.flips else 0,
+        }
+
+    def apply(self, images: np.ndarray, geometry: Dict) -> np.ndarray:
+        """Crop, rescale to the patch size, flip and rotate (C, H, W) -> (C, P, P)."""
+        import torch
+        import torch.nn.functional as F
+
+        y, x, crop = geometry["crop"]
+        region = np.ascontiguousarray(images[:, y : y + crop, x : x + crop], dtype=np.float32)
+        size = self.config.patch
+        if crop != size:
+            tensor = torch.from_numpy(region)[None]
+            tensor = F.interpolate(
+                tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=crop > size
+            )
+            region = tensor[0].numpy()
+        if geometry["flip"][0]:
+            region = region[:, ::-1]
+        if geometry["flip"][1]:
+            region = region[:, :, ::-1]
+        region = np.rot90(region, geometry["rot"], axes=(1, 2))
+        return np.ascontiguousarray(region)
+
+    def stack(self, geometry: Dict) -> np.ndarray:
+        source = self.sources[geometry["source"]]
+        return self.apply(source.hu[geometry["indices"]], geometry)
+
+    def key(self, geometry: Dict) -> str:
+        source = self.sources[geometry["source"]]
+        return f"{source.name}:{geometry['centre']}"
+
+
+def normalise(hu: np.ndarray, clip: Tuple[float, float], offset: float, scale: float) -> np.ndarray:
+    """Model units: (clip(hu) − offset) / scale, as the model file's hu_normalisation says."""
+    return ((np.clip(hu, clip[0], clip[1]) - offset) / scale).astype(np.float32)

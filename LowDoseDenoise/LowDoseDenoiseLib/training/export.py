@@ -1,0 +1,101 @@
+"""Export a training checkpoint's generator G as a model file (TorchScript + metadata)."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from ..errors import InputError
+from ..modelfile import DEFAULT_HU_NORMALISATION, make_metadata, save_model
+from ..network import ARCHITECTURE, Generator, GeneratorConfig
+from .trainer import read_checkpoint
+
+
+def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
+    """The model file's ``training`` metadata from a checkpoint's config and counters."""
+    config = state.get("config", {})
+    data = config.get("data", {})
+    loss = config.get("loss", {})
+    optim = config.get("optim", {})
+    mode = state.get("mode", config.get("mode", "?"))
+    normal = [s.get("name") or s.get("path") for s in data.get("normal_dose", [])]
+    low = [s.get("name") or s.get("path") for s in data.get("low_dose", [])]
+    sds = data.get("noise_sd", [5.0, 70.0])
+    own = 11.9  # routine-dose series' own soft-tissue noise (HU), for the dose range below
+    dose = [round(1.0 / (1.0 + (sds[1] / own) ** 2), 3), round(1.0 / (1.0 + (sds[0] / own) ** 2), 3)]
+    if mode == "cyclegan":
+        weights = {k: loss.get(k) for k in ("adversarial", "cycle", "identity", "perceptual", "paired")}
+        if loss.get("paired", 0) > 0:
+            method = "CycleGAN (unpaired) with a paired L1 anchor on simulated pairs (hybrid)"
+        else:
+            method = "CycleGAN (unpaired)"
+        if config.get("model", {}).get("init_generator"):
+            method += ", generator initialised from the paired model"
+    else:
+        weights = {k: loss.get(k) for k in ("l1", "perceptual")}
+        method = "paired supervised (L1 + perceptual) on simulated pairs"
+    steps = int(state.get("step", 0))
+    patch = int(data.get("patch", 64))
+    batch = int(optim.get("batch_size", 8))
+    return {
+        "trained": steps > 0,
+        "method": method,
+        "pixel_size_mm": list(data.get("pixel_size", [0.5, 1.5])),
+        "dose_fraction": dose,
+        "noise_sd_added_hu": list(sds),
+        "noise_textures": list(data.get("textures", [])),
+        "copy_neighbours": data.get("copy_neighbours"),
+        "data": f"normal dose: {', '.join(map(str, normal))}; low dose: {', '.join(map(str, low)) or 'simulated'}",
+        "steps": steps,
+        "epochs": round(steps * batch * patch * patch / (512 * 512 * 12), 2),
+        "batch_size": batch,
+        "patch": patch,
+        "loss_weights": weights,
+        "perceptual_network": config.get("perceptual", {}).get("network"),
+        "hardware": f"{platform.machine()} CPU ({torch.get_num_threads()} threads), torch {torch.__version__}",
+        "time_s": round(float(state.get("elapsed_s", 0.0)), 1),
+        "exported": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, version: Optional[str] = None) -> Path:
+    """Write the generator of a training checkpoint as a TorchScript model file with metadata.
+
+    Refuses a checkpoint whose generator is not this project's architecture.
+    """
+    state = read_checkpoint(checkpoint)
+    arch = dict(state["architecture"])
+    if arch.get("name") != ARCHITECTURE:
+        raise InputError(
+            f"Checkpoint {checkpoint} holds a '{arch.get('name')}' generator; this version exports only "
+            f"'{ARCHITECTURE}' generators. Train with LowDoseDenoise's trainer or export it with its own tool."
+        )
+    try:
+        config = GeneratorConfig.from_dict(arch)
+        generator = Generator(config)
+        generator.load_state_dict(state["g"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as error:
+        raise InputError(
+            f"Checkpoint {checkpoint}: the generator weights do not match its architecture {arch} ({error})."
+        ) from None
+    out_path = Path(out)
+    if not out_path.parent.is_dir():
+        raise InputError(f"Output folder {out_path.parent} does not exist; create it first.")
+    if out_path.suffix != ".pt":
+        raise InputError(f"Model files end in .pt; got {out_path.name}.")
+    run_name = state.get("config", {}).get("name", "lowdose-denoise")
+    summary = training_summary(state)
+    metadata = make_metadata(
+        config,
+        name=name or run_name,
+        version=version or f"0.{int(state.get('step', 0))}",
+        description=f"Low-dose CT denoiser ({summary['method']}); 2.5D, {config.in_channels} slices in.",
+        license="Apache-2.0",
+        training=summary,
+        hu_normalisation=dict(DEFAULT_HU_NORMALISATION),
+    )
+    return save_model(generator.eval(), metadata, out_path)

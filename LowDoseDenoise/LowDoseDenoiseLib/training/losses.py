@@ -1,0 +1,43 @@
+"""Losses of the CycleGAN and of the paired ablation.
+
+* least-squares adversarial (Mao et al. 2017): stable, no saturating log;
+* cycle consistency and identity: L1, as in CycleGAN;
+* perceptual: L1 between feature maps of a fixed network (:mod:`.perceptual`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def lsgan_generator(fake_score: torch.Tensor) -> torch.Tensor:
+    """Generator side: push D(fake) to 1."""
+    return torch.mean((fake_score - 1.0) ** 2)
+
+
+def lsgan_discriminator(real_score: torch.Tensor, fake_score: torch.Tensor) -> torch.Tensor:
+    """Discriminator side: D(real) -> 1, D(fake) -> 0, halved as in CycleGAN."""
+    return 0.5 * (torch.mean((real_score - 1.0) ** 2) + torch.mean(fake_score**2))
+
+
+def cycle_loss(reconstructed: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(reconstructed, original)
+
+
+def identity_loss(mapped: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(mapped, original)
+
+
+def perceptual_loss(features: Optional[nn.Module], output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean L1 distance between the feature maps of output and target (0 without a network)."""
+    if features is None:
+        return output.new_zeros(())
+    with torch.no_grad():
+        target_features = features(target)
+    output_features = features(output)
+    losses = [F.l1_loss(a, b) for a, b in zip(output_features, target_features)]
+    return torch.stack(losses).mean()

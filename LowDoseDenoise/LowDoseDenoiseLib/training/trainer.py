@@ -1,0 +1,880 @@
+"""The training loop: unpaired CycleGAN (the method) and the paired supervised ablation.
+
+CycleGAN (Zhu et al. 2017) as the paper behind this project uses it:
+
+* G: low dose -> normal dose, the product network (2k+1 slices in, centre out);
+* F: normal dose -> low dose, the same architecture with context 0 (one slice);
+* D_X, D_Y: PatchGAN discriminators on single slices of each domain;
+* losses: least-squares adversarial, L1 cycle, L1 identity, perceptual on the cycle
+  reconstructions; optionally (``loss.paired`` > 0, a *hybrid*) L1 + perceptual of G on
+  the simulated low-dose samples, whose clean slice is known.
+
+The cycle's normal-dose branch feeds G a copied-neighbour stack (F's one output slice
+repeated 2k+1 times), so G also learns the single-slice case the engine meets at volume
+ends.  All generator outputs of a step come from one forward of :class:`CycleGenerators`,
+so DistributedDataParallel (``torchrun``) sees one forward per backward.
+
+Reproducibility: the batch of step ``s`` is drawn from ``numpy.random.default_rng([seed,
+s, rank])``, and a checkpoint holds models, optimisers, schedulers, torch RNG state and
+the step, so a run stopped and resumed reaches the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+from ..modelfile import DEFAULT_HU_NORMALISATION
+from ..network import ARCHITECTURE, Generator, GeneratorConfig, PatchDiscriminator
+from . import data as tdata
+from . import losses
+from .config import TrainConfig, load_config
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.csv"
+CHECKPOINT_FORMAT = 1
+#: Discriminator input: HU window centred at 40 HU, ±600 HU mapped to ±3.
+_D_CENTRE_HU, _D_SCALE_HU = 40.0, 200.0
+LIVER_WINDOW = (-160.0, 240.0)
+
+
+# --------------------------------------------------------------------------- models
+
+
+class CycleGenerators(nn.Module):
+    """G and F with one forward for every generator output of a CycleGAN step."""
+
+    def __init__(self, g: Generator, f: Generator, context: int):
+        super().__init__()
+        self.g = g
+        self.f = f
+        self.context = context
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        k = self.context
+        batch = x.shape[0]
+        xc, yc = x[:, k : k + 1], y[:, k : k + 1]
+        f_out = self.f(torch.cat([yc, xc]))
+        fake_x, id_x = f_out[:batch], f_out[batch:]
+        g_out = self.g(torch.cat([x, fake_x.repeat(1, 2 * k + 1, 1, 1), y]))
+        fake_y, rec_y, id_y = g_out[:batch], g_out[batch : 2 * batch], g_out[2 * batch :]
+        rec_x = self.f(fake_y)
+        return fake_y, rec_x, fake_x, rec_y, id_y, id_x
+
+
+class Discriminators(nn.Module):
+    """D_X (low dose) and D_Y (normal dose) with one forward for both."""
+
+    def __init__(self, width: int, layers: int):
+        super().__init__()
+        self.dx = PatchDiscriminator(1, width, layers)
+        self.dy = PatchDiscriminator(1, width, layers)
+
+    def forward(self, low: torch.Tensor, normal: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.dx(_d_input(low)), self.dy(_d_input(normal))
+
+
+def _d_input(x: torch.Tensor) -> torch.Tensor:
+    hu = x * DEFAULT_HU_NORMALISATION["scale"] + DEFAULT_HU_NORMALISATION["offset"]
+    return torch.clamp((hu - _D_CENTRE_HU) / _D_SCALE_HU, -3.0, 3.0)
+
+
+def generator_config(config: TrainConfig) -> GeneratorConfig:
+    m = config.model
+    return GeneratorConfig(context=config.data.context, width=m.width, levels=m.levels, res_blocks=m.res_blocks)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def liver_window_psnr(output: np.ndarray, reference: np.ndarray, mask: Optional[np.ndarray] = None) -> float:
+    """PSNR (dB) of images clipped to the liver window (W400/L40), peak = 400 HU."""
+    a = np.clip(output, *LIVER_WINDOW)
+    b = np.clip(reference, *LIVER_WINDOW)
+    err = (a - b) ** 2
+    mse = float(err[mask].mean() if mask is not None else err.mean())
+    return 10.0 * math.log10((LIVER_WINDOW[1] - LIVER_WINDOW[0]) ** 2 / max(mse, 1e-12))
+
+
+def local_noise_sd(image: np.ndarray, mask: np.ndarray, window: int = 9) -> float:
+    """Median of local SDs over ``window``² neighbourhoods lying wholly inside ``mask``.
+
+    A noise measure for tissue like the liver: local windows see little anatomy, so the
+    SD is mostly noise.  ``image`` and ``mask`` are 2D or 3D (slice-wise).
+    """
+    from scipy.ndimage import binary_erosion, uniform_filter
+
+    images = image[None] if image.ndim == 2 else image
+    masks = mask[None] if mask.ndim == 2 else mask
+    values = []
+    for img, msk in zip(images, masks):
+        if not msk.any():
+            continue
+        inner = binary_erosion(msk, np.ones((window, window), bool))
+        if not inner.any():
+            continue
+        mean = uniform_filter(img.astype(np.float64), window)
+        sq = uniform_filter(img.astype(np.float64) ** 2, window)
+        sd = np.sqrt(np.maximum(sq - mean**2, 0.0) * window * window / (window * window - 1))
+        values.append(sd[inner])
+    if not values:
+        return float("nan")
+    return float(np.median(np.concatenate(values)))
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Validation:
+    """Held-out routine-dose block with fixed simulated noise; optional real low-dose block."""
+
+    clean: np.ndarray  # (z, y, x) HU
+    noisy: np.ndarray
+    liver: np.ndarray  # bool
+    body: np.ndarray
+    real_low: Optional[np.ndarray] = None
+    real_roi: Optional[np.ndarray] = None
+
+
+def liver_like_roi(hu: np.ndarray, box: Tuple[int, int, int, int]) -> np.ndarray:
+    """Flat liver-like tissue inside a box (y0, y1, x0, x1): smoothed HU in 20..100."""
+    from scipy.ndimage import binary_erosion, uniform_filter
+
+    y0, y1, x0, x1 = box
+    mask = np.zeros(hu.shape, bool)
+    for z in range(hu.shape[0]):
+        smooth = uniform_filter(hu[z].astype(np.float32), 9)
+        inside = np.zeros(hu.shape[1:], bool)
+        inside[y0:y1, x0:x1] = True
+        mask[z] = binary_erosion(inside & (smooth > 20) & (smooth < 100), np.ones((5, 5), bool))
+    return mask
+
+
+#: Liver box of the real low-dose series' held-out block (rows, columns), read off the images.
+CCTH_LIVER_BOX = (215, 305, 135, 245)
+
+
+def simulate_block(
+    clean: np.ndarray, spacing, dose: float, seed: int, texture: str = "standard", own_sd: Optional[float] = None
+) -> np.ndarray:
+    """Low-dose version of a held-out block: simulate.simulate_low_dose when available (self-
+    calibrated, texture fitted), else unit noise scaled to sqrt(1/a − 1)·own noise SD."""
+    try:
+        from ..simulate import simulate_low_dose
+    except ImportError:
+        simulate_low_dose = None
+    if simulate_low_dose is not None:
+        out = simulate_low_dose(clean, spacing, dose, seed=seed)
+        return np.asarray(out[0] if isinstance(out, tuple) else out, dtype=np.float32)
+    if own_sd is None:
+        from ..noise import estimate_noise_sd
+
+        own_sd = estimate_noise_sd(clean)
+    added = math.sqrt(1.0 / dose - 1.0) * own_sd
+    noisy = np.empty_like(clean)
+    for z in range(clean.shape[0]):
+        noisy[z] = clean[z] + added * tdata.noise_fields(clean[z], spacing, texture, seed + z)
+    return noisy
+
+
+def _stack(volume: np.ndarray, index: int, context: int, copied: bool = False) -> np.ndarray:
+    """(2k+1, y, x) stack around ``index`` with edges replicated, as the engine builds it."""
+    n = volume.shape[0]
+    if copied:
+        return np.repeat(volume[index : index + 1], 2 * context + 1, axis=0)
+    idx = [min(max(index + o, 0), n - 1) for o in range(-context, context + 1)]
+    return volume[idx]
+
+
+def apply_generator(
+    g: nn.Module, hu: np.ndarray, context: int, device: torch.device, copied: bool = False, batch: int = 2
+) -> np.ndarray:
+    """Run a generator (nn.Module or TorchScript) over a (z, y, x) HU block; returns HU."""
+    norm = DEFAULT_HU_NORMALISATION
+    lo, hi = norm["clip"]
+    x_all = tdata.normalise(hu, (lo, hi), norm["offset"], norm["scale"])
+    out = np.empty_like(hu, dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, hu.shape[0], batch):
+            idx = range(start, min(start + batch, hu.shape[0]))
+            x = torch.from_numpy(np.stack([_stack(x_all, i, context, copied) for i in idx])).to(device)
+            noise = (x[:, context : context + 1] - g(x)).float().cpu().numpy()[:, 0]
+            out[list(idx)] = hu[list(idx)] - noise * norm["scale"]
+    return out
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Sets up data, models and optimisers from a :class:`TrainConfig` and runs steps."""
+
+    def __init__(self, config: TrainConfig, run_folder: Optional[Path] = None, progress: bool = True):
+        self.config = config
+        self.folder = Path(run_folder) if run_folder else config.run_folder()
+        self.progress = progress
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+        self.device = self._device()
+        if config.run.threads > 0:
+            torch.set_num_threads(config.run.threads)
+        if self.distributed and not torch.distributed.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend)
+        self.amp = bool(config.run.amp and self.device.type == "cuda")
+        self.step = 0
+        self._setup_data()
+        self._setup_models()
+
+    # ---------------------------------------------------------------- setup
+    def _device(self) -> torch.device:
+        wanted = self.config.run.device
+        if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()):
+            if not torch.cuda.is_available():
+                raise InputError("run.device is cuda but no CUDA GPU is available; use auto or cpu.")
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            return torch.device("cuda", local)
+        return torch.device("cpu")
+
+    def _series(self, entries) -> List[Tuple[tdata.CTSeries, object]]:
+        d = self.config.data
+        root = tdata.shared_data_root(d.shared_data or None)
+        cache = Path(d.cache_dir).expanduser() if d.cache_dir else tdata.DEFAULT_CACHE
+        out = []
+        for entry in entries:
+            if not entry.path:
+                raise InputError("A data series has an empty path; give a file or DICOM folder.")
+            path = Path(entry.path).expanduser()
+            path = path if path.is_absolute() else root / path
+            labels = None
+            if entry.labels:
+                labels = Path(entry.labels).expanduser()
+                labels = labels if labels.is_absolute() else root / labels
+            series = tdata.load_series(path, entry.name or None, labels, cache)
+            out.append((series, entry))
+        return out
+
+    def _setup_data(self) -> None:
+        c = self.config
+        d = c.data
+        k = d.context
+        patch = tdata.PatchConfig(d.patch, k, d.copy_neighbours, tuple(d.pixel_size), d.min_tissue, d.flips)
+        normal = self._series(d.normal_dose)
+        low = self._series(d.low_dose) if (c.mode == "cyclegan" or "measured" in d.textures) else []
+        measured = None
+        if "measured" in d.textures:
+            if not low:
+                raise InputError("Texture 'measured' needs a data.low_dose series to measure the noise of.")
+            pieces = []
+            for series, entry in low:
+                train, _ = (
+                    tdata.split_blocks(series.hu.shape[0], tuple(entry.holdout), entry.gap)
+                    if entry.holdout
+                    else (list(range(series.hu.shape[0])), [])
+                )
+                pieces.append(series.hu[train[:: max(1, len(train) // 40)]])
+            measured = tdata.measured_texture_filter(np.concatenate(pieces))
+        normal_sources, sim_sources, clean_slices = [], [], {}
+        self.validation: Optional[Validation] = None
+        for series, entry in normal:
+            n = series.hu.shape[0]
+            if entry.holdout:
+                train, held = tdata.split_blocks(n, tuple(entry.holdout), entry.gap)
+            else:
+                train, held = list(range(n)), []
+            if not train:
+                raise InputError(f"Series {series.name}: the held-out block leaves no training slices.")
+            if c.mode == "cyclegan" and d.simulated_low_dose > 0 and len(train) >= 2:
+                half = len(train) // 2
+                sim_part, normal_part = train[:half], train[half:]
+            else:
+                sim_part, normal_part = train, train
+            normal_sources.append(
+                tdata.SliceSource(series.name, series.hu, series.pixel_size, normal_part, normal_part, entry.weight)
+            )
+            sim_sources.append(
+                tdata.SliceSource(series.name, series.hu, series.pixel_size, sim_part, sim_part, entry.weight)
+            )
+            for i in sorted(set(sim_part) | set(normal_part)):
+                clean_slices[f"{series.name}:{i}"] = (series.hu[i], series.spacing)
+            if held and self.validation is None:
+                liver = series.liver_mask()
+                clean = series.hu[held]
+                noisy = simulate_block(clean, series.spacing, d.validation_dose, c.seed + 99991, d.validation_texture)
+                mask = (
+                    liver[held] if liver is not None else liver_like_roi(clean, (0, clean.shape[1], 0, clean.shape[2]))
+                )
+                self.validation = Validation(clean, noisy, mask, clean > -500)
+        if d.phantom_slices > 0:
+            self._add_phantom(normal_sources, sim_sources, clean_slices)
+        self.normal_sampler = tdata.PatchSampler(normal_sources, patch)
+        self.sim_sampler = tdata.PatchSampler(sim_sources, patch)
+        self.low_sampler = None
+        if c.mode == "cyclegan" and low and d.simulated_low_dose < 1.0:
+            low_sources = []
+            for series, entry in low:
+                n = series.hu.shape[0]
+                train, held = (
+                    tdata.split_blocks(n, tuple(entry.holdout), entry.gap) if entry.holdout else (list(range(n)), [])
+                )
+                low_sources.append(
+                    tdata.SliceSource(series.name, series.hu, series.pixel_size, train, train, entry.weight)
+                )
+            self.low_sampler = tdata.PatchSampler(low_sources, patch)
+        for series, entry in low:
+            if entry.holdout and self.validation is not None and self.validation.real_low is None:
+                _, held = tdata.split_blocks(series.hu.shape[0], tuple(entry.holdout), entry.gap)
+                block = series.hu[held[len(held) // 2 - 2 : len(held) // 2 + 2]]
+                self.validation.real_low = block
+                self.validation.real_roi = liver_like_roi(block, CCTH_LIVER_BOX)
+        textures = [t for t in d.textures if t != "measured" or measured is not None]
+        cache = Path(d.cache_dir).expanduser() if d.cache_dir else tdata.DEFAULT_CACHE
+        self.bank = self._noise_bank(clean_slices, textures, measured, cache)
+        self.textures = textures
+
+    def _add_phantom(self, normal_sources, sim_sources, clean_slices) -> None:
+        try:
+            from ..phantom import make_phantom
+        except ImportError:
+            raise InputError("data.phantom_slices > 0 needs LowDoseDenoiseLib.phantom; set it to 0.") from None
+        d = self.config.data
+        result = make_phantom(slices=d.phantom_slices, size=256, seed=self.config.seed)
+        hu = getattr(result, "hu", None)
+        if hu is None:
+            hu = result[0] if isinstance(result, tuple) else np.asarray(result)
+        hu = np.asarray(hu, dtype=np.float32)
+        idx = list(range(hu.shape[0]))
+        for sources in (normal_sources, sim_sources):
+            sources.append(tdata.SliceSource("phantom", hu, 1.0, idx, idx, d.phantom_weight))
+        for i in idx:
+            clean_slices[f"phantom:{i}"] = (hu[i], (1.0, 1.0, 1.0))
+
+    def _noise_bank(self, slices, textures, measured, cache: Path) -> tdata.NoiseBank:
+        d = self.config.data
+        import hashlib
+
+        key = hashlib.sha256(
+            json.dumps(
+                [
+                    sorted(slices),
+                    textures,
+                    d.noise_realisations,
+                    self.config.seed,
+                    float(measured.sum()) if measured is not None else 0.0,
+                    tdata.simulator_available(),
+                ]
+            ).encode()
+        ).hexdigest()[:16]
+        path = cache / f"noisebank-{key}.npz"
+        if path.is_file():
+            stored = np.load(path)
+            bank = tdata.NoiseBank()
+            for name in stored.files:
+                slice_key, texture, _ = name.rsplit("|", 2)
+                bank.fields.setdefault((slice_key, texture), []).append(stored[name])
+            return bank
+        bank = tdata.NoiseBank.build(slices, textures, d.noise_realisations, self.config.seed, measured)
+        # kept as float16 in memory, exactly as cached, so a fresh and a resumed run see the same noise
+        bank.fields = {key: [f.astype(np.float16) for f in fs] for key, fs in bank.fields.items()}
+        if self.rank == 0:
+            cache.mkdir(parents=True, exist_ok=True)
+            arrays = {f"{k}|{t}|{r}": f for (k, t), fs in bank.fields.items() for r, f in enumerate(fs)}
+            tmp = cache / f".{path.name}.partial.npz"
+            np.savez(tmp, **arrays)
+            os.replace(tmp, path)
+        return bank
+
+    def _setup_models(self) -> None:
+        c = self.config
+        torch.manual_seed(c.seed)
+        self.gcfg = generator_config(c)
+        self.g = Generator(self.gcfg)
+        if c.model.init_generator:
+            load_generator_weights(self.g, c.model.init_generator, self.gcfg)
+        params = list(self.g.parameters())
+        self.f = None
+        self.d = None
+        if c.mode == "cyclegan":
+            self.f = Generator(GeneratorConfig(0, c.model.f_width, c.model.levels, c.model.res_blocks))
+            self.d = Discriminators(c.model.disc_width, c.model.disc_layers)
+            params += list(self.f.parameters())
+        for module in (self.g, self.f, self.d):
+            if module is not None:
+                module.to(self.device)
+        o = c.optim
+        self.opt_g = torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2))
+        self.opt_d = (
+            torch.optim.Adam(self.d.parameters(), lr=o.lr_disc, betas=(o.beta1, o.beta2))
+            if self.d is not None
+            else None
+        )
+        decay_start = int(o.steps * (1.0 - o.decay))
+
+        def factor(step: int) -> float:
+            if step < decay_start:
+                return 1.0
+            return max(0.0, 1.0 - (step - decay_start) / max(1, o.steps - decay_start))
+
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, factor)
+        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, factor) if self.opt_d is not None else None
+        self.features = self._features()
+        if c.mode == "cyclegan":
+            self.cycle = CycleGenerators(self.g, self.f, c.data.context)
+            self.cycle_run: nn.Module = self.cycle
+            self.d_run: nn.Module = self.d
+            if self.distributed:
+                from torch.nn.parallel import DistributedDataParallel as DDP
+
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self.cycle_run = DDP(self.cycle, device_ids=ids)
+                self.d_run = DDP(self.d, device_ids=ids)
+        else:
+            self.g_run: nn.Module = self.g
+            if self.distributed:
+                from torch.nn.parallel import DistributedDataParallel as DDP
+
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self.g_run = DDP(self.g, device_ids=ids)
+
+    def _features(self) -> Optional[nn.Module]:
+        p = self.config.perceptual
+        if p.network == "none" or self.config.loss.perceptual <= 0:
+            return None
+        if p.network == "vgg16":
+            from .perceptual import VGGFeatures
+
+            return VGGFeatures(hu_window=p.hu_window, layers=p.layers).to(self.device)
+        from .perceptual import load_autoencoder_features, train_ct_autoencoder
+
+        path = self.folder / "ct_autoencoder.pt"
+        if not path.is_file():
+            rng = np.random.default_rng(self.config.seed + 17)
+            patches = np.stack(
+                [
+                    self._normalise(self.normal_sampler.stack(self.normal_sampler.draw_geometry(rng)))[
+                        self.config.data.context : self.config.data.context + 1
+                    ]
+                    for _ in range(256)
+                ]
+            )
+            self.folder.mkdir(parents=True, exist_ok=True)
+            train_ct_autoencoder(torch.from_numpy(patches), p.autoencoder_steps, self.config.seed, path)
+        return load_autoencoder_features(path).to(self.device)
+
+    @staticmethod
+    def _normalise(hu: np.ndarray) -> np.ndarray:
+        n = DEFAULT_HU_NORMALISATION
+        return tdata.normalise(hu, tuple(n["clip"]), n["offset"], n["scale"])
+
+    # ---------------------------------------------------------------- batches
+    def _noisy(self, sampler: tdata.PatchSampler, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+        """A simulated low-dose stack (2k+1, P, P) HU and its clean centre (1, P, P)."""
+        d = self.config.data
+        geometry = sampler.draw_geometry(rng)
+        clean = sampler.stack(geometry)
+        source = sampler.sources[geometry["source"]]
+        texture = self.textures[int(rng.integers(len(self.textures)))]
+        sd = math.exp(rng.uniform(math.log(d.noise_sd[0]), math.log(d.noise_sd[1])))
+        fields = []
+        cache: Dict[int, np.ndarray] = {}
+        for index in geometry["indices"]:
+            if index not in cache:
+                options = self.bank.fields[(f"{source.name}:{index}", texture)]
+                field = options[int(rng.integers(len(options)))].astype(np.float32)
+                sign = 1.0 if rng.random() < 0.5 else -1.0
+                cache[index] = sign * field
+            fields.append(cache[index])
+        noise = sampler.apply(np.stack(fields), geometry) * sd
+        k = d.context
+        return clean + noise, clean[k : k + 1]
+
+    def batch(self, step: int) -> Dict[str, torch.Tensor]:
+        """The batch of ``step`` (depends only on seed, step and rank)."""
+        c = self.config
+        rng = np.random.default_rng([c.seed, step, self.rank])
+        bs = c.optim.batch_size
+        out: Dict[str, np.ndarray] = {}
+        if c.mode == "paired":
+            pairs = [self._noisy(self.normal_sampler, rng) for _ in range(bs)]
+            out["x"] = np.stack([p[0] for p in pairs])
+            out["target"] = np.stack([p[1] for p in pairs])
+        else:
+            xs, targets, simulated = [], [], []
+            for _ in range(bs):
+                if self.low_sampler is None or rng.random() < c.data.simulated_low_dose:
+                    noisy, clean = self._noisy(self.sim_sampler, rng)
+                    xs.append(noisy)
+                    targets.append(clean)
+                    simulated.append(1.0)
+                else:
+                    stack = self.low_sampler.stack(self.low_sampler.draw_geometry(rng))
+                    xs.append(stack)
+                    targets.append(stack[c.data.context : c.data.context + 1])
+                    simulated.append(0.0)
+            out["x"] = np.stack(xs)
+            out["target"] = np.stack(targets)
+            out["simulated"] = np.array(simulated, dtype=np.float32)
+            out["y"] = np.stack([self.normal_sampler.stack(self.normal_sampler.draw_geometry(rng)) for _ in range(bs)])
+        tensors = {}
+        for key, value in out.items():
+            arr = self._normalise(value) if key != "simulated" else value
+            tensors[key] = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
+        return tensors
+
+    # ---------------------------------------------------------------- steps
+    def _autocast(self):
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.amp)
+
+    def train_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        c = self.config
+        w = c.loss
+        if c.mode == "paired":
+            self.g.train()
+            with self._autocast():
+                out = self.g_run(batch["x"])
+                l1 = F.l1_loss(out.float(), batch["target"])
+                perc = losses.perceptual_loss(self.features, out.float(), batch["target"])
+                total = w.l1 * l1 + w.perceptual * perc
+            self.opt_g.zero_grad(set_to_none=True)
+            total.backward()
+            self._clip(self.g.parameters())
+            self.opt_g.step()
+            self.sched_g.step()
+            return {"loss": float(total.detach()), "l1": float(l1.detach()), "perceptual": float(perc.detach())}
+        x, y = batch["x"], batch["y"]
+        k = c.data.context
+        xc, yc = x[:, k : k + 1], y[:, k : k + 1]
+        self.cycle.train()
+        for p in self.d.parameters():
+            p.requires_grad_(False)
+        with self._autocast():
+            fake_y, rec_x, fake_x, rec_y, id_y, id_x = (t.float() for t in self.cycle_run(x, y))
+            score_x, score_y = self.d(fake_x, fake_y)
+            adv = losses.lsgan_generator(score_x.float()) + losses.lsgan_generator(score_y.float())
+            cyc = losses.cycle_loss(rec_x, xc) + losses.cycle_loss(rec_y, yc)
+            ide = losses.identity_loss(id_y, yc) + losses.identity_loss(id_x, xc)
+            perc = losses.perceptual_loss(self.features, torch.cat([rec_x, rec_y]), torch.cat([xc, yc]))
+            total = w.adversarial * adv + w.cycle * cyc + w.identity * ide + w.perceptual * perc
+            paired = torch.zeros((), device=x.device)
+            if w.paired > 0 and float(batch["simulated"].sum()) > 0:
+                sel = batch["simulated"] > 0.5
+                paired = F.l1_loss(fake_y[sel], batch["target"][sel])
+                if self.features is not None:
+                    paired = paired + w.perceptual * losses.perceptual_loss(
+                        self.features, fake_y[sel], batch["target"][sel]
+                    )
+                total = total + w.paired * paired
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        self._clip(list(self.g.parameters()) + list(self.f.parameters()))
+        self.opt_g.step()
+        self.sched_g.step()
+        for p in self.d.parameters():
+            p.requires_grad_(True)
+        with self._autocast():
+            real_x, real_y = self.d_run(torch.cat([xc, fake_x.detach()]), torch.cat([yc, fake_y.detach()]))
+            n = x.shape[0]
+            loss_d = losses.lsgan_discriminator(real_x[:n].float(), real_x[n:].float()) + losses.lsgan_discriminator(
+                real_y[:n].float(), real_y[n:].float()
+            )
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self._clip(self.d.parameters())
+        self.opt_d.step()
+        self.sched_d.step()
+        values = {
+            "loss": total,
+            "adversarial": adv,
+            "cycle": cyc,
+            "identity": ide,
+            "perceptual": perc,
+            "paired": paired,
+            "discriminator": loss_d,
+        }
+        return {key: float(value.detach()) for key, value in values.items()}
+
+    def _clip(self, params) -> None:
+        if self.config.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, self.config.optim.grad_clip)
+
+    # ---------------------------------------------------------------- validation
+    def validate(self) -> Dict[str, float]:
+        """PSNR, liver noise SD and bias on the held-out block at the validation dose (all slices),
+        plus the single-slice (copied-neighbour) PSNR and the real low-dose noise ratio."""
+        v = self.validation
+        if v is None:
+            return {}
+        self.g.eval()
+        k = self.config.data.context
+        out = apply_generator(self.g, v.noisy, k, self.device)
+        single = apply_generator(self.g, v.noisy[: min(2, len(v.noisy))], k, self.device, copied=True)
+        result = {
+            "val_psnr_input": liver_window_psnr(v.noisy, v.clean, v.body),
+            "val_psnr": liver_window_psnr(out, v.clean, v.body),
+            "val_psnr_single": liver_window_psnr(single, v.clean[: len(single)], v.body[: len(single)]),
+            "val_psnr_single_input": liver_window_psnr(
+                v.noisy[: len(single)], v.clean[: len(single)], v.body[: len(single)]
+            ),
+            "val_noise_input": local_noise_sd(v.noisy, v.liver),
+            "val_noise": local_noise_sd(out, v.liver),
+            "val_bias": float((out - v.clean)[v.liver].mean()),
+        }
+        if v.real_low is not None:
+            real_out = apply_generator(self.g, v.real_low, k, self.device)
+            before = local_noise_sd(v.real_low, v.real_roi)
+            result["real_noise_input"] = before
+            result["real_noise"] = local_noise_sd(real_out, v.real_roi)
+            result["real_bias"] = float((real_out - v.real_low)[v.real_roi].mean())
+        self.g.train()
+        return result
+
+    # ---------------------------------------------------------------- checkpoints
+    def state(self) -> Dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "architecture": {**self.gcfg.to_dict(), "name": ARCHITECTURE},
+            "mode": self.config.mode,
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "g": self.g.state_dict(),
+            "f": self.f.state_dict() if self.f is not None else None,
+            "d": self.d.state_dict() if self.d is not None else None,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict() if self.sched_d is not None else None,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "elapsed_s": self.elapsed,
+        }
+
+    def save(self, path: Optional[Path] = None) -> Path:
+        path = path or self.folder / CHECKPOINT
+        if self.rank != 0:
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.partial")
+        torch.save(self.state(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    def load(self, path: Path) -> None:
+        state = read_checkpoint(path)
+        arch = state.get("architecture", {})
+        expected = {**self.gcfg.to_dict(), "name": ARCHITECTURE}
+        if arch != expected or state.get("mode") != self.config.mode:
+            raise InputError(
+                f"Checkpoint {path} is for {state.get('mode')} {arch}, but the config asks for "
+                f"{self.config.mode} {expected}. Use another run folder (name/run_dir) or resume=False."
+            )
+        try:
+            self.g.load_state_dict(state["g"])
+            if self.f is not None:
+                self.f.load_state_dict(state["f"])
+                self.d.load_state_dict(state["d"])
+                self.opt_d.load_state_dict(state["opt_d"])
+                self.sched_d.load_state_dict(state["sched_d"])
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.sched_g.load_state_dict(state["sched_g"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            raise InputError(f"Checkpoint {path} does not match the configured models ({error}).") from None
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step = int(state["step"])
+        self.elapsed = float(state.get("elapsed_s", 0.0))
+
+    # ---------------------------------------------------------------- loop
+    elapsed = 0.0
+
+    def fit(self, steps: Optional[int] = None) -> None:
+        """Train up to ``steps`` (default: optim.steps), with logging, validation and checkpoints."""
+        c = self.config
+        total = min(steps or c.optim.steps, c.optim.steps)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        bar = None
+        if self.progress and self.rank == 0:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=self.step, desc=c.name, unit="step", dynamic_ncols=True)
+        start = time.time() - self.elapsed
+        sums: Dict[str, float] = {}
+        count = 0
+        while self.step < total:
+            values = self.train_step(self.batch(self.step))
+            self.step += 1
+            self.elapsed = time.time() - start
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{values['loss']:.4f}")
+            last = self.step == total
+            if self.step % c.run.log_every == 0 or last:
+                row = {k: v / count for k, v in sums.items()}
+                if (c.run.validate_every and self.step % c.run.validate_every == 0) or last:
+                    row.update(self.validate())
+                self._log(row)
+                sums, count = {}, 0
+            out_of_time = c.run.max_minutes > 0 and (time.time() - start) / 60.0 >= c.run.max_minutes
+            if self.step % c.run.checkpoint_every == 0 or last or out_of_time:
+                self.save()
+            if out_of_time:
+                break
+        if bar is not None:
+            bar.close()
+        if self.rank == 0:
+            plot_metrics(self.folder / METRICS, self.folder / "training.png")
+
+    def _log(self, row: Dict[str, float]) -> None:
+        if self.rank != 0:
+            return
+        path = self.folder / METRICS
+        row = {"step": self.step, "time_s": round(self.elapsed, 1), "lr": self.sched_g.get_last_lr()[0], **row}
+        rows = []
+        if path.is_file():
+            with open(path, newline="") as handle:
+                rows = [r for r in csv.DictReader(handle) if int(r["step"]) < self.step]
+        rows.append({k: str(v) for k, v in row.items()})
+        fields: List[str] = []
+        for r in rows:
+            fields += [k for k in r if k not in fields]
+        tmp = path.with_name(f".{path.name}.partial")
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+
+
+def read_checkpoint(path) -> Dict:
+    """Load a training checkpoint; InputError for a missing, corrupt or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Checkpoint {path} not found; give the checkpoint.pt of a training run.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise InputError(
+            f"Checkpoint {path} is corrupt or not a checkpoint ({type(error).__name__}); "
+            "resume from an earlier copy or start a new run (resume=False)."
+        ) from None
+    if not isinstance(state, dict) or "g" not in state or "architecture" not in state:
+        raise InputError(f"{path} is not a LowDoseDenoise training checkpoint (no generator state).")
+    return state
+
+
+def load_generator_weights(g: Generator, source: str, gcfg: GeneratorConfig) -> None:
+    """Initialise G from a training checkpoint (its G) or an exported model file."""
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise InputError(f"model.init_generator {path} not found.")
+    try:
+        state = read_checkpoint(path)
+        arch = state["architecture"]
+        weights = state["g"]
+    except InputError:
+        from ..modelfile import load_model
+
+        loaded = load_model(path)
+        arch = loaded.metadata["architecture"]
+        weights = loaded.module.state_dict()
+    expected = gcfg.to_dict()
+    if any(arch.get(key) != value for key, value in expected.items()):
+        raise InputError(f"model.init_generator {path} has architecture {arch}; this run needs {expected}.")
+    g.load_state_dict(weights)
+
+
+def plot_metrics(csv_path: Path, png: Path) -> Optional[Path]:
+    """Loss curves and held-out PSNR/noise over steps."""
+    if not csv_path.is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return None
+
+    def series(key):
+        pts = [(float(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "", "nan")]
+        return list(zip(*pts)) if pts else ([], [])
+
+    loss_keys = [
+        k
+        for k in ("loss", "l1", "perceptual", "adversarial", "cycle", "identity", "paired", "discriminator")
+        if k in rows[-1]
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for key in loss_keys:
+        xs, ys = series(key)
+        axes[0].plot(xs, ys, label=key)
+    axes[0].set_yscale("log")
+    axes[0].set_title("training losses")
+    axes[0].legend(fontsize=7)
+    for key, label in (
+        ("val_psnr", "model"),
+        ("val_psnr_input", "low-dose input"),
+        ("val_psnr_single", "single slice"),
+    ):
+        xs, ys = series(key)
+        axes[1].plot(xs, ys, "o-", label=label)
+    axes[1].set_title("held-out liver-window PSNR (dB)")
+    axes[1].legend(fontsize=7)
+    for key, label in (
+        ("val_noise", "simulated: model"),
+        ("val_noise_input", "simulated: input"),
+        ("real_noise", "real low dose: model"),
+        ("real_noise_input", "real low dose: input"),
+    ):
+        xs, ys = series(key)
+        axes[2].plot(xs, ys, "o-", label=label)
+    axes[2].set_title("liver noise SD (HU)")
+    axes[2].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+    return png
+
+
+def train_from_config(config_path: str, resume: bool = True, progress: bool = True) -> Path:
+    """Train from a YAML/TOML config; resumes the run folder's checkpoint when there is one.
+
+    Returns the run folder (checkpoint.pt, metrics.csv, training.png, config.json).
+    """
+    config = load_config(config_path)
+    trainer = Trainer(config, progress=progress)
+    checkpoint = trainer.folder / CHECKPOINT
+    if resume and checkpoint.exists():
+        trainer.load(checkpoint)
+    elif not resume and checkpoint.exists() and trainer.rank == 0:
+        checkpoint.unlink()
+        (trainer.folder / METRICS).unlink(missing_ok=True)
+    if trainer.rank == 0:
+        trainer.folder.mkdir(parents=True, exist_ok=True)
+        (trainer.folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    trainer.fit()
+    if trainer.distributed and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return trainer.folder

@@ -1,0 +1,338 @@
+"""Training: losses, data pipeline, steps, exact resume, DDP (world size 1), export, bad input,
+and the bundled model.  Tiny synthetic volumes keep the suite fast and independent of
+../shared/data."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from LowDoseDenoiseLib.errors import InputError
+from LowDoseDenoiseLib.training import data as tdata
+from LowDoseDenoiseLib.training import losses
+from LowDoseDenoiseLib.training.config import config_from_dict, load_config
+from LowDoseDenoiseLib.training.export import export_checkpoint
+from LowDoseDenoiseLib.training.trainer import CHECKPOINT, Trainer, train_from_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "LowDoseDenoise" / "LowDoseDenoiseLib" / "training" / "configs"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _body(size: int, z: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    c = size / 2
+    hu = np.full((z, size, size), -1000.0, np.float32)
+    body = ((yy - c) / (0.42 * size)) ** 2 + ((xx - c) / (0.46 * size)) ** 2 < 1
+    liver = ((yy - c) / (0.2 * size)) ** 2 + ((xx - 0.4 * size) / (0.18 * size)) ** 2 < 1
+    bone = ((yy - 0.7 * size) / (0.06 * size)) ** 2 + ((xx - c) / (0.06 * size)) ** 2 < 1
+    for i in range(z):
+        hu[i][body] = 40.0
+        hu[i][liver] = 90.0
+        hu[i][bone] = 700.0
+    return hu + rng.normal(0, 8.0, hu.shape).astype(np.float32) * (hu > -500)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """Two tiny NRRD series (normal and low dose) and a liver label map."""
+    import SimpleITK as sitk
+
+    root = tmp_path_factory.mktemp("train-data")
+    normal = _body(64, 10, 1)
+    low = _body(64, 10, 2)
+    low += np.random.default_rng(3).normal(0, 25.0, low.shape).astype(np.float32) * (low > -500)
+    for name, hu in (("normal.nrrd", normal), ("low.nrrd", low)):
+        image = sitk.GetImageFromArray(hu.astype(np.int16))
+        image.SetSpacing((0.8, 0.8, 2.0))
+        sitk.WriteImage(image, str(root / name))
+    labels = sitk.GetImageFromArray(((normal > 70) & (normal < 110)).astype(np.uint8) * 5)
+    labels.SetSpacing((0.8, 0.8, 2.0))
+    sitk.WriteImage(labels, str(root / "labels.nii.gz"))
+    return root
+
+
+def _config(dataset: Path, tmp_path: Path, **overrides):
+    data = {
+        "shared_data": str(dataset),
+        "cache_dir": str(tmp_path / "cache"),
+        "normal_dose": [
+            {"path": "normal.nrrd", "name": "normal", "labels": "labels.nii.gz", "holdout": [7, 10], "gap": 1}
+        ],
+        "low_dose": [{"path": "low.nrrd", "name": "low", "holdout": [7, 10], "gap": 1}],
+        "textures": ["standard"],
+        "noise_realisations": 1,
+        "patch": 32,
+        "pixel_size": [0.7, 1.0],
+    }
+    data.update(overrides.pop("data", {}))
+    raw = {
+        "name": "t",
+        "mode": "paired",
+        "run_dir": str(tmp_path / "run"),
+        "data": data,
+        "model": {"width": 4, "levels": 2, "res_blocks": 1, "f_width": 4, "disc_width": 4, "disc_layers": 2},
+        "perceptual": {"network": "none"},
+        "optim": {"steps": 4, "batch_size": 2, "lr": 1e-3},
+        "run": {"log_every": 2, "validate_every": 0, "checkpoint_every": 2, "threads": 1},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            raw.setdefault(key, {}).update(value)
+        else:
+            raw[key] = value
+    return config_from_dict(raw)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def test_losses_values_and_gradients():
+    real = torch.ones(2, 1, 4, 4)
+    fake = torch.zeros(2, 1, 4, 4, requires_grad=True)
+    assert losses.lsgan_generator(torch.ones(3)).item() == 0.0
+    assert losses.lsgan_generator(torch.zeros(3)).item() == pytest.approx(1.0)
+    assert losses.lsgan_discriminator(torch.ones(3), torch.zeros(3)).item() == 0.0
+    assert losses.lsgan_discriminator(torch.zeros(3), torch.ones(3)).item() == pytest.approx(1.0)
+    value = losses.cycle_loss(fake, real)
+    assert value.item() == pytest.approx(1.0)
+    value.backward()
+    assert torch.allclose(fake.grad, torch.full_like(fake, -1.0 / fake.numel()))
+    assert losses.identity_loss(real, real).item() == 0.0
+    assert losses.perceptual_loss(None, fake, real).item() == 0.0
+
+
+def test_vgg_perceptual_loss_is_zero_for_equal_and_differentiable():
+    from LowDoseDenoiseLib.training.perceptual import VGG_FILE, VGGFeatures
+
+    if not VGG_FILE.is_file():
+        pytest.skip(f"{VGG_FILE} absent (run scripts/convert_vgg16.py)")
+    features = VGGFeatures()
+    a = torch.zeros(1, 1, 16, 16)
+    b = (torch.randn(1, 1, 16, 16) * 0.05).requires_grad_(True)
+    assert losses.perceptual_loss(features, a, a).item() == 0.0
+    value = losses.perceptual_loss(features, b, a)
+    value.backward()
+    assert value.item() > 0 and b.grad.abs().sum() > 0
+    assert all(not p.requires_grad for p in features.parameters())
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_split_blocks_has_gap_and_no_overlap():
+    train, held = tdata.split_blocks(20, (14, 20), 2)
+    assert held == list(range(14, 20))
+    assert max(train) == 11 and not set(train) & set(range(12, 20))
+    with pytest.raises(InputError):
+        tdata.split_blocks(10, (8, 12), 1)
+
+
+def test_batches_are_seeded_and_include_copied_neighbours(dataset, tmp_path):
+    config = _config(dataset, tmp_path, data={"copy_neighbours": 0.5}, optim={"batch_size": 16})
+    trainer = Trainer(config, progress=False)
+    a, b = trainer.batch(3), trainer.batch(3)
+    assert torch.equal(a["x"], b["x"]) and not torch.equal(a["x"], trainer.batch(4)["x"])
+    x = a["x"]
+    assert x.shape == (16, 3, 32, 32) and a["target"].shape == (16, 1, 32, 32)
+    copied = [bool(torch.equal(s[0], s[1]) and torch.equal(s[1], s[2])) for s in x]
+    assert 2 <= sum(copied) <= 14
+    noise_hu = (x[:, 1:2] - a["target"]) * 1000
+    assert 3.0 < float(noise_hu.std()) < 120.0
+
+
+def test_held_out_slices_never_sampled(dataset, tmp_path):
+    trainer = Trainer(_config(dataset, tmp_path), progress=False)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        geometry = trainer.normal_sampler.draw_geometry(rng)
+        assert all(i <= 5 for i in geometry["indices"])
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_one_step_changes_weights_and_lowers_loss_on_fixed_batch(dataset, tmp_path):
+    trainer = Trainer(_config(dataset, tmp_path, optim={"lr": 3e-3}), progress=False)
+    batch = trainer.batch(0)
+    before = [p.detach().clone() for p in trainer.g.parameters()]
+    first = trainer.train_step(batch)["loss"]
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.g.parameters()))
+    for _ in range(5):
+        last = trainer.train_step(batch)["loss"]
+    assert last < first
+
+
+def test_cyclegan_step_runs_and_updates_all_networks(dataset, tmp_path):
+    trainer = Trainer(_config(dataset, tmp_path, mode="cyclegan", loss={"paired": 1.0}), progress=False)
+    snapshots = [[p.detach().clone() for p in m.parameters()] for m in (trainer.g, trainer.f, trainer.d)]
+    values = trainer.train_step(trainer.batch(0))
+    assert {"adversarial", "cycle", "identity", "discriminator", "paired"} <= set(values)
+    for module, snap in zip((trainer.g, trainer.f, trainer.d), snapshots):
+        assert any(not torch.equal(a, b) for a, b in zip(snap, module.parameters()))
+
+
+@pytest.mark.parametrize("mode", ["paired", "cyclegan"])
+def test_resume_reaches_the_same_weights(dataset, tmp_path, mode):
+    full = Trainer(_config(dataset, tmp_path / "a", mode=mode), progress=False)
+    full.fit(4)
+    half = Trainer(_config(dataset, tmp_path / "b", mode=mode), progress=False)
+    half.fit(2)
+    resumed = Trainer(_config(dataset, tmp_path / "b", mode=mode), progress=False)
+    resumed.load(resumed.folder / CHECKPOINT)
+    assert resumed.step == 2
+    resumed.fit(4)
+    diffs = [float((a - b).abs().max()) for a, b in zip(full.g.state_dict().values(), resumed.g.state_dict().values())]
+    print("max weight difference", max(diffs))
+    assert max(diffs) == 0.0
+    assert (resumed.folder / "metrics.csv").is_file() and (resumed.folder / "training.png").is_file()
+
+
+def test_ddp_world_size_one_gloo(dataset, tmp_path, monkeypatch):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in {
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }.items():
+        monkeypatch.setenv(key, value)
+    trainer = Trainer(_config(dataset, tmp_path, mode="cyclegan"), progress=False)
+    try:
+        assert trainer.distributed and torch.distributed.get_world_size() == 1
+        values = trainer.train_step(trainer.batch(0))
+        assert np.isfinite(values["loss"])
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_train_from_config_and_export_round_trip(dataset, tmp_path):
+    import yaml
+
+    from LowDoseDenoiseLib.modelfile import load_model
+
+    config = _config(dataset, tmp_path, run={"validate_every": 2})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict()))
+    folder = train_from_config(str(path), resume=True, progress=False)
+    assert (folder / CHECKPOINT).is_file()
+    rows = (folder / "metrics.csv").read_text().splitlines()
+    assert "val_psnr" in rows[0]
+    out = export_checkpoint(str(folder / CHECKPOINT), str(tmp_path / "m.pt"), name="tiny", version="0.1")
+    model = load_model(out)
+    assert model.metadata["training"]["trained"] is True and model.metadata["training"]["steps"] == 4
+    assert model.metadata["architecture"]["width"] == 4
+    trainer = Trainer(config, progress=False)
+    trainer.load(folder / CHECKPOINT)
+    x = torch.randn(1, 3, 32, 32) * 0.05
+    with torch.no_grad():
+        assert torch.allclose(model.module(x), trainer.g.eval()(x), atol=1e-6)
+
+
+def test_shipped_configs_parse():
+    for name in ("tiny.yaml", "paired.yaml", "shipped.yaml"):
+        if (CONFIGS / name).is_file():
+            load_config(str(CONFIGS / name))
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_config_and_data(dataset, tmp_path):
+    with pytest.raises(InputError, match="Unknown config field"):
+        config_from_dict({"optim": {"stepz": 3}})
+    with pytest.raises(InputError, match="patch"):
+        config_from_dict({"data": {"patch": 30}})
+    with pytest.raises(InputError, match="not found"):
+        load_config(str(tmp_path / "missing.yaml"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="empty"):
+        tdata.load_folder(empty)
+    with pytest.raises(InputError, match="does not exist"):
+        Trainer(_config(dataset, tmp_path, data={"normal_dose": [{"path": "nope.nrrd"}]}), progress=False)
+    with pytest.raises(InputError, match="smaller patch"):
+        Trainer(_config(dataset, tmp_path, data={"patch": 128}), progress=False)
+
+
+def test_non_hu_volume_refused(tmp_path):
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).integers(0, 255, (3, 32, 32)).astype(np.uint8))
+    sitk.WriteImage(image, str(tmp_path / "photo.nrrd"))
+    with pytest.raises(InputError, match="Hounsfield"):
+        tdata.load_series(tmp_path / "photo.nrrd", cache_dir=None)
+
+
+def test_corrupt_and_mismatched_checkpoint(dataset, tmp_path):
+    trainer = Trainer(_config(dataset, tmp_path), progress=False)
+    trainer.fit(2)
+    checkpoint = trainer.folder / CHECKPOINT
+    other = Trainer(_config(dataset, tmp_path, model={"width": 8}), progress=False)
+    with pytest.raises(InputError, match="config asks for"):
+        other.load(checkpoint)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="corrupt"):
+        trainer.load(broken)
+    state = torch.load(checkpoint, weights_only=False)
+    state["architecture"]["name"] = "some-other-net"
+    foreign = tmp_path / "foreign.pt"
+    torch.save(state, foreign)
+    with pytest.raises(InputError, match="exports only"):
+        export_checkpoint(str(foreign), str(tmp_path / "x.pt"))
+
+
+# --------------------------------------------------------------------------- bundled model
+
+
+def test_bundled_model_cuts_simulated_noise_on_phantom():
+    from LowDoseDenoiseLib.modelfile import BUNDLED_MODEL_FILE, MODELS_DIR, load_model
+
+    path = MODELS_DIR / BUNDLED_MODEL_FILE
+    if not path.is_file():
+        pytest.skip(f"bundled model {path} absent: export one with `lowdose-denoise export`")
+    try:
+        from LowDoseDenoiseLib.phantom import make_phantom
+    except ImportError:
+        pytest.skip("phantom.py not available")
+    from LowDoseDenoiseLib.engine import denoise_volume
+    from LowDoseDenoiseLib.simulate import simulate_low_dose
+
+    model = load_model(path)
+    if not model.metadata["training"].get("trained", False):
+        pytest.skip("bundled model is the untrained placeholder; the trained model replaces it")
+    phantom = make_phantom(slices=3, size=256, seed=0)
+    clean = np.asarray(getattr(phantom, "hu", phantom), dtype=np.float32)
+    spacing = (1.0, 1.0, 2.0)
+    result = simulate_low_dose(clean, spacing, 0.25, seed=1)
+    noisy = np.asarray(getattr(result, "hu", result[0] if isinstance(result, tuple) else result), np.float32)
+    out = denoise_volume(noisy, model, device="cpu", batch_size=2)
+    # flat region: liver-like soft tissue far from edges (local SD of the clean image ~ 0)
+    from scipy.ndimage import binary_erosion, uniform_filter
+
+    smooth_sd = np.sqrt(np.maximum(uniform_filter(clean[1] ** 2, 9) - uniform_filter(clean[1], 9) ** 2, 0))
+    flat = binary_erosion((smooth_sd < 1.0) & (clean[1] > -100) & (clean[1] < 200), np.ones((9, 9), bool))
+    assert flat.sum() > 500
+    noise_in = float((noisy[1] - clean[1])[flat].std())
+    noise_out = float((out[1] - clean[1])[flat].std())
+    assert noise_out / noise_in <= 0.6
+    assert abs(float((out[1] - clean[1])[flat].mean())) <= 3.0
+
+
+def test_env_var_controls_shared_data(monkeypatch, tmp_path):
+    monkeypatch.setenv(tdata.SHARED_DATA_ENV, str(tmp_path))
+    assert tdata.shared_data_root("/elsewhere") == tmp_path
+    monkeypatch.delenv(tdata.SHARED_DATA_ENV)
+    assert tdata.shared_data_root("/elsewhere") == Path("/elsewhere")
+    assert os.path.basename(str(tdata.shared_data_root())) == "data"
