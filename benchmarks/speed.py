@@ -9,18 +9,25 @@ Prints one table, measured in one run so that the ratios hold even on a busy mac
 * on the same slices, SimpleITK curvature anisotropic diffusion as Slicer's
   "Curvature Anisotropic Diffusion" module runs it (conductance 1, time step 0.0625;
   1 iteration is Slicer's default, 5 a stronger setting users pick);
-* a GPU row when CUDA is available.
+* a GPU row when CUDA is available;
+* the model at its best CPU batch on 1 and on 2 threads (how much the second core buys);
+* end to end for one series: read, denoise, write (NRRD, and a derived DICOM series
+  when the input is DICOM), as the CLI does it: the 20-slice JPEG 2000 DICOM series in
+  ``../shared/data/totalseg-abdomen-ct`` (or ``$LOWDOSE_SHARED_DATA``), or a synthetic
+  NRRD series when that folder is absent.
 
 Target (issue 3): at most 0.2 s per 512×512 slice on 2 CPU cores, at ≥ 60% of the matmul peak.
 
-Usage: python benchmarks/speed.py [--threads 2] [--slices 8] [--model F] [--repeats 3]
+Usage: python benchmarks/speed.py [--threads 2] [--slices 8] [--model F] [--repeats 3] [--no-series]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,12 +86,53 @@ def time_curvature_diffusion(hu: np.ndarray, iterations: int) -> float:
     return (time.perf_counter() - start) / len(hu)
 
 
+def shared_series() -> Path:
+    root = Path(os.environ.get("LOWDOSE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    return root / "totalseg-abdomen-ct" / "dicom"
+
+
+def time_series_end_to_end(model, slices: int = 20):
+    """(label, slices, {step: seconds}) for read, denoise and write of one series, as the CLI does it."""
+    from LowDoseDenoiseLib import volumeio
+    from LowDoseDenoiseLib.engine import denoise_volume
+
+    source = shared_series()
+    with tempfile.TemporaryDirectory(prefix="lowdose-speed-") as tmp:
+        tmp = Path(tmp)
+        if source.is_dir():
+            label = f"DICOM series {source.parent.name} (JPEG 2000)"
+        else:
+            label = "synthetic NRRD series (shared data absent)"
+            source = volumeio.write_volume(
+                volumeio.Volume(np.rint(ct_like_slices(slices)).astype(np.int16), spacing=(0.8, 0.8, 2.0)),
+                tmp / "series.nrrd")
+        times = {}
+        start = time.perf_counter()
+        volume = volumeio.read_volume(source)
+        times["read"] = time.perf_counter() - start
+        start = time.perf_counter()
+        hu = denoise_volume(volume.voxels, model, device="cpu", spacing=volume.in_plane_spacing)
+        times["denoise"] = time.perf_counter() - start
+        start = time.perf_counter()
+        volumeio.write_volume(volume.with_voxels(volumeio.cast_like(hu, volume.pixel_type)), tmp / "out.nrrd")
+        times["write NRRD"] = time.perf_counter() - start
+        if source.is_dir():
+            from LowDoseDenoiseLib import dicomio
+
+            start = time.perf_counter()
+            info = {"name": model.name, "version": model.version, "sha256": model.sha256, "strength": 1.0}
+            dicomio.write_derived_series(volume, hu, tmp / "out-dicom", source=volume, model_info=info)
+            times["write DICOM"] = time.perf_counter() - start
+    return label, volume.voxels.shape, times
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--slices", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", help="model file (default: bundled)")
+    parser.add_argument("--no-series", action="store_true", help="skip the end-to-end series timing")
     args = parser.parse_args(argv)
 
     import SimpleITK as sitk
@@ -113,14 +161,33 @@ def main(argv=None) -> int:
             gpu.append((f"model, {torch.cuda.get_device_name(0)}, batch {batch}", seconds, gflop / seconds))
 
     best = min(r[1] for r in rows)
+    best_batch = (1, 2, 4, 8)[min(range(4), key=lambda i: rows[i][1])]
+    threads = []
+    for count in (1, 2):
+        torch.set_num_threads(count)
+        seconds = time_engine(hu, model, best_batch, args.repeats)
+        threads.append((f"model, CPU, batch {best_batch}, {count} thread{'s' if count > 1 else ''}", seconds,
+                        gflop / seconds))
+    torch.set_num_threads(args.threads)
+    series = None if args.no_series else time_series_end_to_end(model)
     print(f"\nModel {model.summary()}")
     print(f"{gflop:.2f} GFLOP per 512×512 slice; torch fp32 matmul peak {peak:.0f} GFLOP/s on {args.threads} threads\n")
     print("| method | s / slice | GFLOP/s | % of matmul peak | vs model (best batch) |")
     print("|---|---:|---:|---:|---:|")
-    for name, seconds, rate in rows + gpu + cad:
+    for name, seconds, rate in rows + threads + gpu + cad:
         rate_text = f"{rate:.0f}" if rate else "–"
         share = f"{100 * rate / peak:.0f}%" if rate and "CPU" in name else "–"
         print(f"| {name} | {seconds:.3f} | {rate_text} | {share} | {seconds / best:.2f}× |")
+    one, two = threads[0][1], threads[1][1]
+    print(f"\n2 threads vs 1: {one / two:.2f}× faster (ideal 2×).")
+    if series is not None:
+        label, shape, times = series
+        total = sum(times.values())
+        print(f"\nEnd to end, {label}, {shape[2]}×{shape[1]}×{shape[0]} voxels, {args.threads} threads:\n")
+        print("| step | s | s / slice |")
+        print("|---|---:|---:|")
+        for step, seconds in list(times.items()) + [("total", total)]:
+            print(f"| {step} | {seconds:.2f} | {seconds / shape[0]:.3f} |")
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\n512×512×300 series at the best CPU batch: about {300 * best:.0f} s "
           f"({300 * best / 60:.1f} min); peak RSS of this run {rss_mb:.0f} MB "
