@@ -118,3 +118,16 @@ def test_liver_label_lands_on_the_liver_of_the_real_ct(shared_data):
     assert 80 < ct.hu()[liver.mask].mean() < 98
     assert 8 < metrics.local_noise_sd(ct.hu(), liver.mask) < 25
 
+
+
+def test_benchmark_figures(tmp_path):
+    from LowDoseDenoiseLib import figures
+
+    rng = np.random.default_rng(0)
+    images = {name: rng.normal(40, 20, (48, 48)) for name in ("reference", "input", "model", "filter")}
+    grid = figures.method_grid_figure(images, tmp_path / "grid.png", spacing=(0.8, 0.8), zoom=(20, 20, 8), columns=3)
+    curves = {"input": (np.linspace(0.05, 0.6, 12), np.linspace(300, 50, 12)),
+              "model": (np.linspace(0.05, 0.6, 12), np.linspace(100, 5, 12))}
+    nps = figures.nps_figure(curves, tmp_path / "nps.png", title="NPS", log=True)
+    plain = figures.comparison_figure(images["input"], images["model"], tmp_path / "plain.png")  # as before
+    assert all(p.stat().st_size > 5_000 for p in (grid, nps, plain))
