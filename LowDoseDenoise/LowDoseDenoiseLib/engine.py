@@ -150,8 +150,8 @@ def denoise_volume(
     ``strength`` in [0, 1] scales the removed noise: 0 returns the input exactly.
     ``progress(done, total)`` is called after every batch; ``cancel`` (a callable or
     an object with ``is_set()``) is checked between batches and raises Cancelled.
-    ``spacing`` is the in-plane (row, column) pixel size in mm, used only to warn when
-    it lies outside the model's training range.
+    ``spacing`` is the pixel size (x, y[, z]) in mm, as ``Volume.spacing``; it is used
+    only to warn when the in-plane size lies outside the model's training range.
     """
     import torch
 

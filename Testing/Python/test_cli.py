@@ -240,3 +240,24 @@ def test_dicom_series_in_gives_a_derived_series_out(tmp_path, test_model_path):
     nrrd = tmp_path / "denoised.nrrd"
     assert cli.main(["-q", "denoise", str(series.folder), str(nrrd), "--model", str(test_model_path)]) == 0
     np.testing.assert_allclose(read_volume(nrrd).voxels, derived.voxels, atol=1)
+
+
+def test_demo_runs_end_to_end_on_a_small_phantom(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["-q", "demo", "--out", str(out), "--size", "96", "--slices", "2"]) == 0
+    assert _listing(out) == ["comparison.png", "denoised.nrrd", "input_low_dose.nrrd", "reference_full_dose.nrrd"]
+    printed = capsys.readouterr().out
+    assert "liver error SD" in printed and str(out / "comparison.png") in printed
+    low, denoised = read_volume(out / "input_low_dose.nrrd"), read_volume(out / "denoised.nrrd")
+    assert low.voxels.shape == denoised.voxels.shape == (2, 96, 96)
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_phantom_and_simulate_commands(tmp_path):
+    phantom_file, low_file = tmp_path / "phantom.nrrd", tmp_path / "low.nrrd"
+    assert cli.main(["-q", "phantom", str(phantom_file), "--slices", "2", "--size", "64"]) == 0
+    assert cli.main(["-q", "simulate", str(phantom_file), str(low_file), "--dose", "0.25", "--seed", "3"]) == 0
+    clean, low = read_volume(phantom_file), read_volume(low_file)
+    assert low.voxels.dtype == clean.voxels.dtype == np.int16
+    assert low.spacing == clean.spacing
+    assert np.std(low.hu() - clean.hu()) > 5.0
