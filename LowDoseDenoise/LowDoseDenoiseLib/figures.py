@@ -132,17 +132,22 @@ def comparison_figure(
 
 
 def plot_nps_curves(axis, curves: Mapping[str, Tuple[Sequence[float], Sequence[float]]],
-                    note: Optional[str] = None, log: bool = False) -> None:
+                    note: Optional[str] = None, log: bool = False, legend_outside: bool = False) -> None:
     """Draw radial NPS curves (label -> (frequency mm⁻¹, NPS HU²·mm²)) on a matplotlib axis."""
-    for label, (freq, power) in curves.items():
-        axis.plot(np.asarray(freq), np.asarray(power), label=label, linewidth=1.5)
+    styles = ["-", "--", "-.", ":"]
+    for index, (label, (freq, power)) in enumerate(curves.items()):
+        # the colour cycle has 10 colours; after that the line style changes
+        axis.plot(np.asarray(freq), np.asarray(power), label=label, linewidth=1.5,
+                  linestyle=styles[(index // 10) % len(styles)])
     axis.set_xlabel("spatial frequency (mm⁻¹)")
     axis.set_ylabel("NPS (HU²·mm²)")
     axis.set_title("Noise power spectrum")
     axis.grid(True, alpha=0.3)
     if log:
         axis.set_yscale("log")
-    if curves:
+    if curves and legend_outside:
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    elif curves:
         axis.legend(fontsize=8)
     if note:
         axis.text(0.5, 0.5, note, ha="center", va="center", wrap=True, fontsize=9, transform=axis.transAxes)
@@ -156,8 +161,8 @@ def nps_figure(curves: Mapping[str, Tuple[Sequence[float], Sequence[float]]], ou
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axis = plt.subplots(figsize=(6.4, 4.4))
-    plot_nps_curves(axis, curves, log=log)
+    fig, axis = plt.subplots(figsize=(8.6, 4.4))
+    plot_nps_curves(axis, curves, log=log, legend_outside=True)
     if title:
         axis.set_title(title)
     fig.tight_layout()
@@ -176,10 +181,12 @@ def method_grid_figure(
     title: Optional[str] = None,
     columns: int = 4,
 ) -> Path:
-    """Write a PNG grid of 2D slices (label -> image) in one window, each with a zoomed inset.
+    """Write a PNG grid: the first image's whole slice with the zoom box, then every image zoomed.
 
-    Used by the quality benchmark to show every method on the same slice.
-    ``spacing`` is the (row, column) pixel size in mm; ``zoom`` = (row, col, half_size).
+    ``images`` maps a label to a 2D slice (the same slice for every method), all shown
+    in one window, so noise texture and edges compare at a glance.  ``spacing`` is the
+    (row, column) pixel size in mm; ``zoom`` = (row, col, half_size) in pixels (default:
+    the centre, an eighth of the slice).  Used by the quality benchmark.
     """
     import matplotlib
 
@@ -191,30 +198,28 @@ def method_grid_figure(
     labels = list(images)
     if not labels:
         raise InputError("No images to show.")
-    rows_count = int(np.ceil(len(labels) / columns))
-    first = np.asarray(images[labels[0]])
+    first = np.asarray(images[labels[0]], dtype=np.float32)
     aspect = (float(spacing[0]) / float(spacing[1])) if spacing is not None else 1.0
     rows, cols = first.shape
     if zoom is None:
         zoom = (rows // 2, cols // 2, max(8, min(rows, cols) // 8))
     zr, zc, zh = zoom
     r0, r1, c0, c1 = max(zr - zh, 0), min(zr + zh, rows), max(zc - zh, 0), min(zc + zh, cols)
-    fig, axes = plt.subplots(rows_count, columns, figsize=(3.6 * columns, 3.8 * rows_count), squeeze=False)
+    cells = len(labels) + 1
+    rows_count = int(np.ceil(cells / columns))
+    fig, axes = plt.subplots(rows_count, columns, figsize=(3.3 * columns, 3.6 * rows_count), squeeze=False)
     for axis in axes.ravel():
         axis.axis("off")
-    for axis, label in zip(axes.ravel(), labels):
+    overview = axes.ravel()[0]
+    overview.imshow(first, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
+    overview.add_patch(plt.Rectangle((c0, r0), c1 - c0, r1 - r0, fill=False, edgecolor="yellow", linewidth=1.2))
+    overview.set_title(f"{labels[0]}: whole slice", fontsize=9)
+    for axis, label in zip(axes.ravel()[1:], labels):
         image = np.asarray(images[label], dtype=np.float32)
-        axis.imshow(image, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
-        axis.add_patch(plt.Rectangle((c0, r0), c1 - c0, r1 - r0, fill=False, edgecolor="yellow", linewidth=1))
-        inset = axis.inset_axes([0.6, 0.0, 0.4, 0.4])
-        inset.imshow(image[r0:r1, c0:c1], cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
-        inset.set_xticks([])
-        inset.set_yticks([])
-        for spine in inset.spines.values():
-            spine.set_edgecolor("yellow")
-        axis.set_title(label, fontsize=10)
-    window_text = f"window W {width:g} / L {level:g} HU"
-    fig.suptitle(f"{title} — {window_text}" if title else window_text)
+        axis.imshow(image[r0:r1, c0:c1], cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
+        axis.set_title(label, fontsize=9)
+    window_text = f"zoomed, window W {width:g} / L {level:g} HU"
+    fig.suptitle(f"{title} — {window_text}" if title else window_text, fontsize=10)
     fig.tight_layout()
     out_png = Path(out_png)
     fig.savefig(out_png, dpi=90)
