@@ -242,7 +242,7 @@ def run_case(case: Case, methods: Dict[str, Callable], model, presets: Dict[str,
     outputs["low-dose input"] = case.noisy
     rows["low-dose input"] = measure(case, case.noisy, None, tiles)
     start = time.perf_counter()
-    full = denoise_volume(case.noisy, model, device=device, spacing=(spacing[1], spacing[0]))
+    full = denoise_volume(case.noisy, model, device=device, spacing=spacing)
     model_seconds = (time.perf_counter() - start) / slices
     for name, strength in presets.items():
         # the engine returns input − strength × predicted noise, so one run gives every strength

@@ -111,7 +111,7 @@ def time_series_end_to_end(model, slices: int = 20):
         volume = volumeio.read_volume(source)
         times["read"] = time.perf_counter() - start
         start = time.perf_counter()
-        hu = denoise_volume(volume.voxels, model, device="cpu", spacing=volume.in_plane_spacing)
+        hu = denoise_volume(volume.voxels, model, device="cpu", spacing=volume.spacing)
         times["denoise"] = time.perf_counter() - start
         start = time.perf_counter()
         volumeio.write_volume(volume.with_voxels(volumeio.cast_like(hu, volume.pixel_type)), tmp / "out.nrrd")
