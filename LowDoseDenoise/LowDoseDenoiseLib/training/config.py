@@ -68,6 +68,9 @@ class DataConfig:
     pixel_size: List[float] = field(default_factory=lambda: [0.5, 1.5])  #: in-plane pixel sizes drawn, mm
     min_tissue: float = 0.3  #: patches with less non-air than this are redrawn (20 tries)
     flips: bool = True  #: random flips and 90° rotations
+    hu_clip: List[float] = field(default_factory=lambda: [-1024.0, 2048.0])  #: HU clip before scaling
+    hu_offset: float = 0.0  #: model units: (clip(HU) - hu_offset) / hu_scale (stored in the model file)
+    hu_scale: float = 1000.0
     validation_dose: float = 0.25  #: dose fraction of the held-out validation
     validation_texture: str = "standard"  #: texture of the validation noise (stand-in simulator only)
 
@@ -83,6 +86,10 @@ class ModelConfig:
     disc_width: int = 32
     disc_layers: int = 3
     init_generator: str = ""  #: checkpoint or exported .pt whose G initialises this run's G (hybrid)
+    #: weight init of fresh generators: "kaiming" (He normal for leaky ReLU, residual branches
+    #: scaled by 0.1, last conv zero: keeps the small noise signal alive through the depth) or
+    #: "default" (PyTorch's, which shrinks activations layer by layer and learns slowly)
+    init: str = "kaiming"
 
 
 @dataclass
@@ -114,7 +121,8 @@ class OptimConfig:
 
     steps: int = 4000
     batch_size: int = 8
-    lr: float = 2e-4  #: generators
+    lr: float = 2e-4  #: generator G
+    lr_f: float = 0.0  #: generator F (CycleGAN); 0 = same as lr
     lr_disc: float = 2e-4  #: discriminators
     beta1: float = 0.5
     beta2: float = 0.999
@@ -254,5 +262,9 @@ def validate(config: TrainConfig) -> None:
         raise InputError("optim.steps and optim.batch_size must be at least 1.")
     if config.perceptual.network not in ("vgg16", "autoencoder", "none"):
         raise InputError("perceptual.network must be vgg16, autoencoder or none.")
+    if config.model.init not in ("kaiming", "default"):
+        raise InputError("model.init must be kaiming or default.")
+    if d.hu_scale <= 0 or len(d.hu_clip) != 2 or d.hu_clip[0] >= d.hu_clip[1]:
+        raise InputError("data.hu_scale must be > 0 and data.hu_clip [lo, hi] with lo < hi.")
     if config.run.device not in ("auto", "cpu", "cuda"):
         raise InputError("run.device must be auto, cpu or cuda.")

@@ -62,6 +62,18 @@ def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
+def _normalisation(state: Dict[str, Any]) -> Dict[str, Any]:
+    data = state.get("config", {}).get("data", {})
+    norm = dict(DEFAULT_HU_NORMALISATION)
+    if "hu_scale" in data:
+        norm = {
+            "clip": [float(v) for v in data["hu_clip"]],
+            "offset": float(data["hu_offset"]),
+            "scale": float(data["hu_scale"]),
+        }
+    return norm
+
+
 def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, version: Optional[str] = None) -> Path:
     """Write the generator of a training checkpoint as a TorchScript model file with metadata.
 
@@ -96,6 +108,6 @@ def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, ver
         description=f"Low-dose CT denoiser ({summary['method']}); 2.5D, {config.in_channels} slices in.",
         license="Apache-2.0",
         training=summary,
-        hu_normalisation=dict(DEFAULT_HU_NORMALISATION),
+        hu_normalisation=_normalisation(state),
     )
     return save_model(generator.eval(), metadata, out_path)

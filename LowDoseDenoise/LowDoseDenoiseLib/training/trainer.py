@@ -75,20 +75,51 @@ class CycleGenerators(nn.Module):
 
 
 class Discriminators(nn.Module):
-    """D_X (low dose) and D_Y (normal dose) with one forward for both."""
+    """D_X (low dose) and D_Y (normal dose) with one forward for both.
 
-    def __init__(self, width: int, layers: int):
+    Inputs are model units; they are mapped back to HU and windowed (40 ± 600 HU to ±3)
+    so the discriminators see soft-tissue noise at a useful scale.
+    """
+
+    def __init__(self, width: int, layers: int, hu_scale: float = 1000.0, hu_offset: float = 0.0):
         super().__init__()
         self.dx = PatchDiscriminator(1, width, layers)
         self.dy = PatchDiscriminator(1, width, layers)
+        self.hu_scale = float(hu_scale)
+        self.hu_offset = float(hu_offset)
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        hu = x * self.hu_scale + self.hu_offset
+        return torch.clamp((hu - _D_CENTRE_HU) / _D_SCALE_HU, -3.0, 3.0)
 
     def forward(self, low: torch.Tensor, normal: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        return self.dx(_d_input(low)), self.dy(_d_input(normal))
+        return self.dx(self._input(low)), self.dy(self._input(normal))
 
 
-def _d_input(x: torch.Tensor) -> torch.Tensor:
-    hu = x * DEFAULT_HU_NORMALISATION["scale"] + DEFAULT_HU_NORMALISATION["offset"]
-    return torch.clamp((hu - _D_CENTRE_HU) / _D_SCALE_HU, -3.0, 3.0)
+def init_generator(g: Generator) -> Generator:
+    """He-normal init for leaky ReLU (slope 0.1); residual-branch outputs scaled by 0.1; the
+    last convolution stays zero (an untrained generator is the identity)."""
+    from ..network import ResidualBlock
+
+    for module in g.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and module is not g.tail:
+            nn.init.kaiming_normal_(module.weight, a=0.1, mode="fan_in", nonlinearity="leaky_relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    for module in g.modules():
+        if isinstance(module, ResidualBlock):
+            module.conv2.weight.data.mul_(0.1)
+    return g
+
+
+def normalisation(config: TrainConfig) -> Dict:
+    """The model file's hu_normalisation for this config."""
+    d = config.data
+    return {
+        "clip": [float(d.hu_clip[0]), float(d.hu_clip[1])],
+        "offset": float(d.hu_offset),
+        "scale": float(d.hu_scale),
+    }
 
 
 def generator_config(config: TrainConfig) -> GeneratorConfig:
@@ -200,10 +231,16 @@ def _stack(volume: np.ndarray, index: int, context: int, copied: bool = False) -
 
 
 def apply_generator(
-    g: nn.Module, hu: np.ndarray, context: int, device: torch.device, copied: bool = False, batch: int = 2
+    g: nn.Module,
+    hu: np.ndarray,
+    context: int,
+    device: torch.device,
+    copied: bool = False,
+    batch: int = 2,
+    norm: Optional[Dict] = None,
 ) -> np.ndarray:
     """Run a generator (nn.Module or TorchScript) over a (z, y, x) HU block; returns HU."""
-    norm = DEFAULT_HU_NORMALISATION
+    norm = norm or DEFAULT_HU_NORMALISATION
     lo, hi = norm["clip"]
     x_all = tdata.normalise(hu, (lo, hi), norm["offset"], norm["scale"])
     out = np.empty_like(hu, dtype=np.float32)
@@ -403,21 +440,26 @@ class Trainer:
         c = self.config
         torch.manual_seed(c.seed)
         self.gcfg = generator_config(c)
+        self.norm = normalisation(c)
         self.g = Generator(self.gcfg)
+        if c.model.init == "kaiming":
+            init_generator(self.g)
         if c.model.init_generator:
             load_generator_weights(self.g, c.model.init_generator, self.gcfg)
-        params = list(self.g.parameters())
+        groups = [{"params": list(self.g.parameters()), "lr": c.optim.lr}]
         self.f = None
         self.d = None
         if c.mode == "cyclegan":
             self.f = Generator(GeneratorConfig(0, c.model.f_width, c.model.levels, c.model.res_blocks))
-            self.d = Discriminators(c.model.disc_width, c.model.disc_layers)
-            params += list(self.f.parameters())
+            if c.model.init == "kaiming":
+                init_generator(self.f)
+            self.d = Discriminators(c.model.disc_width, c.model.disc_layers, self.norm["scale"], self.norm["offset"])
+            groups.append({"params": list(self.f.parameters()), "lr": c.optim.lr_f or c.optim.lr})
         for module in (self.g, self.f, self.d):
             if module is not None:
                 module.to(self.device)
         o = c.optim
-        self.opt_g = torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2))
+        self.opt_g = torch.optim.Adam(groups, lr=o.lr, betas=(o.beta1, o.beta2))
         self.opt_d = (
             torch.optim.Adam(self.d.parameters(), lr=o.lr_disc, betas=(o.beta1, o.beta2))
             if self.d is not None
@@ -458,7 +500,9 @@ class Trainer:
         if p.network == "vgg16":
             from .perceptual import VGGFeatures
 
-            return VGGFeatures(hu_window=p.hu_window, layers=p.layers).to(self.device)
+            return VGGFeatures(
+                hu_window=p.hu_window, hu_scale=self.norm["scale"], hu_offset=self.norm["offset"], layers=p.layers
+            ).to(self.device)
         from .perceptual import load_autoencoder_features, train_ct_autoencoder
 
         path = self.folder / "ct_autoencoder.pt"
@@ -476,9 +520,8 @@ class Trainer:
             train_ct_autoencoder(torch.from_numpy(patches), p.autoencoder_steps, self.config.seed, path)
         return load_autoencoder_features(path).to(self.device)
 
-    @staticmethod
-    def _normalise(hu: np.ndarray) -> np.ndarray:
-        n = DEFAULT_HU_NORMALISATION
+    def _normalise(self, hu: np.ndarray) -> np.ndarray:
+        n = self.norm
         return tdata.normalise(hu, tuple(n["clip"]), n["offset"], n["scale"])
 
     # ---------------------------------------------------------------- batches
@@ -621,8 +664,8 @@ class Trainer:
             return {}
         self.g.eval()
         k = self.config.data.context
-        out = apply_generator(self.g, v.noisy, k, self.device)
-        single = apply_generator(self.g, v.noisy[: min(2, len(v.noisy))], k, self.device, copied=True)
+        out = apply_generator(self.g, v.noisy, k, self.device, norm=self.norm)
+        single = apply_generator(self.g, v.noisy[: min(2, len(v.noisy))], k, self.device, copied=True, norm=self.norm)
         result = {
             "val_psnr_input": liver_window_psnr(v.noisy, v.clean, v.body),
             "val_psnr": liver_window_psnr(out, v.clean, v.body),
@@ -635,7 +678,7 @@ class Trainer:
             "val_bias": float((out - v.clean)[v.liver].mean()),
         }
         if v.real_low is not None:
-            real_out = apply_generator(self.g, v.real_low, k, self.device)
+            real_out = apply_generator(self.g, v.real_low, k, self.device, norm=self.norm)
             before = local_noise_sd(v.real_low, v.real_roi)
             result["real_noise_input"] = before
             result["real_noise"] = local_noise_sd(real_out, v.real_roi)
