@@ -321,7 +321,7 @@ def figures_for(case: Case, outputs: Dict[str, np.ndarray], rows, folder: Path) 
     half = int(round(45.0 / sx))  # a 90 mm square of liver
     zoom = (int(rows_idx.mean()), int(cols_idx.mean()), half) if len(rows_idx) else None
     panel = figures.method_grid_figure(images, folder / f"quality_{case.key}_panel.png", window="liver",
-                                       spacing=(sy, sx), zoom=zoom, title=f"{case.title}, slice {k}", columns=4)
+                                       spacing=(sx, sy), zoom=zoom, title=f"{case.title}, slice {k}", columns=4)
     curves = {name: r["nps"] for name, r in rows.items()}
     what = "output − ground truth" if case.exact_reference else "detrended output"
     nps = figures.nps_figure(curves, folder / f"quality_{case.key}_nps.png",

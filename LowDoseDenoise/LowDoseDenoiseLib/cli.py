@@ -230,7 +230,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         volume = volumeio.Volume(voxels=np.rint(voxels).astype(np.int16), spacing=tuple(spacing))
         paths[name] = volumeio.write_volume(volume, out / f"{name}.nrrd", overwrite=True)
     figure = figures.comparison_figure(
-        low_dose, hu, out / "comparison.png", window="liver", spacing=(spacing[1], spacing[0]),
+        low_dose, hu, out / "comparison.png", window="liver", spacing=spacing,
         reference=clean, title=f"{model.name} on a synthetic abdomen at {args.dose:.0%} dose",
     )
     liver = truth.labels["liver"]
@@ -292,7 +292,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except InputError as error:
         note = f"NPS not measured:\n{error}"
     print(figures.comparison_figure(original.hu(), denoised.hu(), out, slice_index=index,
-                                    window=args.window, spacing=original.in_plane_spacing,
+                                    window=args.window, spacing=original.spacing,
                                     nps_curves=curves, nps_note=note))
     return EXIT_OK
 

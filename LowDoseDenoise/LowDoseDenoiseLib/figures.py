@@ -63,7 +63,7 @@ def comparison_figure(
     """Write a PNG panel: original | denoised | difference (| reference) (| NPS), one axial slice.
 
     ``original``/``denoised`` are (z, y, x) HU arrays (or 2D slices). ``spacing`` is
-    the in-plane (row, column) pixel size in mm, for a correct aspect and a scale bar.
+    the pixel size (x, y[, z]) in mm as ``Volume.spacing``, for a correct aspect.
     ``zoom`` = (row, col, half_size) draws an enlarged inset of that region; by default
     the centre of the image.  ``nps_curves`` maps a label to (frequency in mm⁻¹, NPS in
     HU²·mm²) and adds a column with those noise power spectra; ``nps_note`` is shown
@@ -94,7 +94,7 @@ def comparison_figure(
     panels.append(("Removed (original − denoised)", diff, "RdBu_r", (-limit, limit)))
     if reference is not None:
         panels.append(("Reference", np.asarray(reference)[index].astype(np.float32), "gray", (lo, hi)))
-    row_mm, col_mm = (float(spacing[0]), float(spacing[1])) if spacing is not None else (1.0, 1.0)
+    col_mm, row_mm = (float(spacing[0]), float(spacing[1])) if spacing is not None else (1.0, 1.0)
     aspect = row_mm / col_mm
     rows, cols = a.shape
     if zoom is None:
@@ -185,7 +185,7 @@ def method_grid_figure(
 
     ``images`` maps a label to a 2D slice (the same slice for every method), all shown
     in one window, so noise texture and edges compare at a glance.  ``spacing`` is the
-    (row, column) pixel size in mm; ``zoom`` = (row, col, half_size) in pixels (default:
+    pixel size (x, y[, z]) in mm; ``zoom`` = (row, col, half_size) in pixels (default:
     the centre, an eighth of the slice).  Used by the quality benchmark.
     """
     import matplotlib
@@ -199,7 +199,7 @@ def method_grid_figure(
     if not labels:
         raise InputError("No images to show.")
     first = np.asarray(images[labels[0]], dtype=np.float32)
-    aspect = (float(spacing[0]) / float(spacing[1])) if spacing is not None else 1.0
+    aspect = (float(spacing[1]) / float(spacing[0])) if spacing is not None else 1.0
     rows, cols = first.shape
     if zoom is None:
         zoom = (rows // 2, cols // 2, max(8, min(rows, cols) // 8))

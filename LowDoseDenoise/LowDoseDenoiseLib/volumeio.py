@@ -42,11 +42,6 @@ class Volume:
     def pixel_type(self) -> np.dtype:
         return self.voxels.dtype
 
-    @property
-    def in_plane_spacing(self) -> Tuple[float, float]:
-        """(row, column) pixel size in mm, i.e. (y, x)."""
-        return (float(self.spacing[1]), float(self.spacing[0]))
-
     def hu(self) -> np.ndarray:
         """The voxels as float32 HU (a copy only when the type differs)."""
         return np.asarray(self.voxels, dtype=np.float32)
