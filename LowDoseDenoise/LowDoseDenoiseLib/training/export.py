@@ -39,6 +39,22 @@ def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
         weights = {k: loss.get(k) for k in ("l1", "perceptual")}
         method = "paired supervised (L1 + perceptual) on simulated pairs"
     steps = int(state.get("step", 0))
+    init = config.get("model", {}).get("init_generator", "")
+    pretraining = None
+    if init and Path(init).expanduser().is_file():
+        try:
+            first = read_checkpoint(Path(init).expanduser())
+            pretraining = {
+                "run": first.get("config", {}).get("name"),
+                "mode": first.get("mode"),
+                "steps": int(first.get("step", 0)),
+                "patch": first.get("config", {}).get("data", {}).get("patch"),
+                "batch_size": first.get("config", {}).get("optim", {}).get("batch_size"),
+                "loss_weights": {k: first.get("config", {}).get("loss", {}).get(k) for k in ("l1", "perceptual")},
+                "time_s": round(float(first.get("elapsed_s", 0.0)), 1),
+            }
+        except InputError:
+            pretraining = None
     patch = int(data.get("patch", 64))
     batch = int(optim.get("batch_size", 8))
     return {
@@ -58,6 +74,7 @@ def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
         "perceptual_network": config.get("perceptual", {}).get("network"),
         "hardware": f"{platform.machine()} CPU ({torch.get_num_threads()} threads), torch {torch.__version__}",
         "time_s": round(float(state.get("elapsed_s", 0.0)), 1),
+        "pretraining": pretraining,
         "exported": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
