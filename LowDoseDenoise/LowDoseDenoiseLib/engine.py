@@ -78,7 +78,7 @@ def _is_cancelled(cancel: CancelCheck) -> bool:
 
 def _auto_batch(device, height: int, width: int) -> int:
     if device.type == "cpu":
-        return 2  # larger CPU batches do not help (see benchmarks/speed.py) and cost memory
+        return 1  # larger CPU batches are slower and cost memory (see benchmarks/speed.py)
     pixels = max(height * width, 1)
     return max(1, min(32, int(16 * 512 * 512 / pixels)))
 
