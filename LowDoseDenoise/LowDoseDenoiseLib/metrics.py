@@ -87,18 +87,6 @@ def _mask(mask: Any, shape: Tuple[int, ...], name: str = "mask") -> Optional[np.
     return array
 
 
-def _spacing_xy(spacing: Spacing) -> Tuple[float, float]:
-    try:
-        values = np.atleast_1d(np.asarray(spacing, dtype=np.float64)).ravel()
-    except (TypeError, ValueError):
-        raise InputError(f"Pixel spacing must be numbers in mm, (x, y[, z]); got {spacing!r}.") from None
-    if values.size == 1:
-        values = np.repeat(values, 2)
-    if values.size not in (2, 3) or not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise InputError(f"Pixel spacing must be positive millimetres, (x, y[, z]); got {spacing!r}.")
-    return float(values[0]), float(values[1])
-
-
 def window_bounds(window: Window = DEFAULT_WINDOW) -> Tuple[float, float]:
     """(low, high) HU of a display window given as a name ('liver'), 'W,L' or (W, L)."""
     from .figures import parse_window
@@ -262,7 +250,7 @@ def circle_roi(shape: Sequence[int], spacing: Spacing, z: int, y: int, x: int, r
     if len(shape) == 2:
         shape = (1,) + shape
     nz, ny, nx = shape
-    sx, sy = _spacing_xy(spacing)
+    sx, sy = noise.spacing_xy(spacing)
     if not (math.isfinite(radius_mm) and radius_mm > 0):
         raise InputError(f"ROI '{name}': the radius must be a positive number of mm; got {radius_mm:g}.")
     if not (0 <= z < nz and 0 <= y < ny and 0 <= x < nx):
@@ -490,7 +478,7 @@ def noise_power_spectrum(image: Any, spacing: Spacing, reference: Any = None, ma
     the slow anatomy.  Raises InputError when no ROI fits.
     """
     data = _as_image(image, "image")
-    sx, sy = _spacing_xy(spacing)
+    sx, sy = noise.spacing_xy(spacing)
     if reference is not None:
         data, ref = _pair(data, reference)
         noise_image, source = data - ref, "image − reference"
@@ -526,7 +514,7 @@ def gradient_magnitude(hu: Any, spacing: Spacing, sigma_mm: float = 1.0) -> np.n
     from scipy import ndimage
 
     data = _as_image(hu, "image")
-    sx, sy = _spacing_xy(spacing)
+    sx, sy = noise.spacing_xy(spacing)
     volume = data[None] if data.ndim == 2 else data
     sigma = (0.0, sigma_mm / sy, sigma_mm / sx)
     gy = ndimage.gaussian_filter(volume, sigma, order=(0, 1, 0)) / sy
@@ -593,7 +581,7 @@ def residual_structure(input_hu: Any, denoised: Any, spacing: Spacing, mask: Any
     from scipy import ndimage
 
     before, after = _pair(input_hu, denoised, ("input", "denoised"))
-    sx, sy = _spacing_xy(spacing)
+    sx, sy = noise.spacing_xy(spacing)
     if mask is None:
         body = body_mask(before)
         body = body[None] if body.ndim == 2 else body

@@ -218,12 +218,19 @@ def estimate_noise_sd(
     return estimate.sd
 
 
-def _spacing_xy(spacing: Spacing) -> Tuple[float, float]:
-    values = np.atleast_1d(np.asarray(spacing, dtype=np.float64)).ravel()
+def spacing_xy(spacing: Spacing) -> Tuple[float, float]:
+    """The in-plane (x, y) pixel size in mm from a scalar, (x, y) or (x, y, z) spacing.
+
+    Shared by the simulator and the metrics so every function refuses bad spacing alike.
+    """
+    try:
+        values = np.atleast_1d(np.asarray(spacing, dtype=np.float64)).ravel()
+    except (TypeError, ValueError):
+        raise InputError(f"Pixel spacing must be numbers in mm, (x, y[, z]); got {spacing!r}.") from None
     if values.size == 1:
         values = np.repeat(values, 2)
-    if values.size < 2 or not np.all(np.isfinite(values[:2])) or np.any(values[:2] <= 0):
-        raise InputError(f"Pixel spacing must be positive millimetres, (x, y); got {spacing!r}.")
+    if values.size not in (2, 3) or not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise InputError(f"Pixel spacing must be positive millimetres, (x, y[, z]); got {spacing!r}.")
     return float(values[0]), float(values[1])
 
 
@@ -289,7 +296,7 @@ def noise_power_spectrum_2d(rois: np.ndarray, spacing: Spacing, detrend: str = "
         rois = rois[None]
     if rois.ndim != 3 or rois.shape[0] == 0 or min(rois.shape[1:]) < 4:
         raise InputError(f"NPS needs at least one ROI of 4×4 pixels or more; got shape {rois.shape}.")
-    sx, sy = _spacing_xy(spacing)
+    sx, sy = spacing_xy(spacing)
     ny, nx = rois.shape[1:]
     residual = _detrend(rois, detrend)
     power = np.abs(np.fft.fft2(residual)) ** 2
@@ -298,7 +305,7 @@ def noise_power_spectrum_2d(rois: np.ndarray, spacing: Spacing, detrend: str = "
 
 def nps_frequencies(shape: Tuple[int, int], spacing: Spacing) -> Tuple[np.ndarray, np.ndarray]:
     """(fy, fx) in cycles/mm for a centred 2D NPS of the given (ny, nx) shape."""
-    sx, sy = _spacing_xy(spacing)
+    sx, sy = spacing_xy(spacing)
     fy = np.fft.fftshift(np.fft.fftfreq(shape[0], sy))
     fx = np.fft.fftshift(np.fft.fftfreq(shape[1], sx))
     return fy, fx
@@ -313,7 +320,7 @@ def radial_nps(nps2d: np.ndarray, spacing: Spacing, bin_width: Optional[float] =
     nps2d = np.asarray(nps2d, dtype=np.float64)
     if nps2d.ndim != 2:
         raise InputError(f"radial_nps needs a 2D NPS; got shape {nps2d.shape}.")
-    sx, sy = _spacing_xy(spacing)
+    sx, sy = spacing_xy(spacing)
     fy, fx = nps_frequencies(nps2d.shape, (sx, sy))
     radius = np.hypot(fy[:, None], fx[None, :])
     step = bin_width or max(1.0 / (nps2d.shape[0] * sy), 1.0 / (nps2d.shape[1] * sx))

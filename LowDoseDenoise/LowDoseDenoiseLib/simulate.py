@@ -76,6 +76,7 @@ from .noise import (
     measure_noise,
     noise_power_spectrum_2d,
     radial_nps,
+    spacing_xy,
 )
 
 log = logging.getLogger(__name__)
@@ -127,18 +128,6 @@ def _check_hu(hu: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise InputError("The volume contains NaN or infinite values; fix or mask them before simulating.")
     return array
-
-
-def _check_spacing(spacing: Spacing) -> Tuple[float, float]:
-    try:
-        values = np.atleast_1d(np.asarray(spacing, dtype=np.float64)).ravel()
-    except (TypeError, ValueError):
-        raise InputError(f"Pixel spacing must be numbers in mm, (x, y[, z]); got {spacing!r}.") from None
-    if values.size == 1:
-        values = np.repeat(values, 2)
-    if values.size not in (2, 3) or not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise InputError(f"Pixel spacing must be positive millimetres, (x, y[, z]); got {spacing!r}.")
-    return float(values[0]), float(values[1])
 
 
 def _check_dose(dose_fraction: float) -> float:
@@ -335,7 +324,7 @@ def noise_field(
     import torch
 
     array = _check_hu(hu)
-    sx, sy = _check_spacing(spacing)
+    sx, sy = spacing_xy(spacing)
     value = _check_texture(texture, allow_auto=False)
     n0 = _check_photons(photons)
     volume = array[None] if array.ndim == 2 else array
@@ -395,7 +384,7 @@ def fit_texture(
     few flat ROIs (fewer than 3) to measure its NPS.
     """
     array = _check_hu(hu)
-    sx, sy = _check_spacing(spacing)
+    sx, sy = spacing_xy(spacing)
     volume = array[None] if array.ndim == 2 else array
     size = int(roi_size) if roi_size else _roi_size(volume.shape[-2:])
     candidates = _sample_slices(volume.shape[0], 5)
@@ -482,7 +471,7 @@ def simulate_low_dose(
     With ``return_info`` the result is ``(hu, SimulationInfo)``.
     """
     array = _check_hu(hu)
-    sx, sy = _check_spacing(spacing)
+    sx, sy = spacing_xy(spacing)
     dose = _check_dose(dose_fraction)
     n0 = _check_photons(photons)
     wanted_texture = _check_texture(texture)
