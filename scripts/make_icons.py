@@ -29,6 +29,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "LowDoseDenoise"))
 
+from LowDoseDenoiseLib.headless import ApplicationScene  # noqa: E402
+
 ICON_PATHS = (
     REPO / "LowDoseDenoise" / "Resources" / "Icons" / "LowDoseDenoise.png",
     REPO / "Resources" / "Icons" / "LowDoseDenoise.png",
@@ -111,33 +113,11 @@ def make_icon(paths=ICON_PATHS) -> np.ndarray:
 # -- screenshot --------------------------------------------------------------------------------
 
 
-class HeadlessSlicerScene:
-    """A slicer-core scene wired like the application's: application, colour, layout and slice logics."""
+class HeadlessSlicerScene(ApplicationScene):
+    """The application-like headless scene, plus the volume and rendering helpers of this script."""
 
     def __init__(self, view_size=(360, 300)):
-        import slicer
-        import vtk
-
-        self.scene = slicer.vtkMRMLScene()
-        self.app_logic = slicer.vtkSlicerApplicationLogic()
-        self.app_logic.SetMRMLScene(self.scene)
-        self.color_logic = slicer.vtkMRMLColorLogic()
-        self.color_logic.SetMRMLScene(self.scene)
-        slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(self.scene)
-        self.layout_logic = slicer.vtkMRMLLayoutLogic()
-        self.layout_logic.SetMRMLScene(self.scene)
-        self.slice_logics = {}
-        collection = vtk.vtkCollection()
-        for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
-            slice_node = self.scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
-            logic = slicer.vtkMRMLSliceLogic()
-            logic.SetMRMLApplicationLogic(self.app_logic)
-            logic.SetMRMLScene(self.scene)
-            logic.SetSliceNode(slice_node)
-            slice_node.SetDimensions(view_size[0], view_size[1], 1)
-            self.slice_logics[slice_node.GetLayoutName()] = logic
-            collection.AddItem(logic)
-        self.app_logic.SetSliceLogics(collection)
+        super().__init__(view_size)
 
     def add_volume(self, voxels: np.ndarray, spacing, name: str):
         import vtk

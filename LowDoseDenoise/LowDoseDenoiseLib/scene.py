@@ -618,19 +618,18 @@ class DenoiseLogic:
             )
         return node
 
-    def _find_slice_node(self, name: str):
-        for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
-            node = self.scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
+    def _find_by_layout_name(self, class_name: str, name: str):
+        for i in range(self.scene.GetNumberOfNodesByClass(class_name)):
+            node = self.scene.GetNthNodeByClass(i, class_name)
             if node.GetLayoutName() == name:
                 return node
         return None
 
+    def _find_slice_node(self, name: str):
+        return self._find_by_layout_name("vtkMRMLSliceNode", name)
+
     def _find_composite_node(self, name: str):
-        for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
-            node = self.scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
-            if node.GetLayoutName() == name:
-                return node
-        return None
+        return self._find_by_layout_name("vtkMRMLSliceCompositeNode", name)
 
     def _slice_node(self, name: str):
         node = self._find_slice_node(name)

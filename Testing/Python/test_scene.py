@@ -22,53 +22,15 @@ from vtk.util import numpy_support  # noqa: E402
 
 from LowDoseDenoiseLib import scene as scene_module  # noqa: E402
 from LowDoseDenoiseLib.errors import Cancelled, DeviceError, InputError, ModelError  # noqa: E402
+from LowDoseDenoiseLib.headless import ApplicationScene  # noqa: E402
 from LowDoseDenoiseLib.scene import DenoiseLogic, ijk_to_ras, volume_array  # noqa: E402
 
 # -- fixtures -----------------------------------------------------------------------------------
 
 
-class AppScene:
-    """A scene wired like Slicer's: application, layout, colour and slice logics."""
-
-    def __init__(self):
-        self.scene = slicer.vtkMRMLScene()
-        self.app_logic = slicer.vtkSlicerApplicationLogic()
-        self.app_logic.SetMRMLScene(self.scene)
-        self.color_logic = slicer.vtkMRMLColorLogic()  # default colour tables, as in the application
-        self.color_logic.SetMRMLScene(self.scene)
-        slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(self.scene)
-        self.layout_logic = slicer.vtkMRMLLayoutLogic()
-        self.layout_logic.SetMRMLScene(self.scene)
-        self.slice_logics = {}
-        collection = vtk.vtkCollection()
-        for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
-            slice_node = self.scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
-            logic = slicer.vtkMRMLSliceLogic()
-            logic.SetMRMLApplicationLogic(self.app_logic)
-            logic.SetMRMLScene(self.scene)
-            logic.SetSliceNode(slice_node)
-            slice_node.SetDimensions(160, 120, 1)
-            self.slice_logics[slice_node.GetLayoutName()] = logic
-            collection.AddItem(logic)
-        self.app_logic.SetSliceLogics(collection)
-        self.sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(self.scene)
-
-    def composite(self, name):
-        return self.slice_logics[name].GetSliceCompositeNode()
-
-    def slice_node(self, name):
-        return self.slice_logics[name].GetSliceNode()
-
-    def layout_node(self):
-        return self.layout_logic.GetLayoutNode()
-
-    def node_ids(self) -> set:
-        return {self.scene.GetNthNode(i).GetID() for i in range(self.scene.GetNumberOfNodes())}
-
-
 @pytest.fixture
 def app():
-    return AppScene()
+    return ApplicationScene()
 
 
 def make_model(path: Path, context: int = 1, trained: bool = True) -> Path:
