@@ -43,46 +43,27 @@ def _progress_bar(total: int, quiet: bool, desc: str) -> Optional[Callable[[int,
     return update
 
 
-def _strength(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"strength must be a number in [0, 1], got '{text}'") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"strength must be in [0, 1], got {value:g}")
-    return value
+def _number(kind, name: str, accept: Callable[[float], bool], expected: str, allow_auto: bool = False):
+    """An argparse type: parse ``kind`` (int or float) and check it, with a message naming ``name``."""
+
+    def parse(text: str):
+        if allow_auto and text == "auto":
+            return "auto"
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be {expected}, got '{text}'") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{name} must be {expected}, got {value:g}")
+        return value
+
+    return parse
 
 
-def _batch_size(text: str):
-    if text == "auto":
-        return "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"batch size must be 'auto' or a whole number ≥ 1, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"batch size must be at least 1, got {value}")
-    return value
-
-
-def _dose(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"dose must be a fraction in (0, 1], got '{text}'") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"dose must be a fraction in (0, 1] (e.g. 0.25 for 25%), got {value:g}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {value}")
-    return value
+_strength = _number(float, "strength", lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+_batch_size = _number(int, "batch size", lambda v: v >= 1, "'auto' or a whole number of at least 1", allow_auto=True)
+_dose = _number(float, "dose", lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1] (e.g. 0.25 for 25%)")
+_positive_int = _number(int, "the value", lambda v: v >= 1, "a whole number of at least 1")
 
 
 def _check_ct_like(volume, source: str, force: bool) -> None:

@@ -202,9 +202,9 @@ def test_bad_options(tmp_path, ct_file, test_model_path, capsys):
     if not torch.cuda.is_available():
         run_refused(capsys, base + ["--device", "cuda"], tmp_path, ct_file, message="no CUDA GPU")
     for argv, message in (
-        (["--strength", "1.5"], "strength must be in [0, 1]"),
-        (["--strength", "lots"], "strength must be a number"),
-        (["--batch-size", "0"], "batch size must be at least 1"),
+        (["--strength", "1.5"], "strength must be a number in [0, 1], got 1.5"),
+        (["--strength", "lots"], "strength must be a number in [0, 1], got 'lots'"),
+        (["--batch-size", "0"], "batch size must be 'auto' or a whole number of at least 1, got 0"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             cli.main([str(a) for a in base + argv])
