@@ -109,6 +109,22 @@ def test_losses_values_and_gradients():
     assert losses.perceptual_loss(None, fake, real).item() == 0.0
 
 
+def test_multiscale_l1_weighs_blotches_not_grain():
+    target = torch.zeros(1, 1, 32, 32)
+    grain = torch.ones(1, 1, 32, 32)
+    grain[..., ::2, :] = -1.0  # finest grain: every 2×2 block mean is 0
+    grain[..., :, ::2] *= -1.0
+    assert losses.multiscale_l1(grain, target).item() == pytest.approx(0.0, abs=1e-7)
+    assert torch.nn.functional.l1_loss(grain, target).item() == pytest.approx(1.0)
+    blotch = torch.zeros(1, 1, 32, 32, requires_grad=True)
+    offset = blotch + torch.nn.functional.interpolate(torch.tensor([[[[0.5, -0.5], [-0.5, 0.5]]]]), size=32)
+    value = losses.multiscale_l1(offset, target)  # 16-pixel blocks of ±0.5: every block mean is ±0.5
+    assert value.item() == pytest.approx(0.5)
+    value.backward()
+    assert float(blotch.grad.abs().sum()) > 0
+    assert losses.multiscale_l1(target, target).item() == 0.0
+
+
 def test_vgg_perceptual_loss_is_zero_for_equal_and_differentiable():
     from LowDoseDenoiseLib.training.perceptual import VGG_FILE, VGGFeatures
 
@@ -146,6 +162,36 @@ def test_batches_are_seeded_and_include_copied_neighbours(dataset, tmp_path):
     assert 2 <= sum(copied) <= 14
     noise_hu = (x[:, 1:2] - a["target"]) * 1000
     assert 3.0 < float(noise_hu.std()) < 120.0
+
+
+def test_recorrupted_targets_add_and_subtract_the_own_noise_field(dataset, tmp_path):
+    """R2R: input = y + α·z, target = y − z/α, z with the slice's own noise (8 HU in the fixture)."""
+    import copy
+
+    config = _config(
+        dataset,
+        tmp_path,
+        data={"recorrupt": 1.0, "recorrupt_alpha": 1.0, "copy_neighbours": 0.0, "own_noise_realisations": 2},
+    )
+    trainer = Trainer(config, progress=False)
+    assert trainer.own and all(len(v) == 2 for v in trainer.own.values())
+    assert not any(key.endswith((":7", ":8", ":9")) for key in trainer.own)  # held-out slices get none
+    rng = np.random.default_rng(0)
+    sds = []
+    for _ in range(6):
+        geometry = trainer.normal_sampler.draw_geometry(copy.deepcopy(rng))
+        y = trainer.normal_sampler.stack(geometry)[1]
+        x, target = trainer._noisy(trainer.normal_sampler, rng, recorrupt=True, add=False)
+        assert np.allclose((x[1] + target[0]) / 2, y, atol=1e-3)  # z cancels: the slice itself
+        z = (x[1] - target[0]) / 2
+        sds.append(float(z[y > -500].std()))
+    assert 4.0 < float(np.median(sds)) < 14.0, sds
+    batch = trainer.batch(0)  # with simulated low-dose noise on top, end to end
+    assert batch["x"].shape == (2, 3, 32, 32) and torch.isfinite(batch["target"]).all()
+    with pytest.raises(InputError, match="mode: paired"):
+        config_from_dict({"mode": "cyclegan", "data": {"recorrupt": 0.5}})
+    with pytest.raises(InputError, match="shares"):
+        config_from_dict({"mode": "paired", "data": {"recorrupt": 1.5}})
 
 
 def test_held_out_slices_never_sampled(dataset, tmp_path):

@@ -71,6 +71,18 @@ class DataConfig:
     hu_clip: List[float] = field(default_factory=lambda: [-1024.0, 2048.0])  #: HU clip before scaling
     hu_offset: float = 0.0  #: model units: (clip(HU) - hu_offset) / hu_scale (stored in the model file)
     hu_scale: float = 1000.0
+    #: paired mode: share of routine-dose samples whose target is *recorrupted* (R2R, Pang et al.
+    #: CVPR 2021) so the model learns the noise-free image instead of the reference with its own
+    #: noise: a field z with the reference's own noise (simulator at 50% dose: same texture and SD)
+    #: is added to the input (α·z) and subtracted from the target (z/α); for Gaussian noise the two
+    #: noises are then independent, so L1/L2 training is Noise2Noise with a clean expectation.
+    recorrupt: float = 0.0
+    recorrupt_alpha: float = 1.0  #: α above; input noise floor (1+α²)·σ², target noise (1+1/α²)·σ²
+    #: paired mode: share of samples drawn from the real low-dose series (data.low_dose) with
+    #: recorrupted targets (their own noise is calibrated by the simulator like the routine dose)
+    recorrupt_low_dose: float = 0.0
+    recorrupt_stride: int = 1  #: real low-dose centre slices used for R2R: every n-th training slice
+    own_noise_realisations: int = 2  #: own-noise fields per slice for R2R
     validation_dose: float = 0.25  #: dose fraction of the held-out validation
     validation_texture: str = "standard"  #: texture of the validation noise (stand-in simulator only)
 
@@ -102,6 +114,7 @@ class LossConfig:
     identity: float = 5.0  #: L1 identity (G on normal dose, F on low dose)
     perceptual: float = 0.1  #: perceptual loss on the cycle reconstructions (paired: on the output)
     l1: float = 1.0  #: paired mode: L1 to the clean target
+    multiscale: float = 0.0  #: paired mode (and the hybrid anchor): L1 of 2/4/8-pixel block means
     paired: float = 0.0  #: CycleGAN mode: extra L1+perceptual on simulated pairs (a hybrid; 0 = pure)
 
 
@@ -254,6 +267,14 @@ def validate(config: TrainConfig) -> None:
         raise InputError("data.textures must name at least one noise texture.")
     if not 0 < d.validation_dose < 1:
         raise InputError("data.validation_dose must be a dose fraction in (0, 1).")
+    if not (0.0 <= d.recorrupt <= 1.0 and 0.0 <= d.recorrupt_low_dose <= 1.0):
+        raise InputError("data.recorrupt and data.recorrupt_low_dose must be shares in [0, 1].")
+    if d.recorrupt_alpha <= 0 or d.recorrupt_stride < 1 or d.own_noise_realisations < 1:
+        raise InputError(
+            "data.recorrupt_alpha must be > 0, data.recorrupt_stride and data.own_noise_realisations >= 1."
+        )
+    if config.mode != "paired" and (d.recorrupt > 0 or d.recorrupt_low_dose > 0):
+        raise InputError("data.recorrupt / recorrupt_low_dose are for mode: paired; set them to 0.")
     if not d.normal_dose:
         raise InputError("data.normal_dose must list at least one routine-dose series.")
     if config.mode == "cyclegan" and not d.low_dose and d.simulated_low_dose <= 0:

@@ -367,6 +367,24 @@ class NoiseBank:
         return bank
 
 
+def own_noise_fields(hu: np.ndarray, spacing: Sequence[float], realisations: int, seed: int) -> List[np.ndarray]:
+    """Fields with a noisy series' *own* noise statistics, for recorrupted (R2R) targets.
+
+    ``hu`` is a (z, y, x) block of the series; returns ``realisations`` arrays of the same
+    shape, in HU: the simulator at 50% dose adds exactly the series' own flat-tissue noise
+    SD with the texture fitted to its own noise power spectrum (and the projection-domain
+    non-stationarity), which is what recorrupting needs.  Raises InputError when the
+    simulator cannot calibrate on the block (no flat soft tissue).
+    """
+    from ..simulate import simulate_low_dose
+
+    out = []
+    for r in range(realisations):
+        noisy = simulate_low_dose(hu, spacing, 0.5, seed=seed + 7907 * r)
+        out.append((np.asarray(noisy, dtype=np.float32) - hu).astype(np.float16))
+    return out
+
+
 # --------------------------------------------------------------------------- patches
 
 

@@ -312,7 +312,11 @@ class Trainer:
         k = d.context
         patch = tdata.PatchConfig(d.patch, k, d.copy_neighbours, tuple(d.pixel_size), d.min_tissue, d.flips)
         normal = self._series(d.normal_dose)
-        low = self._series(d.low_dose) if (c.mode == "cyclegan" or "measured" in d.textures) else []
+        low = (
+            self._series(d.low_dose)
+            if (c.mode == "cyclegan" or "measured" in d.textures or d.recorrupt_low_dose > 0)
+            else []
+        )
         measured = None
         if "measured" in d.textures:
             if not low:
@@ -383,6 +387,60 @@ class Trainer:
         cache = Path(d.cache_dir).expanduser() if d.cache_dir else tdata.DEFAULT_CACHE
         self.bank = self._noise_bank(clean_slices, textures, measured, cache)
         self.textures = textures
+        self.own: Dict[str, List[np.ndarray]] = {}
+        self.r2r_low_sampler: Optional[tdata.PatchSampler] = None
+        if c.mode == "paired" and (d.recorrupt > 0 or d.recorrupt_low_dose > 0):
+            self._setup_recorrupt(normal, low, cache)
+
+    def _setup_recorrupt(self, normal, low, cache: Path) -> None:
+        """Own-noise fields of every slice R2R samples may touch, and the real low-dose R2R sampler."""
+        d = self.config.data
+        k = d.context
+        blocks = []  # (series, slice indices needing a field)
+        if d.recorrupt > 0:
+            for series, entry in normal:
+                n = series.hu.shape[0]
+                train = tdata.split_blocks(n, tuple(entry.holdout), entry.gap)[0] if entry.holdout else list(range(n))
+                blocks.append((series, train))
+        if d.recorrupt_low_dose > 0:
+            if not low:
+                raise InputError("data.recorrupt_low_dose > 0 needs data.low_dose series (real low-dose CT).")
+            sources = []
+            for series, entry in low:
+                n = series.hu.shape[0]
+                train = tdata.split_blocks(n, tuple(entry.holdout), entry.gap)[0] if entry.holdout else list(range(n))
+                centres = train[:: d.recorrupt_stride]
+                needed = sorted({i for c in centres for i in tdata._context_indices(c, k, train)})
+                blocks.append((series, needed))
+                sources.append(tdata.SliceSource(series.name, series.hu, series.pixel_size, centres, train, entry.weight))
+            self.r2r_low_sampler = tdata.PatchSampler(sources, self.normal_sampler.config)
+        for series, indices in blocks:
+            self.own.update(self._own_noise(series, indices, cache))
+
+    def _own_noise(self, series: tdata.CTSeries, indices: List[int], cache: Path) -> Dict[str, List[np.ndarray]]:
+        """Own-noise fields of ``indices`` of one series, through an .npz cache (rank 0 writes it)."""
+        import hashlib
+
+        d = self.config.data
+        block = series.hu[indices]
+        key = hashlib.sha256(
+            json.dumps(
+                [series.name, indices, list(block.shape), float(block[:, ::8, ::8].sum()), d.own_noise_realisations,
+                 self.config.seed]
+            ).encode()
+        ).hexdigest()[:16]
+        path = cache / f"ownnoise-{series.name}-{key}.npz"
+        if path.is_file():
+            stored = np.load(path)
+            fields = [stored[f"r{r}"] for r in range(d.own_noise_realisations)]
+        else:
+            fields = tdata.own_noise_fields(block, series.spacing, d.own_noise_realisations, self.config.seed + 31)
+            if self.rank == 0:
+                cache.mkdir(parents=True, exist_ok=True)
+                tmp = cache / f".{path.name}.partial.npz"
+                np.savez(tmp, **{f"r{r}": f for r, f in enumerate(fields)})
+                os.replace(tmp, path)
+        return {f"{series.name}:{index}": [f[j] for f in fields] for j, index in enumerate(indices)}
 
     def _add_phantom(self, normal_sources, sim_sources, clean_slices) -> None:
         try:
@@ -525,26 +583,48 @@ class Trainer:
         return tdata.normalise(hu, tuple(n["clip"]), n["offset"], n["scale"])
 
     # ---------------------------------------------------------------- batches
-    def _noisy(self, sampler: tdata.PatchSampler, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
-        """A simulated low-dose stack (2k+1, P, P) HU and its clean centre (1, P, P)."""
+    def _noisy(
+        self, sampler: tdata.PatchSampler, rng: np.random.Generator, recorrupt: bool = False, add: bool = True
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """A low-dose stack (2k+1, P, P) HU and its target centre (1, P, P).
+
+        ``add``: add simulated low-dose noise from the bank (the target is the slice itself).
+        ``recorrupt``: also add α·z, z with the slice's own noise statistics, to the input and
+        use slice − z/α as the target (R2R; see DataConfig.recorrupt).  Slices without own-noise
+        fields (the noise-free phantom) keep the slice itself as the target.
+        """
         d = self.config.data
+        k = d.context
         geometry = sampler.draw_geometry(rng)
         clean = sampler.stack(geometry)
         source = sampler.sources[geometry["source"]]
-        texture = self.textures[int(rng.integers(len(self.textures)))]
-        sd = math.exp(rng.uniform(math.log(d.noise_sd[0]), math.log(d.noise_sd[1])))
-        fields = []
-        cache: Dict[int, np.ndarray] = {}
+        noisy = clean
+        if add:
+            texture = self.textures[int(rng.integers(len(self.textures)))]
+            sd = math.exp(rng.uniform(math.log(d.noise_sd[0]), math.log(d.noise_sd[1])))
+            noisy = clean + sampler.apply(self._fields(geometry, source.name, rng, self.bank.fields, texture), geometry) * sd
+        target = clean[k : k + 1]
+        if recorrupt and f"{source.name}:{geometry['centre']}" in self.own:
+            alpha = d.recorrupt_alpha
+            z = sampler.apply(self._fields(geometry, source.name, rng, self.own), geometry)
+            noisy = noisy + alpha * z
+            target = target - z[k : k + 1] / alpha
+        return noisy, target
+
+    @staticmethod
+    def _fields(geometry: Dict, name: str, rng: np.random.Generator, bank: Dict, texture: Optional[str] = None):
+        """(2k+1, H, W) fields for the stack's slices: one random realisation and sign per slice
+        (a copied-neighbour stack repeats the same field)."""
+        chosen: Dict[int, np.ndarray] = {}
+        out = []
         for index in geometry["indices"]:
-            if index not in cache:
-                options = self.bank.fields[(f"{source.name}:{index}", texture)]
+            if index not in chosen:
+                key = f"{name}:{index}"
+                options = bank[(key, texture)] if texture is not None else bank[key]
                 field = options[int(rng.integers(len(options)))].astype(np.float32)
-                sign = 1.0 if rng.random() < 0.5 else -1.0
-                cache[index] = sign * field
-            fields.append(cache[index])
-        noise = sampler.apply(np.stack(fields), geometry) * sd
-        k = d.context
-        return clean + noise, clean[k : k + 1]
+                chosen[index] = field if rng.random() < 0.5 else -field
+            out.append(chosen[index])
+        return np.stack(out)
 
     def batch(self, step: int) -> Dict[str, torch.Tensor]:
         """The batch of ``step`` (depends only on seed, step and rank)."""
@@ -553,7 +633,14 @@ class Trainer:
         bs = c.optim.batch_size
         out: Dict[str, np.ndarray] = {}
         if c.mode == "paired":
-            pairs = [self._noisy(self.normal_sampler, rng) for _ in range(bs)]
+            d = c.data
+            pairs = []
+            for _ in range(bs):
+                if self.r2r_low_sampler is not None and rng.random() < d.recorrupt_low_dose:
+                    pairs.append(self._noisy(self.r2r_low_sampler, rng, recorrupt=True, add=False))
+                else:
+                    r2r = d.recorrupt > 0 and rng.random() < d.recorrupt
+                    pairs.append(self._noisy(self.normal_sampler, rng, recorrupt=r2r))
             out["x"] = np.stack([p[0] for p in pairs])
             out["target"] = np.stack([p[1] for p in pairs])
         else:
@@ -592,13 +679,17 @@ class Trainer:
                 out = self.g_run(batch["x"])
                 l1 = F.l1_loss(out.float(), batch["target"])
                 perc = losses.perceptual_loss(self.features, out.float(), batch["target"])
-                total = w.l1 * l1 + w.perceptual * perc
+                multi = losses.multiscale_l1(out.float(), batch["target"]) if w.multiscale > 0 else torch.zeros(())
+                total = w.l1 * l1 + w.perceptual * perc + w.multiscale * multi
             self.opt_g.zero_grad(set_to_none=True)
             total.backward()
             self._clip(self.g.parameters())
             self.opt_g.step()
             self.sched_g.step()
-            return {"loss": float(total.detach()), "l1": float(l1.detach()), "perceptual": float(perc.detach())}
+            values = {"loss": total, "l1": l1, "perceptual": perc}
+            if w.multiscale > 0:
+                values["multiscale"] = multi
+            return {key: float(value.detach()) for key, value in values.items()}
         x, y = batch["x"], batch["y"]
         k = c.data.context
         xc, yc = x[:, k : k + 1], y[:, k : k + 1]
@@ -617,6 +708,8 @@ class Trainer:
             if w.paired > 0 and float(batch["simulated"].sum()) > 0:
                 sel = batch["simulated"] > 0.5
                 paired = F.l1_loss(fake_y[sel], batch["target"][sel])
+                if w.multiscale > 0:
+                    paired = paired + w.multiscale * losses.multiscale_l1(fake_y[sel], batch["target"][sel])
                 if self.features is not None:
                     paired = paired + w.perceptual * losses.perceptual_loss(
                         self.features, fake_y[sel], batch["target"][sel]
