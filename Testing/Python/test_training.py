@@ -194,6 +194,25 @@ def test_recorrupted_targets_add_and_subtract_the_own_noise_field(dataset, tmp_p
         config_from_dict({"mode": "paired", "data": {"recorrupt": 1.5}})
 
 
+def test_added_noise_keeps_its_grain_at_every_pixel_size(dataset, tmp_path):
+    """Noise is placed on the patch grid, not resampled with the image (which smooths it)."""
+    trainer = Trainer(_config(dataset, tmp_path, data={"pixel_size": [0.5, 1.5]}), progress=False)
+    sampler = trainer.normal_sampler
+    white = np.random.default_rng(1).standard_normal((3, 64, 64)).astype(np.float32)
+    rng = np.random.default_rng(2)
+    rescaled = [g for g in (sampler.draw_geometry(rng) for _ in range(40)) if abs(g["crop"][2] - 32) >= 6]
+    assert rescaled, "the geometries should include rescaled crops"
+    for geometry in rescaled[:5]:
+        placed = sampler.apply_noise(white, geometry)
+        assert placed.shape == (3, 32, 32)
+        assert 0.8 < float(placed.std()) < 1.2
+        lag = float(np.mean(placed[:, :, 1:] * placed[:, :, :-1]) / placed.var())
+        assert abs(lag) < 0.15  # still white
+        resampled = sampler.apply(white, geometry)
+        smoothed = float(np.mean(resampled[:, :, 1:] * resampled[:, :, :-1]) / resampled.var())
+        assert smoothed > 0.2 or float(resampled.std()) < 0.8  # what the old path did to the grain
+
+
 def test_held_out_slices_never_sampled(dataset, tmp_path):
     trainer = Trainer(_config(dataset, tmp_path), progress=False)
     rng = np.random.default_rng(0)

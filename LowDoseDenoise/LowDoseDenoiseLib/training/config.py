@@ -66,6 +66,9 @@ class DataConfig:
     context: int = 1  #: k: slices each side (2k+1 input channels)
     copy_neighbours: float = 0.3  #: share of samples whose 2k+1 channels all are the centre slice
     pixel_size: List[float] = field(default_factory=lambda: [0.5, 1.5])  #: in-plane pixel sizes drawn, mm
+    #: add the simulated noise on the patch grid after the image is rescaled (true: the grain keeps
+    #: its texture at every pixel size) instead of rescaling it with the image (false: smooths it)
+    noise_on_patch_grid: bool = True
     min_tissue: float = 0.3  #: patches with less non-air than this are redrawn (20 tries)
     flips: bool = True  #: random flips and 90° rotations
     hu_clip: List[float] = field(default_factory=lambda: [-1024.0, 2048.0])  #: HU clip before scaling

@@ -503,6 +503,27 @@ class PatchSampler:
         region = np.rot90(region, geometry["rot"], axes=(1, 2))
         return np.ascontiguousarray(region)
 
+    def apply_noise(self, fields: np.ndarray, geometry: Dict) -> np.ndarray:
+        """Place added-noise fields (C, H, W) on the patch grid: the P×P window around the
+        crop's centre, flipped and rotated like the image but *not* resampled.
+
+        A scan's noise grain lives on its own pixel grid whatever its pixel size; resampling
+        the noise with the image (as :meth:`apply` does) smoothed it by the rescale filter, so
+        the network rarely saw pixel-level grain and did little on sharp-kernel noise
+        (measured: 27.7 dB vs curvature diffusion's 29.5 dB on the sharp texture).
+        """
+        y, x, crop = geometry["crop"]
+        size = self.config.patch
+        height, width = fields.shape[1:]
+        top = int(min(max(y + crop // 2 - size // 2, 0), height - size))
+        left = int(min(max(x + crop // 2 - size // 2, 0), width - size))
+        region = np.asarray(fields[:, top : top + size, left : left + size], dtype=np.float32)
+        if geometry["flip"][0]:
+            region = region[:, ::-1]
+        if geometry["flip"][1]:
+            region = region[:, :, ::-1]
+        return np.ascontiguousarray(np.rot90(region, geometry["rot"], axes=(1, 2)))
+
     def stack(self, geometry: Dict) -> np.ndarray:
         source = self.sources[geometry["source"]]
         return self.apply(source.hu[geometry["indices"]], geometry)

@@ -602,7 +602,8 @@ class Trainer:
         if add:
             texture = self.textures[int(rng.integers(len(self.textures)))]
             sd = math.exp(rng.uniform(math.log(d.noise_sd[0]), math.log(d.noise_sd[1])))
-            noisy = clean + sampler.apply(self._fields(geometry, source.name, rng, self.bank.fields, texture), geometry) * sd
+            fields = self._fields(geometry, source.name, rng, self.bank.fields, texture)
+            noisy = clean + self._place_noise(sampler, fields, geometry) * sd
         target = clean[k : k + 1]
         if recorrupt and f"{source.name}:{geometry['centre']}" in self.own:
             alpha = d.recorrupt_alpha
@@ -610,6 +611,13 @@ class Trainer:
             noisy = noisy + alpha * z
             target = target - z[k : k + 1] / alpha
         return noisy, target
+
+    def _place_noise(self, sampler: tdata.PatchSampler, fields: np.ndarray, geometry: Dict) -> np.ndarray:
+        """Added noise on the patch grid (data.noise_on_patch_grid, see PatchSampler.apply_noise),
+        or resampled with the image (the behaviour of the 1.0 model's training)."""
+        if self.config.data.noise_on_patch_grid:
+            return sampler.apply_noise(fields, geometry)
+        return sampler.apply(fields, geometry)
 
     @staticmethod
     def _fields(geometry: Dict, name: str, rng: np.random.Generator, bank: Dict, texture: Optional[str] = None):
