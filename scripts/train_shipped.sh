@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Train the shipped model in the background, in stages (see the model card):
-#   1. paired supervised pre-training on 64² patches (configs/paired.yaml)
-#   1b. the paired ablation: 1 continued on 128² patches (configs/paired_large.yaml), paired.pt
-#   2. CycleGAN fine-tuning on 128² patches with a paired anchor (configs/shipped.yaml),
-#      initialised from 1 (not 1b), exported as lowdose-liver-pan.pt
-# Run folders, checkpoints and logs go to ~/.cache/lowdose-denoise/runs/; rerunning the
-# script resumes both stages from their checkpoints.  Afterwards:
-#   python benchmarks/model_card_eval.py --paired ~/.cache/lowdose-denoise/runs/paired-ablation-large/paired.pt
+# Train the shipped model lowdose-liver-pan 2.0 in the background, in stages (see the model card):
+#   1. paired supervised pre-training, HU scale 100, 64² patches   (configs/paired_hu100.yaml)
+#   2. recorrupted (R2R) targets, 128² patches                     (configs/r2r.yaml)
+#   3. R2R, noise on the patch grid, plus R2R on real low dose     (configs/r2r_real.yaml)
+#   4. as 3, longer, with the learning-rate decay; exported        (configs/shipped.yaml)
+# Each stage starts from the previous one's checkpoint (model.init_generator).  Run folders,
+# checkpoints and logs go to ~/.cache/lowdose-denoise/runs/; rerunning the script resumes every
+# stage from its checkpoint.  The 1.0 model's recipe (paired.yaml, paired_large.yaml, then the
+# anchored CycleGAN hybrid.yaml) is kept for the card's comparison.  Afterwards:
+#   python benchmarks/model_card_eval.py --paired <paired ablation .pt> --extra "model 1.0=<old .pt>"
 #
 # Usage: scripts/train_shipped.sh            (background, log in ~/.cache/lowdose-denoise/logs/)
 #        scripts/train_shipped.sh --foreground
@@ -25,19 +27,20 @@ if [[ "${1:-}" != "--foreground" ]]; then
     exit 0
 fi
 
-stage() {  # config, run name, exported file name
-    PYTHONPATH=LowDoseDenoise "$PY" - "$1" "$2" "$3" <<'PYEOF'
+stage() {  # config, model name, exported file name[, version]
+    PYTHONPATH=LowDoseDenoise "$PY" - "$1" "$2" "$3" "${4:-}" <<'PYEOF'
 import sys
 from pathlib import Path
 from LowDoseDenoiseLib.training.trainer import train_from_config
 from LowDoseDenoiseLib.training.export import export_checkpoint
-config, name, exported = sys.argv[1:4]
+config, name, exported, version = sys.argv[1:5]
 folder = train_from_config(config, resume=True, progress=True)
-print(export_checkpoint(str(folder / "checkpoint.pt"), str(folder / exported), name=name))
+print(export_checkpoint(str(folder / "checkpoint.pt"), str(folder / exported), name=name, version=version or None))
 PYEOF
 }
 
-stage "$CONFIGS/paired.yaml" paired-ablation paired64.pt
-stage "$CONFIGS/paired_large.yaml" paired-ablation paired.pt
-stage "$CONFIGS/shipped.yaml" lowdose-liver-pan lowdose-liver-pan.pt
-echo "done: $RUNS/lowdose-liver-pan/lowdose-liver-pan.pt (copy it to LowDoseDenoise/Resources/Models/)"
+stage "$CONFIGS/paired_hu100.yaml" paired-s100 paired-s100.pt
+stage "$CONFIGS/r2r.yaml" r2r-a r2r-a.pt
+stage "$CONFIGS/r2r_real.yaml" r2r-g r2r-g.pt
+stage "$CONFIGS/shipped.yaml" lowdose-liver-pan lowdose-liver-pan.pt 2.0.0
+echo "done: $RUNS/r2r-h/lowdose-liver-pan.pt (copy it to LowDoseDenoise/Resources/Models/)"

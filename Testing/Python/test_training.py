@@ -189,7 +189,14 @@ def test_recorrupted_targets_add_and_subtract_the_own_noise_field(dataset, tmp_p
     batch = trainer.batch(0)  # with simulated low-dose noise on top, end to end
     assert batch["x"].shape == (2, 3, 32, 32) and torch.isfinite(batch["target"]).all()
     with pytest.raises(InputError, match="mode: paired"):
+        config_from_dict({"mode": "cyclegan", "data": {"recorrupt_low_dose": 0.5}})
+    with pytest.raises(InputError, match="loss.paired"):
         config_from_dict({"mode": "cyclegan", "data": {"recorrupt": 0.5}})
+    anchored = Trainer(
+        _config(dataset, tmp_path / "cg", mode="cyclegan", data={"recorrupt": 1.0}, loss={"paired": 1.0}),
+        progress=False,
+    )
+    assert anchored.own and np.isfinite(anchored.train_step(anchored.batch(0))["paired"])
     with pytest.raises(InputError, match="shares"):
         config_from_dict({"mode": "paired", "data": {"recorrupt": 1.5}})
 
@@ -305,7 +312,9 @@ def test_train_from_config_and_export_round_trip(dataset, tmp_path):
 
 
 def test_shipped_configs_parse():
-    for name in ("tiny.yaml", "paired.yaml", "paired_large.yaml", "shipped.yaml", "unpaired.yaml"):
+    names = sorted(path.name for path in CONFIGS.glob("*.yaml"))
+    assert {"tiny.yaml", "paired.yaml", "shipped.yaml", "hybrid.yaml", "unpaired.yaml"} <= set(names)
+    for name in names:
         assert load_config(str(CONFIGS / name)).optim.steps >= 1
 
 

@@ -74,7 +74,7 @@ class DataConfig:
     hu_clip: List[float] = field(default_factory=lambda: [-1024.0, 2048.0])  #: HU clip before scaling
     hu_offset: float = 0.0  #: model units: (clip(HU) - hu_offset) / hu_scale (stored in the model file)
     hu_scale: float = 1000.0
-    #: paired mode: share of routine-dose samples whose target is *recorrupted* (R2R, Pang et al.
+    #: paired mode (CycleGAN: its paired anchor): share of simulated samples whose target is *recorrupted* (R2R, Pang et al.
     #: CVPR 2021) so the model learns the noise-free image instead of the reference with its own
     #: noise: a field z with the reference's own noise (simulator at 50% dose: same texture and SD)
     #: is added to the input (α·z) and subtracted from the target (z/α); for Gaussian noise the two
@@ -276,8 +276,12 @@ def validate(config: TrainConfig) -> None:
         raise InputError(
             "data.recorrupt_alpha must be > 0, data.recorrupt_stride and data.own_noise_realisations >= 1."
         )
-    if config.mode != "paired" and (d.recorrupt > 0 or d.recorrupt_low_dose > 0):
-        raise InputError("data.recorrupt / recorrupt_low_dose are for mode: paired; set them to 0.")
+    if config.mode != "paired" and d.recorrupt_low_dose > 0:
+        raise InputError(
+            "data.recorrupt_low_dose is for mode: paired (CycleGAN uses the real low dose unpaired); set it to 0."
+        )
+    if config.mode == "cyclegan" and d.recorrupt > 0 and config.loss.paired <= 0:
+        raise InputError("data.recorrupt in CycleGAN mode recorrupts the paired anchor; set loss.paired > 0.")
     if not d.normal_dose:
         raise InputError("data.normal_dose must list at least one routine-dose series.")
     if config.mode == "cyclegan" and not d.low_dose and d.simulated_low_dose <= 0:

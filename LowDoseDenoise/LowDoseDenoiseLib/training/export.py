@@ -36,25 +36,10 @@ def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
         if config.get("model", {}).get("init_generator"):
             method += ", generator initialised from the paired model"
     else:
-        weights = {k: loss.get(k) for k in ("l1", "perceptual")}
-        method = "paired supervised (L1 + perceptual) on simulated pairs"
+        weights = {k: loss.get(k) for k in ("l1", "perceptual", "multiscale")}
+        method = _paired_method(data, loss)
     steps = int(state.get("step", 0))
-    init = config.get("model", {}).get("init_generator", "")
-    pretraining = None
-    if init and Path(init).expanduser().is_file():
-        try:
-            first = read_checkpoint(Path(init).expanduser())
-            pretraining = {
-                "run": first.get("config", {}).get("name"),
-                "mode": first.get("mode"),
-                "steps": int(first.get("step", 0)),
-                "patch": first.get("config", {}).get("data", {}).get("patch"),
-                "batch_size": first.get("config", {}).get("optim", {}).get("batch_size"),
-                "loss_weights": {k: first.get("config", {}).get("loss", {}).get(k) for k in ("l1", "perceptual")},
-                "time_s": round(float(first.get("elapsed_s", 0.0)), 1),
-            }
-        except InputError:
-            pretraining = None
+    stages = _earlier_stages(config)
     patch = int(data.get("patch", 64))
     batch = int(optim.get("batch_size", 8))
     return {
@@ -74,9 +59,50 @@ def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
         "perceptual_network": config.get("perceptual", {}).get("network"),
         "hardware": f"{platform.machine()} CPU ({torch.get_num_threads()} threads), torch {torch.__version__}",
         "time_s": round(float(state.get("elapsed_s", 0.0)), 1),
-        "pretraining": pretraining,
+        "pretraining": stages[0] if stages else None,
+        "earlier_stages": stages,
+        "recorrupt": {k: data.get(k) for k in ("recorrupt", "recorrupt_alpha", "recorrupt_low_dose")},
+        "noise_on_patch_grid": data.get("noise_on_patch_grid", False),
         "exported": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+def _paired_method(data: Dict[str, Any], loss: Dict[str, Any]) -> str:
+    terms = " + ".join(k for k in ("l1", "perceptual", "multiscale") if loss.get(k, 0) > 0) or "L1"
+    if data.get("recorrupt", 0) > 0 or data.get("recorrupt_low_dose", 0) > 0:
+        method = f"supervised ({terms}) on simulated low dose with recorrupted (R2R) targets"
+        if data.get("recorrupt_low_dose", 0) > 0:
+            method += ", plus R2R on real low-dose CT"
+        return method
+    return f"paired supervised ({terms}) on simulated pairs"
+
+
+def _earlier_stages(config: Dict[str, Any], depth: int = 6) -> list:
+    """The chain of runs this one was initialised from (model.init_generator), newest first."""
+    stages = []
+    init = config.get("model", {}).get("init_generator", "")
+    while init and depth > 0 and Path(init).expanduser().is_file():
+        try:
+            state = read_checkpoint(Path(init).expanduser())
+        except InputError:
+            break
+        cfg = state.get("config", {})
+        data, loss = cfg.get("data", {}), cfg.get("loss", {})
+        stages.append(
+            {
+                "run": cfg.get("name"),
+                "mode": state.get("mode"),
+                "method": _paired_method(data, loss) if state.get("mode") == "paired" else "CycleGAN",
+                "steps": int(state.get("step", 0)),
+                "patch": data.get("patch"),
+                "batch_size": cfg.get("optim", {}).get("batch_size"),
+                "loss_weights": {k: loss.get(k) for k in ("l1", "perceptual", "multiscale") if k in loss},
+                "time_s": round(float(state.get("elapsed_s", 0.0)), 1),
+            }
+        )
+        init = cfg.get("model", {}).get("init_generator", "")
+        depth -= 1
+    return stages
 
 
 def _normalisation(state: Dict[str, Any]) -> Dict[str, Any]:

@@ -389,7 +389,7 @@ class Trainer:
         self.textures = textures
         self.own: Dict[str, List[np.ndarray]] = {}
         self.r2r_low_sampler: Optional[tdata.PatchSampler] = None
-        if c.mode == "paired" and (d.recorrupt > 0 or d.recorrupt_low_dose > 0):
+        if d.recorrupt > 0 or d.recorrupt_low_dose > 0:
             self._setup_recorrupt(normal, low, cache)
 
     def _setup_recorrupt(self, normal, low, cache: Path) -> None:
@@ -655,7 +655,8 @@ class Trainer:
             xs, targets, simulated = [], [], []
             for _ in range(bs):
                 if self.low_sampler is None or rng.random() < c.data.simulated_low_dose:
-                    noisy, clean = self._noisy(self.sim_sampler, rng)
+                    r2r = c.data.recorrupt > 0 and rng.random() < c.data.recorrupt
+                    noisy, clean = self._noisy(self.sim_sampler, rng, recorrupt=r2r)
                     xs.append(noisy)
                     targets.append(clean)
                     simulated.append(1.0)
