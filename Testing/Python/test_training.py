@@ -390,7 +390,7 @@ def test_bundled_model_cuts_simulated_noise_on_phantom():
     assert flat.sum() > 200
     noise_in = float((noisy[1] - clean[1])[flat].std())
     noise_out = float((out[1] - clean[1])[flat].std())
-    assert noise_out / noise_in <= 0.6, (noise_in, noise_out)
+    assert noise_out / noise_in <= 0.5, (noise_in, noise_out)  # the card's target: noise halved
     assert abs(float((out[1] - clean[1])[flat].mean())) <= 3.0
 
 

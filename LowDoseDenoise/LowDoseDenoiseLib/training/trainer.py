@@ -929,7 +929,10 @@ def load_generator_weights(g: Generator, source: str, gcfg: GeneratorConfig) -> 
     """Initialise G from a training checkpoint (its G) or an exported model file."""
     path = Path(source).expanduser()
     if not path.is_file():
-        raise InputError(f"model.init_generator {path} not found.")
+        raise InputError(
+            f"model.init_generator {path} not found: this config continues an earlier stage's run. "
+            "Train that stage first (scripts/train_shipped.sh runs them in order) or set model.init_generator: ''."
+        )
     try:
         state = read_checkpoint(path)
         arch = state["architecture"]
