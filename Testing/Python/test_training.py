@@ -336,6 +336,8 @@ def test_bad_config_and_data(dataset, tmp_path):
         Trainer(_config(dataset, tmp_path, data={"normal_dose": [{"path": "nope.nrrd"}]}), progress=False)
     with pytest.raises(InputError, match="smaller patch"):
         Trainer(_config(dataset, tmp_path, data={"patch": 128}), progress=False)
+    with pytest.raises(InputError, match="earlier stage"):
+        Trainer(_config(dataset, tmp_path, model={"init_generator": str(tmp_path / "no-stage.pt")}), progress=False)
 
 
 def test_non_hu_volume_refused(tmp_path):
