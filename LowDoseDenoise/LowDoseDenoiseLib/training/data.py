@@ -203,9 +203,11 @@ def split_blocks(n_slices: int, holdout: Tuple[int, int], gap: int) -> Tuple[Lis
     """Training and held-out slice indices for one series.
 
     ``holdout`` is the half-open block ``[start, stop)``; ``gap`` slices on each side of
-    it are used by neither (the 2.5D context must not reach across).  Returns
-    (train indices, held-out indices).
+    it are used by neither (the 2.5D context must not reach across).  An empty
+    ``holdout`` holds nothing out.  Returns (train indices, held-out indices).
     """
+    if not holdout:
+        return list(range(n_slices)), []
     start, stop = holdout
     if not (0 <= start < stop <= n_slices):
         raise InputError(f"Held-out block {start}..{stop} does not fit a series of {n_slices} slices.")
@@ -414,7 +416,7 @@ class PatchConfig:
     flips: bool = True
 
 
-def _context_indices(centre: int, context: int, allowed: Sequence[int]) -> List[int]:
+def context_indices(centre: int, context: int, allowed: Sequence[int]) -> List[int]:
     allowed_set = set(allowed)
     out = []
     for offset in range(-context, context + 1):
@@ -459,7 +461,7 @@ class PatchSampler:
         source = self.sources[source_index]
         centre = int(source.centres[rng.integers(len(source.centres))])
         copied = bool(rng.random() < cfg.copy_neighbours)
-        indices = [centre] * (2 * cfg.context + 1) if copied else _context_indices(centre, cfg.context, source.allowed)
+        indices = [centre] * (2 * cfg.context + 1) if copied else context_indices(centre, cfg.context, source.allowed)
         target = float(rng.uniform(*cfg.pixel_size))
         crop = int(round(cfg.patch * target / source.pixel_size))
         crop = max(4, min(crop, min(source.hu.shape[1:])))

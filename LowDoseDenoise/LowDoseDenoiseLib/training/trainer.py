@@ -22,6 +22,7 @@ the step, so a run stopped and resumed reaches the same weights as an uninterrup
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -253,6 +254,19 @@ def apply_generator(
     return out
 
 
+def _cache_key(parts) -> str:
+    """A short hash of JSON-able parts: the name of a derived-data cache file."""
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def _save_npz(path: Path, arrays: Dict[str, np.ndarray]) -> None:
+    """Write a cache file atomically (a partial file never has the final name)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
 # --------------------------------------------------------------------------- trainer
 
 
@@ -323,21 +337,13 @@ class Trainer:
                 raise InputError("Texture 'measured' needs a data.low_dose series to measure the noise of.")
             pieces = []
             for series, entry in low:
-                train, _ = (
-                    tdata.split_blocks(series.hu.shape[0], tuple(entry.holdout), entry.gap)
-                    if entry.holdout
-                    else (list(range(series.hu.shape[0])), [])
-                )
+                train, _ = tdata.split_blocks(series.hu.shape[0], tuple(entry.holdout), entry.gap)
                 pieces.append(series.hu[train[:: max(1, len(train) // 40)]])
             measured = tdata.measured_texture_filter(np.concatenate(pieces))
         normal_sources, sim_sources, clean_slices = [], [], {}
         self.validation: Optional[Validation] = None
         for series, entry in normal:
-            n = series.hu.shape[0]
-            if entry.holdout:
-                train, held = tdata.split_blocks(n, tuple(entry.holdout), entry.gap)
-            else:
-                train, held = list(range(n)), []
+            train, held = tdata.split_blocks(series.hu.shape[0], tuple(entry.holdout), entry.gap)
             if not train:
                 raise InputError(f"Series {series.name}: the held-out block leaves no training slices.")
             if c.mode == "cyclegan" and d.simulated_low_dose > 0 and len(train) >= 2:
@@ -369,10 +375,7 @@ class Trainer:
         if c.mode == "cyclegan" and low and d.simulated_low_dose < 1.0:
             low_sources = []
             for series, entry in low:
-                n = series.hu.shape[0]
-                train, held = (
-                    tdata.split_blocks(n, tuple(entry.holdout), entry.gap) if entry.holdout else (list(range(n)), [])
-                )
+                train, _ = tdata.split_blocks(series.hu.shape[0], tuple(entry.holdout), entry.gap)
                 low_sources.append(
                     tdata.SliceSource(series.name, series.hu, series.pixel_size, train, train, entry.weight)
                 )
@@ -399,18 +402,15 @@ class Trainer:
         blocks = []  # (series, slice indices needing a field)
         if d.recorrupt > 0:
             for series, entry in normal:
-                n = series.hu.shape[0]
-                train = tdata.split_blocks(n, tuple(entry.holdout), entry.gap)[0] if entry.holdout else list(range(n))
-                blocks.append((series, train))
+                blocks.append((series, tdata.split_blocks(series.hu.shape[0], tuple(entry.holdout), entry.gap)[0]))
         if d.recorrupt_low_dose > 0:
             if not low:
                 raise InputError("data.recorrupt_low_dose > 0 needs data.low_dose series (real low-dose CT).")
             sources = []
             for series, entry in low:
-                n = series.hu.shape[0]
-                train = tdata.split_blocks(n, tuple(entry.holdout), entry.gap)[0] if entry.holdout else list(range(n))
+                train, _ = tdata.split_blocks(series.hu.shape[0], tuple(entry.holdout), entry.gap)
                 centres = train[:: d.recorrupt_stride]
-                needed = sorted({i for c in centres for i in tdata._context_indices(c, k, train)})
+                needed = sorted({i for c in centres for i in tdata.context_indices(c, k, train)})
                 blocks.append((series, needed))
                 sources.append(tdata.SliceSource(series.name, series.hu, series.pixel_size, centres, train, entry.weight))
             self.r2r_low_sampler = tdata.PatchSampler(sources, self.normal_sampler.config)
@@ -419,27 +419,17 @@ class Trainer:
 
     def _own_noise(self, series: tdata.CTSeries, indices: List[int], cache: Path) -> Dict[str, List[np.ndarray]]:
         """Own-noise fields of ``indices`` of one series, through an .npz cache (rank 0 writes it)."""
-        import hashlib
-
         d = self.config.data
         block = series.hu[indices]
-        key = hashlib.sha256(
-            json.dumps(
-                [series.name, indices, list(block.shape), float(block[:, ::8, ::8].sum()), d.own_noise_realisations,
-                 self.config.seed]
-            ).encode()
-        ).hexdigest()[:16]
-        path = cache / f"ownnoise-{series.name}-{key}.npz"
+        fingerprint = [series.name, indices, list(block.shape), float(block[:, ::8, ::8].sum())]
+        path = cache / f"ownnoise-{series.name}-{_cache_key(fingerprint + [d.own_noise_realisations, self.config.seed])}.npz"
         if path.is_file():
             stored = np.load(path)
             fields = [stored[f"r{r}"] for r in range(d.own_noise_realisations)]
         else:
             fields = tdata.own_noise_fields(block, series.spacing, d.own_noise_realisations, self.config.seed + 31)
             if self.rank == 0:
-                cache.mkdir(parents=True, exist_ok=True)
-                tmp = cache / f".{path.name}.partial.npz"
-                np.savez(tmp, **{f"r{r}": f for r, f in enumerate(fields)})
-                os.replace(tmp, path)
+                _save_npz(path, {f"r{r}": f for r, f in enumerate(fields)})
         return {f"{series.name}:{index}": [f[j] for f in fields] for j, index in enumerate(indices)}
 
     def _add_phantom(self, normal_sources, sim_sources, clean_slices) -> None:
@@ -461,20 +451,16 @@ class Trainer:
 
     def _noise_bank(self, slices, textures, measured, cache: Path) -> tdata.NoiseBank:
         d = self.config.data
-        import hashlib
-
-        key = hashlib.sha256(
-            json.dumps(
-                [
-                    sorted(slices),
-                    textures,
-                    d.noise_realisations,
-                    self.config.seed,
-                    float(measured.sum()) if measured is not None else 0.0,
-                    tdata.simulator_available(),
-                ]
-            ).encode()
-        ).hexdigest()[:16]
+        key = _cache_key(
+            [
+                sorted(slices),
+                textures,
+                d.noise_realisations,
+                self.config.seed,
+                float(measured.sum()) if measured is not None else 0.0,
+                tdata.simulator_available(),
+            ]
+        )
         path = cache / f"noisebank-{key}.npz"
         if path.is_file():
             stored = np.load(path)
@@ -487,11 +473,7 @@ class Trainer:
         # kept as float16 in memory, exactly as cached, so a fresh and a resumed run see the same noise
         bank.fields = {key: [f.astype(np.float16) for f in fs] for key, fs in bank.fields.items()}
         if self.rank == 0:
-            cache.mkdir(parents=True, exist_ok=True)
-            arrays = {f"{k}|{t}|{r}": f for (k, t), fs in bank.fields.items() for r, f in enumerate(fs)}
-            tmp = cache / f".{path.name}.partial.npz"
-            np.savez(tmp, **arrays)
-            os.replace(tmp, path)
+            _save_npz(path, {f"{k}|{t}|{r}": f for (k, t), fs in bank.fields.items() for r, f in enumerate(fs)})
         return bank
 
     def _setup_models(self) -> None:
