@@ -131,7 +131,7 @@ def routine_metrics(name: str, out: np.ndarray, noisy: np.ndarray, clean: np.nda
 
 def nps_mean_frequency(images: List[np.ndarray], spacing) -> List[float]:
     """Mean NPS frequency (mm⁻¹) of each image, all in the ROIs flat in the first."""
-    from LowDoseDenoiseLib.noise import flat_rois, mean_frequency, noise_power_spectrum_2d, radial_nps
+    from LowDoseDenoiseLib.quality.noise import flat_rois, mean_frequency, noise_power_spectrum_2d, radial_nps
 
     _, positions = flat_rois(images[0], 32)
     out = []
@@ -175,7 +175,7 @@ def _resample_block(hu: np.ndarray, mask: np.ndarray, spacing, pixel: float):
 def robustness_sweep(models: Dict, clean: np.ndarray, liver: np.ndarray, spacing, seed: int) -> List[Dict]:
     """PSNR and liver noise at 25% dose for other noise textures and pixel sizes than the
     card's main table: the generalisation check (one row per method, two columns per case)."""
-    from LowDoseDenoiseLib.simulate import simulate_low_dose
+    from LowDoseDenoiseLib.quality.simulate import simulate_low_dose
 
     cases = {}
     for name, texture in SWEEP_TEXTURES.items():
@@ -245,7 +245,7 @@ def main() -> None:
     t0 = time.time()
 
     # ---------------------------------------------------------------- routine dose, simulated
-    from LowDoseDenoiseLib.simulate import simulate_low_dose
+    from LowDoseDenoiseLib.quality.simulate import simulate_low_dose
 
     stop = ROUTINE_BLOCK[0] + 3 if args.quick else ROUTINE_BLOCK[1]
     clean = routine.hu[ROUTINE_BLOCK[0] : stop]

@@ -78,8 +78,8 @@ class Case:
 
 
 def phantom_cases(slices: int, size: int, seed: int = 0) -> List[Case]:
-    from LowDoseDenoiseLib import phantom
-    from LowDoseDenoiseLib.simulate import TYPICAL_FULL_DOSE_NOISE_HU, simulate_low_dose
+    from LowDoseDenoiseLib.quality import phantom
+    from LowDoseDenoiseLib.quality.simulate import TYPICAL_FULL_DOSE_NOISE_HU, simulate_low_dose
 
     truth = phantom.make_phantom(size=size, slices=slices, seed=seed)
     cases = []
@@ -101,9 +101,9 @@ def real_ct_cases(slices: Optional[int], seed: int = 0) -> Tuple[List[Case], Opt
     folder = shared_data_dir() / "totalseg-abdomen-ct"
     if not (folder / "dicom").is_dir() or not (folder / "segmentation.nii.gz").exists():
         return [], f"real CT skipped: {folder} (dicom/ and segmentation.nii.gz) is absent; set {SHARED_DATA_ENV}"
-    from LowDoseDenoiseLib import metrics
-    from LowDoseDenoiseLib.simulate import simulate_low_dose
-    from LowDoseDenoiseLib.volumeio import read_volume
+    from LowDoseDenoiseLib.io.imagefiles import read_volume
+    from LowDoseDenoiseLib.quality import metrics
+    from LowDoseDenoiseLib.quality.simulate import simulate_low_dose
 
     ct = read_volume(folder / "dicom")
     (liver_roi,) = metrics.label_rois(read_volume(folder / "segmentation.nii.gz"), ct, [5], name="liver")
@@ -160,11 +160,11 @@ def nl_means(hu: np.ndarray, spacing) -> np.ndarray:
 
     scikit-image's own ``estimate_sigma`` (wavelet MAD of the finest scale) sees only a
     tenth of CT noise, whose grain spans several pixels, and then NLM removes nothing;
-    the flat-tissue SD (:func:`~LowDoseDenoiseLib.noise.estimate_noise_sd`) is the real σ.
+    the flat-tissue SD (:func:`~LowDoseDenoiseLib.quality.noise.estimate_noise_sd`) is the real σ.
     """
     from skimage.restoration import denoise_nl_means
 
-    from LowDoseDenoiseLib.noise import estimate_noise_sd
+    from LowDoseDenoiseLib.quality.noise import estimate_noise_sd
 
     sigma = estimate_noise_sd(hu)
     out = np.empty_like(hu, dtype=np.float32)
@@ -179,7 +179,7 @@ def noise_psd(hu: np.ndarray, shape: Tuple[int, int], size: int = 32) -> Optiona
     Measured in flat soft-tissue ROIs (plane-detrended periodograms), turned into the
     noise autocorrelation, zero-padded to the slice size and transformed back.
     """
-    from LowDoseDenoiseLib import noise
+    from LowDoseDenoiseLib.quality import noise
 
     rois, _ = noise.flat_rois(hu, size)
     if len(rois) == 0:
@@ -197,7 +197,7 @@ def bm3d_filter(hu: np.ndarray, spacing) -> np.ndarray:
     """BM3D for correlated noise: given the input's measured noise PSD (white σ if none is found)."""
     import bm3d
 
-    from LowDoseDenoiseLib.noise import estimate_noise_sd
+    from LowDoseDenoiseLib.quality.noise import estimate_noise_sd
 
     if not hasattr(np, "trapz"):  # bm4d (under bm3d) still calls np.trapz, gone in numpy 2.4
         np.trapz = np.trapezoid
@@ -219,7 +219,7 @@ def bm3d_available() -> bool:
 
 def measure(case: Case, output: np.ndarray, seconds: Optional[float], tiles) -> Dict[str, float]:
     """The table's numbers for one method's output."""
-    from LowDoseDenoiseLib import metrics
+    from LowDoseDenoiseLib.quality import metrics
 
     spacing = case.spacing
     ref = case.reference
@@ -244,7 +244,7 @@ def measure(case: Case, output: np.ndarray, seconds: Optional[float], tiles) -> 
 
 def nps_tiles(case: Case) -> np.ndarray:
     """The NPS ROIs of a case, the same for every method: flat liver tiles of the reference."""
-    from LowDoseDenoiseLib import metrics
+    from LowDoseDenoiseLib.quality import metrics
 
     size = metrics.NPS_ROI_SIZE
     if case.exact_reference:
@@ -311,7 +311,7 @@ def table(rows: Dict[str, Dict[str, float]]) -> List[str]:
 
 
 def figures_for(case: Case, outputs: Dict[str, np.ndarray], rows, folder: Path) -> List[Path]:
-    from LowDoseDenoiseLib import figures
+    from LowDoseDenoiseLib.quality import figures
 
     k = case.noisy.shape[0] // 2
     images = {"reference" + (" (ground truth)" if case.exact_reference else " (full dose)"): case.reference[k]}

@@ -93,8 +93,9 @@ def shared_series() -> Path:
 
 def time_series_end_to_end(model, slices: int = 20):
     """(label, slices, {step: seconds}) for read, denoise and write of one series, as the CLI does it."""
-    from LowDoseDenoiseLib import volumeio
     from LowDoseDenoiseLib.engine import denoise_volume
+    from LowDoseDenoiseLib.io import imagefiles
+    from LowDoseDenoiseLib.volume import Volume, cast_like
 
     source = shared_series()
     with tempfile.TemporaryDirectory(prefix="lowdose-speed-") as tmp:
@@ -103,25 +104,25 @@ def time_series_end_to_end(model, slices: int = 20):
             label = f"DICOM series {source.parent.name} (JPEG 2000)"
         else:
             label = "synthetic NRRD series (shared data absent)"
-            source = volumeio.write_volume(
-                volumeio.Volume(np.rint(ct_like_slices(slices)).astype(np.int16), spacing=(0.8, 0.8, 2.0)),
+            source = imagefiles.write_volume(
+                Volume(np.rint(ct_like_slices(slices)).astype(np.int16), spacing=(0.8, 0.8, 2.0)),
                 tmp / "series.nrrd")
         times = {}
         start = time.perf_counter()
-        volume = volumeio.read_volume(source)
+        volume = imagefiles.read_volume(source)
         times["read"] = time.perf_counter() - start
         start = time.perf_counter()
         hu = denoise_volume(volume.voxels, model, device="cpu", spacing=volume.spacing)
         times["denoise"] = time.perf_counter() - start
         start = time.perf_counter()
-        volumeio.write_volume(volume.with_voxels(volumeio.cast_like(hu, volume.pixel_type)), tmp / "out.nrrd")
+        imagefiles.write_volume(volume.with_voxels(cast_like(hu, volume.pixel_type)), tmp / "out.nrrd")
         times["write NRRD"] = time.perf_counter() - start
         if source.is_dir():
-            from LowDoseDenoiseLib import dicomio
+            from LowDoseDenoiseLib.io import dicomseries
 
             start = time.perf_counter()
             info = {"name": model.name, "version": model.version, "sha256": model.sha256, "strength": 1.0}
-            dicomio.write_derived_series(volume, hu, tmp / "out-dicom", source=volume, model_info=info)
+            dicomseries.write_derived_series(volume, hu, tmp / "out-dicom", source=volume, model_info=info)
             times["write DICOM"] = time.perf_counter() - start
     return label, volume.voxels.shape, times
 

@@ -29,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "LowDoseDenoise"))
 
-from LowDoseDenoiseLib.headless import ApplicationScene  # noqa: E402
+from LowDoseDenoiseLib.slicer.headless import ApplicationScene  # noqa: E402
 
 ICON_PATHS = (
     REPO / "LowDoseDenoise" / "Resources" / "Icons" / "LowDoseDenoise.png",
@@ -187,11 +187,11 @@ def make_screenshot(model_path=None, volume_path=None, out: Path = SCREENSHOT_PA
     import matplotlib.pyplot as plt
 
     from LowDoseDenoiseLib.modelfile import load_model
-    from LowDoseDenoiseLib.scene import DenoiseLogic
+    from LowDoseDenoiseLib.slicer.scene import DenoiseLogic
 
     headless = HeadlessSlicerScene()
     if volume_path:
-        from LowDoseDenoiseLib.volumeio import read_volume
+        from LowDoseDenoiseLib.io.imagefiles import read_volume
 
         volume = read_volume(volume_path)
         middle = volume.voxels.shape[0] // 2

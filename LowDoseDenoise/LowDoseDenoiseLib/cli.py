@@ -18,6 +18,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .errors import Cancelled, InputError, LowDoseDenoiseError
+from .volume import Volume, cast_like
 
 log = logging.getLogger("lowdose_denoise")
 
@@ -83,7 +84,7 @@ def _check_finite(volume, source: str) -> None:
 
 def _plan_output(source: Path, out: Path, many: bool, fmt: str):
     """(target path, as DICOM?) for one input: OUT itself, or a name inside the folder OUT."""
-    from .volumeio import is_image_file
+    from .io.imagefiles import is_image_file
 
     is_dicom = source.is_dir() or source.suffix.lower() == ".dcm"
     into_folder = many or out.is_dir()
@@ -105,7 +106,8 @@ def _plan_output(source: Path, out: Path, many: bool, fmt: str):
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
-    from . import engine, modelfile, volumeio
+    from . import engine, modelfile
+    from .io import imagefiles
 
     inputs = [Path(p) for p in args.inputs]
     out = Path(args.output)
@@ -121,14 +123,14 @@ def cmd_denoise(args: argparse.Namespace) -> int:
         if dicom_out:
             _check_dicom_target(target, source, args.overwrite)
         else:
-            volumeio.check_output_path(target, inputs, overwrite=args.overwrite)
+            imagefiles.check_output_path(target, inputs, overwrite=args.overwrite)
         plans.append((source, target, dicom_out))
     engine.resolve_device(args.device)
     model = modelfile.load_model(args.model)
     if not args.quiet:
         print(f"model: {model.summary()}", file=sys.stderr)
     for source, target, dicom_out in plans:
-        volume = volumeio.read_volume(source, series_uid=args.series, force=args.force)
+        volume = imagefiles.read_volume(source, series_uid=args.series, force=args.force)
         _check_finite(volume, str(source))
         _check_ct_like(volume, str(source), args.force)
         hu = engine.denoise_volume(
@@ -141,14 +143,14 @@ def cmd_denoise(args: argparse.Namespace) -> int:
             spacing=volume.spacing,
         )
         if dicom_out:
-            from . import dicomio
+            from .io import dicomseries
 
             info = {"name": model.name, "version": model.version, "sha256": model.sha256, "strength": args.strength}
-            written = dicomio.write_derived_series(volume, hu, target, source=volume, model_info=info,
+            written = dicomseries.write_derived_series(volume, hu, target, source=volume, model_info=info,
                                                    overwrite=args.overwrite)
         else:
-            written = volumeio.write_volume(
-                volume.with_voxels(volumeio.cast_like(hu, volume.pixel_type)), target, overwrite=args.overwrite
+            written = imagefiles.write_volume(
+                volume.with_voxels(cast_like(hu, volume.pixel_type)), target, overwrite=args.overwrite
             )
         print(written)
     return EXIT_OK
@@ -164,37 +166,41 @@ def _check_dicom_target(target: Path, source: Path, overwrite: bool) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from . import simulate, volumeio
+    from .io import imagefiles
+    from .quality import simulate
 
     source, out = Path(args.input), Path(args.output)
-    volumeio.check_output_path(out, [source], overwrite=args.overwrite)
-    volume = volumeio.read_volume(source, force=args.force)
+    imagefiles.check_output_path(out, [source], overwrite=args.overwrite)
+    volume = imagefiles.read_volume(source, force=args.force)
     _check_finite(volume, str(source))
     _check_ct_like(volume, str(source), args.force)
     texture = args.texture if args.texture == "auto" else float(args.texture)
     hu = simulate.simulate_low_dose(
         volume.hu(), volume.spacing, args.dose, seed=args.seed, photons=args.photons, texture=texture
     )
-    print(volumeio.write_volume(volume.with_voxels(volumeio.cast_like(hu, volume.pixel_type)), out,
+    print(imagefiles.write_volume(volume.with_voxels(cast_like(hu, volume.pixel_type)), out,
                                 overwrite=args.overwrite))
     return EXIT_OK
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:
-    from . import phantom, volumeio
+    from .io import imagefiles
+    from .quality import phantom
 
     out = Path(args.output)
-    volumeio.check_output_path(out, overwrite=args.overwrite)
+    imagefiles.check_output_path(out, overwrite=args.overwrite)
     result = phantom.make_phantom(size=args.size, slices=args.slices, seed=args.seed)
     volume = result.volume()
-    volume = volume.with_voxels(volumeio.cast_like(volume.voxels, np.int16))
-    print(volumeio.write_volume(volume, out, overwrite=args.overwrite))
+    volume = volume.with_voxels(cast_like(volume.voxels, np.int16))
+    print(imagefiles.write_volume(volume, out, overwrite=args.overwrite))
     return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Synthetic low-dose abdomen -> bundled model -> input, output, reference and a PNG."""
-    from . import engine, figures, modelfile, phantom, volumeio
+    from . import engine, modelfile
+    from .io import imagefiles
+    from .quality import figures, phantom
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -208,8 +214,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     hu = engine.denoise_volume(low_dose, model, device=args.device, progress=progress, spacing=spacing)
     paths = {}
     for name, voxels in (("input_low_dose", low_dose), ("denoised", hu), ("reference_full_dose", clean)):
-        volume = volumeio.Volume(voxels=np.rint(voxels).astype(np.int16), spacing=tuple(spacing))
-        paths[name] = volumeio.write_volume(volume, out / f"{name}.nrrd", overwrite=True)
+        volume = Volume(voxels=np.rint(voxels).astype(np.int16), spacing=tuple(spacing))
+        paths[name] = imagefiles.write_volume(volume, out / f"{name}.nrrd", overwrite=True)
     figure = figures.comparison_figure(
         low_dose, hu, out / "comparison.png", window="liver", spacing=spacing,
         reference=clean, title=f"{model.name} on a synthetic abdomen at {args.dose:.0%} dose",
@@ -234,12 +240,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_series(args: argparse.Namespace) -> int:
-    from . import dicomio
+    from .io import dicomseries
 
     folder = Path(args.folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder; give the folder that holds the DICOM files.")
-    summaries = dicomio.list_series(folder)
+    summaries = dicomseries.list_series(folder)
     for index, summary in enumerate(summaries):
         print(("* " if index == 0 else "  ") + summary.line())
     if len(summaries) > 1:
@@ -249,7 +255,8 @@ def cmd_series(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Original | denoised | difference with a zoomed inset, and the two noise power spectra."""
-    from . import figures, metrics, volumeio
+    from .io import imagefiles
+    from .quality import figures, metrics
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
@@ -257,8 +264,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not (out.parent if str(out.parent) else Path(".")).is_dir():
         raise InputError(f"Output folder {out.parent} does not exist; create it first.")
     figures.parse_window(args.window)
-    original = volumeio.read_volume(args.original)
-    denoised = volumeio.read_volume(args.denoised)
+    original = imagefiles.read_volume(args.original)
+    denoised = imagefiles.read_volume(args.denoised)
     metrics.check_same_geometry(original, denoised, ("original", "denoised"))
     depth = original.voxels.shape[0]
     index = depth // 2 if args.slice is None else args.slice
@@ -299,7 +306,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import os
     import tempfile
 
-    from . import metrics, volumeio
+    from .io import imagefiles
+    from .quality import metrics
 
     json_out = Path(args.json) if args.json else None
     if json_out is not None:
@@ -309,9 +317,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if json_out.exists() and not args.overwrite:
             raise InputError(f"Output {json_out} already exists; pass --overwrite to replace it.")
     metrics.window_bounds(args.window)
-    denoised = volumeio.read_volume(args.denoised)
-    reference = volumeio.read_volume(args.reference) if args.reference else None
-    original = volumeio.read_volume(args.input) if args.input else None
+    denoised = imagefiles.read_volume(args.denoised)
+    reference = imagefiles.read_volume(args.reference) if args.reference else None
+    original = imagefiles.read_volume(args.input) if args.input else None
     for volume, source in ((denoised, args.denoised), (reference, args.reference), (original, args.input)):
         if volume is not None:
             _check_finite(volume, str(source))
@@ -424,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", default="liver", help="liver, abdomen, lung, bone or W,L in HU")
     p.set_defaults(func=cmd_compare)
 
-    from .metrics import ROI_SYNTAX
+    from .quality.metrics import ROI_SYNTAX
 
     p = sub.add_parser("evaluate", help="image-quality metrics of a denoised volume, with or without a reference")
     p.add_argument("--denoised", required=True, help="the denoised volume (file or DICOM folder)")

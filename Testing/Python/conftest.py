@@ -92,7 +92,7 @@ def oblique_direction() -> tuple:
 @pytest.fixture
 def oblique_volume():
     """An oblique, anisotropic int16 CT-like volume (5 slices of 40×48)."""
-    from LowDoseDenoiseLib.volumeio import Volume
+    from LowDoseDenoiseLib.volume import Volume
 
     rng = np.random.default_rng(1)
     z, y, x = np.mgrid[0:5, 0:40, 0:48]

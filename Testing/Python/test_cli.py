@@ -15,7 +15,8 @@ import SimpleITK as sitk
 
 from conftest import save_test_model
 from LowDoseDenoiseLib import cli
-from LowDoseDenoiseLib.volumeio import Volume, read_volume, write_volume
+from LowDoseDenoiseLib.io.imagefiles import read_volume, write_volume
+from LowDoseDenoiseLib.volume import Volume
 
 
 def _digest(path: Path) -> str:

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from LowDoseDenoiseLib import cli, metrics
-from LowDoseDenoiseLib.volumeio import Volume, read_volume, write_volume
+from LowDoseDenoiseLib import cli
+from LowDoseDenoiseLib.io.imagefiles import read_volume, write_volume
+from LowDoseDenoiseLib.quality import metrics
+from LowDoseDenoiseLib.volume import Volume
 
 SPACING = (0.8, 0.8, 2.0)
 
@@ -121,7 +123,7 @@ def test_liver_label_lands_on_the_liver_of_the_real_ct(shared_data):
 
 
 def test_benchmark_figures(tmp_path):
-    from LowDoseDenoiseLib import figures
+    from LowDoseDenoiseLib.quality import figures
 
     rng = np.random.default_rng(0)
     images = {name: rng.normal(40, 20, (48, 48)) for name in ("reference", "input", "model", "filter")}

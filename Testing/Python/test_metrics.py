@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from LowDoseDenoiseLib import metrics
 from LowDoseDenoiseLib.errors import InputError
-from LowDoseDenoiseLib.volumeio import Volume
+from LowDoseDenoiseLib.quality import metrics
+from LowDoseDenoiseLib.volume import Volume
 
 SPACING = (0.8, 0.8, 2.0)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from LowDoseDenoiseLib.errors import InputError
-from LowDoseDenoiseLib.noise import (
+from LowDoseDenoiseLib.quality.noise import (
     estimate_noise_sd,
     flat_regions,
     flat_rois,
@@ -16,8 +16,8 @@ from LowDoseDenoiseLib.noise import (
     noise_power_spectrum_2d,
     radial_nps,
 )
-from LowDoseDenoiseLib.phantom import make_phantom
-from LowDoseDenoiseLib.simulate import noise_field
+from LowDoseDenoiseLib.quality.phantom import make_phantom
+from LowDoseDenoiseLib.quality.simulate import noise_field
 
 
 @pytest.fixture(scope="module")

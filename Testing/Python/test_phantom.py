@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from LowDoseDenoiseLib.errors import InputError
-from LowDoseDenoiseLib.noise import estimate_noise_sd
-from LowDoseDenoiseLib.phantom import make_low_dose_phantom, make_phantom
+from LowDoseDenoiseLib.quality.noise import estimate_noise_sd
+from LowDoseDenoiseLib.quality.phantom import make_low_dose_phantom, make_phantom
 
 
 @pytest.fixture(scope="module")

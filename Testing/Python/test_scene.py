@@ -20,10 +20,10 @@ pytest.importorskip("torch")
 
 from vtk.util import numpy_support  # noqa: E402
 
-from LowDoseDenoiseLib import scene as scene_module  # noqa: E402
 from LowDoseDenoiseLib.errors import Cancelled, DeviceError, InputError, ModelError  # noqa: E402
-from LowDoseDenoiseLib.headless import ApplicationScene  # noqa: E402
-from LowDoseDenoiseLib.scene import DenoiseLogic, ijk_to_ras, volume_array  # noqa: E402
+from LowDoseDenoiseLib.slicer import scene as scene_module  # noqa: E402
+from LowDoseDenoiseLib.slicer.headless import ApplicationScene  # noqa: E402
+from LowDoseDenoiseLib.slicer.scene import DenoiseLogic, ijk_to_ras, volume_array  # noqa: E402
 
 # -- fixtures -----------------------------------------------------------------------------------
 
@@ -139,7 +139,7 @@ def test_output_geometry_type_and_voxels(app, ct, model):
 
 def test_output_matches_engine(app, ct, model):
     from LowDoseDenoiseLib.engine import denoise_volume
-    from LowDoseDenoiseLib.volumeio import cast_like
+    from LowDoseDenoiseLib.volume import cast_like
 
     out = DenoiseLogic(app.scene).process(ct, model=model, device="cpu", strength=0.6)
     expected = cast_like(denoise_volume(volume_array(ct), model=model, device="cpu", strength=0.6), np.int16)
@@ -513,7 +513,7 @@ def test_export_round_trip(app, ct, model, tmp_path, suffix):
 def test_volume_from_node_matches_itk_geometry(app, ct, tmp_path):
     import SimpleITK as sitk
 
-    from LowDoseDenoiseLib.scene import volume_from_node
+    from LowDoseDenoiseLib.slicer.scene import volume_from_node
 
     volume = volume_from_node(ct)
     image = sitk.ReadImage(str(DenoiseLogic(app.scene).export(ct, tmp_path / "ct.nrrd")))

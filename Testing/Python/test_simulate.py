@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from LowDoseDenoiseLib.errors import InputError
-from LowDoseDenoiseLib.noise import estimate_noise_sd
-from LowDoseDenoiseLib.phantom import make_phantom
-from LowDoseDenoiseLib.simulate import fit_texture, noise_field, simulate_low_dose
+from LowDoseDenoiseLib.quality.noise import estimate_noise_sd
+from LowDoseDenoiseLib.quality.phantom import make_phantom
+from LowDoseDenoiseLib.quality.simulate import fit_texture, noise_field, simulate_low_dose
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_texture_fit_recovers_the_cutoff():
 
 def test_noise_free_input_falls_back_with_a_note(caplog):
     ph = make_phantom(256, 1, seed=2)
-    with caplog.at_level(logging.INFO, logger="LowDoseDenoiseLib.simulate"):
+    with caplog.at_level(logging.INFO, logger="LowDoseDenoiseLib.quality.simulate"):
         out, info = simulate_low_dose(ph.hu, ph.spacing, 0.5, seed=1, return_info=True)
     assert info.input_noise_hu == 10.0 and info.added_noise_hu == pytest.approx(10.0)
     assert any("almost no noise" in note for note in info.notes)

@@ -251,7 +251,7 @@ def test_module_file_imports_no_torch_and_wraps_callbacks():
 def test_slicer_imports_the_lib_without_torch():
     code = (
         f"import sys; sys.path.insert(0, {str(MODULE_DIR)!r})\n"
-        "import LowDoseDenoiseLib.scene, LowDoseDenoiseLib.modelfile, LowDoseDenoiseLib.errors\n"
+        "import LowDoseDenoiseLib.slicer.scene, LowDoseDenoiseLib.modelfile, LowDoseDenoiseLib.errors\n"
         "assert 'torch' not in sys.modules, 'torch imported at load time'\n"
     )
     pytest.importorskip("slicer", reason="slicer-core is not installed")

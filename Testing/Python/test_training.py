@@ -378,7 +378,7 @@ def test_bundled_model_cuts_simulated_noise_on_phantom():
     if not path.is_file():
         pytest.skip(f"bundled model {path} absent: export one with `lowdose-denoise export`")
     try:
-        from LowDoseDenoiseLib.phantom import make_low_dose_phantom, make_phantom
+        from LowDoseDenoiseLib.quality.phantom import make_low_dose_phantom, make_phantom
     except ImportError:
         pytest.skip("phantom.py not available")
     from LowDoseDenoiseLib.engine import denoise_volume

@@ -177,7 +177,7 @@ def load_series(
 def load_folder(path: os.PathLike, cache_dir: Optional[os.PathLike] = DEFAULT_CACHE) -> List[CTSeries]:
     """Every volume in a folder (image files and DICOM series subfolders), or the folder itself
     when it is a DICOM series.  Raises InputError when nothing is found."""
-    from ..volumeio import is_image_file
+    from ..io.imagefiles import is_image_file
 
     path = Path(path)
     if not path.is_dir():
@@ -319,7 +319,7 @@ def noise_fields(
 def simulator_available() -> bool:
     """True when the projection-domain simulator (simulate.noise_field) can be imported."""
     try:
-        from ..simulate import noise_field  # noqa: F401
+        from ..quality.simulate import noise_field  # noqa: F401
     except ImportError:
         return False
     return True
@@ -332,7 +332,7 @@ def _simulator_noise(clean: np.ndarray, spacing: Sequence[float], texture: str, 
     it is scaled to unit SD over the body so a per-sample SD can be applied.
     """
     try:
-        from ..simulate import noise_field
+        from ..quality.simulate import noise_field
     except ImportError:
         return None
     noise = np.asarray(
@@ -378,7 +378,7 @@ def own_noise_fields(hu: np.ndarray, spacing: Sequence[float], realisations: int
     non-stationarity), which is what recorrupting needs.  Raises InputError when the
     simulator cannot calibrate on the block (no flat soft tissue).
     """
-    from ..simulate import simulate_low_dose
+    from ..quality.simulate import simulate_low_dose
 
     out = []
     for r in range(realisations):

@@ -205,14 +205,14 @@ def simulate_block(
     """Low-dose version of a held-out block: simulate.simulate_low_dose when available (self-
     calibrated, texture fitted), else unit noise scaled to sqrt(1/a − 1)·own noise SD."""
     try:
-        from ..simulate import simulate_low_dose
+        from ..quality.simulate import simulate_low_dose
     except ImportError:
         simulate_low_dose = None
     if simulate_low_dose is not None:
         out = simulate_low_dose(clean, spacing, dose, seed=seed)
         return np.asarray(out[0] if isinstance(out, tuple) else out, dtype=np.float32)
     if own_sd is None:
-        from ..noise import estimate_noise_sd
+        from ..quality.noise import estimate_noise_sd
 
         own_sd = estimate_noise_sd(clean)
     added = math.sqrt(1.0 / dose - 1.0) * own_sd
@@ -434,9 +434,9 @@ class Trainer:
 
     def _add_phantom(self, normal_sources, sim_sources, clean_slices) -> None:
         try:
-            from ..phantom import make_phantom
+            from ..quality.phantom import make_phantom
         except ImportError:
-            raise InputError("data.phantom_slices > 0 needs LowDoseDenoiseLib.phantom; set it to 0.") from None
+            raise InputError("data.phantom_slices > 0 needs LowDoseDenoiseLib.quality.phantom; set it to 0.") from None
         d = self.config.data
         result = make_phantom(slices=d.phantom_slices, size=256, seed=self.config.seed)
         hu = getattr(result, "hu", None)

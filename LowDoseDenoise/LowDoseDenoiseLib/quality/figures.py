@@ -12,7 +12,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Named display windows as (width, level) in HU.
 WINDOWS: Dict[str, Tuple[float, float]] = {

@@ -36,7 +36,7 @@ kernels at about 0.95 mm pixels: GE STANDARD ≈ 1.1, Siemens Br38f ≈ 1.5.
 The two calibrations
 --------------------
 *Amplitude.*  By default ``N0`` is calibrated on the input's own noise ``σ``, measured
-in flat soft tissue (:func:`~LowDoseDenoiseLib.noise.estimate_noise_sd`), so that the
+in flat soft tissue (:func:`~LowDoseDenoiseLib.quality.noise.estimate_noise_sd`), so that the
 added noise SD in those regions is ``sqrt(1/a − 1)·σ`` and the total is ``σ/sqrt(a)``:
 at 25% dose the noise doubles.  ``σ`` is measured over the whole volume, and ``N0`` is
 set per slice so that the added SD matches it on every slice, as tube-current
@@ -66,7 +66,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .noise import (
     SOFT_TISSUE_HU,
     density_mode,

@@ -21,7 +21,7 @@ How the noise SD is measured, and why this way:
 Noise power spectra follow the usual definition: ``NPS(fx, fy) = (Δx Δy / (Nx Ny))
 · <|DFT(ROI − trend)|²>`` in HU²·mm², so that its integral over frequency equals the
 noise variance.  Spacings are given in the (x, y) = (column, row) order of
-:class:`~LowDoseDenoiseLib.volumeio.Volume`.
+:class:`~LowDoseDenoiseLib.volume.Volume`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Local means inside this HU range count as soft tissue (fat to enhanced parenchyma).
 SOFT_TISSUE_HU = (-150.0, 250.0)

@@ -14,7 +14,7 @@ What a reviewer asks of a denoiser, as numbers:
   (image − reference), or of detrended ROIs when there is no reference, radially
   averaged, in HU²·mm² against mm⁻¹; its integral is the noise variance.  A shift of
   the mean frequency towards zero is the blotchy "plastic look".  The spectra
-  themselves come from :mod:`~LowDoseDenoiseLib.noise`.
+  themselves come from :mod:`~LowDoseDenoiseLib.quality.noise`.
 * **Edge preservation** (:func:`edge_preservation`): Pearson correlation of gradient
   magnitudes with the reference inside the body (1 = edges exactly as in the reference).
 * **Removed structure** (:func:`residual_structure`): without a reference, the
@@ -22,7 +22,7 @@ What a reviewer asks of a denoiser, as numbers:
   edges, anatomy was removed, and the check warns.
 
 Arrays are (z, y, x) HU (or one 2D slice); spacing is (x, y[, z]) in mm as in
-:class:`~LowDoseDenoiseLib.volumeio.Volume` and :mod:`~LowDoseDenoiseLib.noise`.
+:class:`~LowDoseDenoiseLib.volume.Volume` and :mod:`~LowDoseDenoiseLib.quality.noise`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..errors import InputError
 from . import noise
-from .errors import InputError
 
 #: The default display window (width, level) in HU: the liver / abdominal soft-tissue window.
 DEFAULT_WINDOW: Tuple[float, float] = (400.0, 40.0)
@@ -97,7 +97,7 @@ def window_bounds(window: Window = DEFAULT_WINDOW) -> Tuple[float, float]:
 
 def check_ct_like(hu: Any, name: str) -> None:
     """Raise InputError when ``hu`` does not look like CT in Hounsfield units."""
-    from .engine import ct_range_problem
+    from ..engine import ct_range_problem
 
     problem = ct_range_problem(np.asarray(hu))
     if problem:
@@ -306,7 +306,7 @@ def resample_labels(labels, target) -> np.ndarray:
     """
     import SimpleITK as sitk
 
-    from .volumeio import _to_sitk
+    from ..io.imagefiles import _to_sitk
 
     source = _to_sitk(labels)
     grid = _to_sitk(target.with_voxels(np.zeros(target.voxels.shape, np.uint8)))
@@ -343,7 +343,7 @@ def rois_from_spec(spec: str, target, index: int = 0) -> List[Roi]:
                            parsed["radius_mm"], parsed["name"])]
     from pathlib import Path
 
-    from .volumeio import read_volume
+    from ..io.imagefiles import read_volume
 
     path = Path(parsed["path"])
     if not path.exists():
@@ -380,7 +380,7 @@ def local_noise_sd(image: Any, mask: Any, window: int = 11) -> float:
     """Noise SD (HU) in a region with anatomy: the mode of local SDs of windows fully inside ``mask``.
 
     Vessels and edges inflate a plain SD; the mode of the window × window local SDs
-    (as :func:`~LowDoseDenoiseLib.noise.measure_noise` does for the whole image) is
+    (as :func:`~LowDoseDenoiseLib.quality.noise.measure_noise` does for the whole image) is
     the noise.  Falls back to the plain SD when the region is narrower than a window.
     """
     from scipy import ndimage
@@ -451,7 +451,7 @@ def flat_positions(locate_on: Any, size: int = NPS_ROI_SIZE, mask: Any = None) -
     """Corners of size × size tiles of flat soft tissue in ``locate_on`` (and inside ``mask``).
 
     A tile counts when the window centred on it is flat soft tissue
-    (:func:`~LowDoseDenoiseLib.noise.flat_regions`) and, when a mask is given, it lies
+    (:func:`~LowDoseDenoiseLib.quality.noise.flat_regions`) and, when a mask is given, it lies
     inside the mask.  Measure several images at the same positions to compare them.
     """
     image = _as_image(locate_on, "image")

@@ -10,47 +10,16 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Optional
 
-import numpy as np
-
-from .errors import InputError
+from ..errors import InputError
+from ..volume import Volume
 
 #: File name endings this module reads and writes (lower case).
 IMAGE_EXTENSIONS = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
 
-@dataclass
-class Volume:
-    """A scalar CT volume: voxels in (z, y, x) order and ITK (LPS) geometry.
-
-    ``voxels`` keeps the stored pixel type (int16 stays int16); use :meth:`hu` for
-    float HU.  ``spacing`` and ``origin`` are (x, y, z) in mm, ``direction`` is the
-    3×3 direction-cosine matrix (columns are the image axes), as SimpleITK reports.
-    """
-
-    voxels: np.ndarray
-    spacing: Tuple[float, float, float] = (1.0, 1.0, 1.0)
-    origin: Tuple[float, float, float] = (0.0, 0.0, 0.0)
-    direction: Tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-    #: Free-form source information (for DICOM: the per-slice headers, series UID...).
-    metadata: Dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def pixel_type(self) -> np.dtype:
-        return self.voxels.dtype
-
-    def hu(self) -> np.ndarray:
-        """The voxels as float32 HU (a copy only when the type differs)."""
-        return np.asarray(self.voxels, dtype=np.float32)
-
-    def with_voxels(self, voxels: np.ndarray) -> Volume:
-        """Same geometry and metadata, new voxels (shape must match)."""
-        if voxels.shape != self.voxels.shape:
-            raise ValueError(f"shape {voxels.shape} does not match the volume's {self.voxels.shape}")
-        return replace(self, voxels=voxels, metadata=dict(self.metadata))
 
 
 def is_image_file(path: os.PathLike) -> bool:
@@ -108,13 +77,13 @@ def read_volume(path: os.PathLike, series_uid: Optional[str] = None, force: bool
     if not path.exists():
         raise InputError(f"Input {path} does not exist; check the path.")
     if path.is_dir():
-        from . import dicomio
+        from . import dicomseries
 
-        return dicomio.read_series(path, series_uid=series_uid, force=force)
+        return dicomseries.read_series(path, series_uid=series_uid, force=force)
     if path.suffix.lower() == ".dcm":
-        from . import dicomio
+        from . import dicomseries
 
-        return dicomio.read_series([path], series_uid=series_uid, force=force)
+        return dicomseries.read_series([path], series_uid=series_uid, force=force)
     if not is_image_file(path):
         raise InputError(
             f"{path.name}: unknown image type; give an NRRD, NIfTI (.nii/.nii.gz), MHA/MHD file "
@@ -152,14 +121,6 @@ def check_output_path(out: os.PathLike, inputs=(), overwrite: bool = False) -> P
         raise InputError(f"Output {out} already exists; pass --overwrite to replace it.")
     return out
 
-
-def cast_like(hu: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Float HU back to ``dtype``: rounded and clipped to its range for integer types."""
-    dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(hu), info.min, info.max).astype(dtype)
-    return hu.astype(dtype, copy=False)
 
 
 def _double_suffix(path: Path) -> str:

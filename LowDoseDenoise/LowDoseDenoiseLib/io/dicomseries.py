@@ -32,8 +32,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import InputError
-from .volumeio import Volume
+from ..errors import InputError
+from ..volume import Volume
 
 logger = logging.getLogger(__name__)
 

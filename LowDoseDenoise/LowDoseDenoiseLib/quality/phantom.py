@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Default field of view (mm) when no spacing is given: a typical abdominal display FOV.
 DEFAULT_FOV_MM = 400.0
@@ -54,7 +54,7 @@ HU = {
 class Phantom:
     """A synthetic abdomen: noise-free HU (z, y, x), label masks and geometry.
 
-    ``spacing`` is (x, y, z) in mm as in :class:`~LowDoseDenoiseLib.volumeio.Volume`.
+    ``spacing`` is (x, y, z) in mm as in :class:`~LowDoseDenoiseLib.volume.Volume`.
     ``labels`` holds boolean masks the same shape as ``hu``: body, fat, liver, lesions,
     vessels, bone, kidneys, spleen, bowel_air and noise_roi (a flat disc of liver free of
     lesions and vessels, for noise measurement).  ``lesions`` lists each lesion's
@@ -67,8 +67,8 @@ class Phantom:
     lesions: List[Dict[str, object]] = field(default_factory=list)
 
     def volume(self):
-        """The phantom as a :class:`~LowDoseDenoiseLib.volumeio.Volume` centred on the origin."""
-        from .volumeio import Volume
+        """The phantom as a :class:`~LowDoseDenoiseLib.volume.Volume` centred on the origin."""
+        from ..volume import Volume
 
         nz, ny, nx = self.hu.shape
         origin = tuple(-0.5 * (n - 1) * s for n, s in zip((nx, ny, nz), self.spacing))

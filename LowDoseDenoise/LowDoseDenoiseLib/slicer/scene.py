@@ -34,9 +34,9 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from . import __version__
-from .errors import Cancelled, InputError, LowDoseDenoiseError
-from .modelfile import LoadedModel, load_model
+from .. import __version__
+from ..errors import Cancelled, InputError, LowDoseDenoiseError
+from ..modelfile import LoadedModel, load_model
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -134,7 +134,7 @@ class DenoiseJob:
 
     def run(self, progress: Optional[ProgressCallback] = None, cancel: Any = None) -> np.ndarray:
         """Run the engine here (blocking) and return the float32 result; raises on error or cancel."""
-        from .engine import denoise_volume
+        from ..engine import denoise_volume
 
         if self.state != "ready":
             raise LowDoseDenoiseError(f"This denoising job has already run (state: {self.state}).")
@@ -264,7 +264,7 @@ class DenoiseLogic:
         Raises InputError, ModelError or DeviceError with a message for the user; the
         scene is not changed.
         """
-        from .engine import resolve_device
+        from ..engine import resolve_device
 
         image = self._check_input(input_node)
         if output_node is not None:
@@ -295,7 +295,7 @@ class DenoiseLogic:
 
     def finish(self, job: DenoiseJob):
         """Write a finished job's result into the output node (main thread); return the node."""
-        from .volumeio import cast_like
+        from ..volume import cast_like
 
         if job.error is not None:
             raise job.error
@@ -770,7 +770,7 @@ def volume_array(node) -> np.ndarray:
 
 def volume_from_node(node, voxels: Optional[np.ndarray] = None):
     """A volumeio.Volume (ITK/LPS geometry) of a volume node, for the file and DICOM writers."""
-    from .volumeio import Volume
+    from ..volume import Volume
 
     if voxels is None:
         voxels = volume_array(node)

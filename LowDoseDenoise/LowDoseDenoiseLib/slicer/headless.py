@@ -5,7 +5,7 @@ With the ``slicer-core`` wheel (real MRML classes, no Qt, no ``slicer.app``) a b
 creates at start-up: the application logic, default colour tables, slice orientation
 presets, the layout logic (which makes the slice nodes) and one slice logic per slice
 node (which makes its composite node and renders the view).  The comparison views of
-:class:`~LowDoseDenoiseLib.scene.DenoiseLogic` then work exactly as in Slicer.
+:class:`~LowDoseDenoiseLib.slicer.scene.DenoiseLogic` then work exactly as in Slicer.
 """
 
 from __future__ import annotations
