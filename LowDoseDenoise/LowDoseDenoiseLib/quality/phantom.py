@@ -289,14 +289,14 @@ def _texture_amplitude(labels_fraction: Dict[str, np.ndarray]) -> np.ndarray:
 
 def _noise_roi(liver: np.ndarray, clear: np.ndarray, spacing: float) -> np.ndarray:
     """A disc (radius ≈ 12 mm) of liver free of lesions and vessels, near the liver's centre."""
-    from .noise import _sliding_extreme
+    from .noise import sliding_extreme
 
     good = (liver & clear).astype(np.uint8)
     for radius_mm in (12.0, 8.0, 5.0, 3.0):
         w = max(3, 2 * int(round(radius_mm / spacing)) + 1)
         if w > min(good.shape):
             continue
-        valid = _sliding_extreme(good, w, np.min).astype(bool)
+        valid = sliding_extreme(good, w, np.min).astype(bool)
         ys, xs = np.nonzero(valid)
         if len(ys):
             cy, cx = np.nonzero(liver)
@@ -347,11 +347,11 @@ def make_phantom(
             labels[name][k] = fractions[name] >= 0.5
         clear = labels["liver_parenchyma"][k]
         # Stay a few mm away from lesions and vessels: grow them by a box of ~6 mm.
-        from .noise import _sliding_extreme
+        from .noise import sliding_extreme
 
         grow = max(3, 2 * int(round(3.0 / min(sx, sy))) + 1)
         blocked = np.pad(~clear, grow // 2).astype(np.uint8)
-        clear = ~_sliding_extreme(blocked, grow, np.max).astype(bool)
+        clear = ~sliding_extreme(blocked, grow, np.max).astype(bool)
         labels["noise_roi"][k] = _noise_roi(labels["liver"][k], clear, min(sx, sy))
     del labels["liver_parenchyma"]
     return Phantom(hu=hu, labels=labels, spacing=(sx, sy, sz), lesions=lesions)
