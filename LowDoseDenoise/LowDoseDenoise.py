@@ -519,7 +519,7 @@ class LowDoseDenoiseLogic(ScriptedLoadableModuleLogic):
         """Write ``outputVolume`` as a DICOM derived series into ``folder``; returns the folder.
 
         With the input's DICOM files in Slicer's database: a derived series of the same
-        study (LowDoseDenoiseLib.io.dicomseries, with source image references).  Without them,
+        study (LowDoseDenoiseLib.io.dicomwrite, with source image references).  Without them,
         when the volume sits in a study of the subject hierarchy: Slicer's own DICOM
         scalar volume exporter.  Otherwise dicomio starts a new anonymous study.
         """
@@ -527,10 +527,10 @@ class LowDoseDenoiseLogic(ScriptedLoadableModuleLogic):
         if not sourceFiles and self._inStudy(outputVolume):
             return self._exportWithSlicerPlugin(outputVolume, folder)
         self.ensurePythonPackages(["pydicom"], requester=_("DICOM export"))
-        from LowDoseDenoiseLib.io import dicomseries
+        from LowDoseDenoiseLib.io import dicomread, dicomwrite
         from LowDoseDenoiseLib.slicer.scene import volume_from_node
 
-        source = dicomseries.read_series([Path(f) for f in sourceFiles]) if sourceFiles else None
+        source = dicomread.read_series([Path(f) for f in sourceFiles]) if sourceFiles else None
         volume = volume_from_node(outputVolume)
         modelInfo = {
             "name": outputVolume.GetAttribute("LowDoseDenoise.ModelName") or "",
@@ -538,7 +538,7 @@ class LowDoseDenoiseLogic(ScriptedLoadableModuleLogic):
             "sha256": outputVolume.GetAttribute("LowDoseDenoise.ModelSHA256") or "",
             "strength": outputVolume.GetAttribute("LowDoseDenoise.Strength") or "",
         }
-        written = dicomseries.write_derived_series(volume, volume.voxels, folder, source=source, model_info=modelInfo)
+        written = dicomwrite.write_derived_series(volume, volume.voxels, folder, source=source, model_info=modelInfo)
         return str(written)
 
     @staticmethod

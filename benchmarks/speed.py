@@ -118,11 +118,11 @@ def time_series_end_to_end(model, slices: int = 20):
         imagefiles.write_volume(volume.with_voxels(cast_like(hu, volume.pixel_type)), tmp / "out.nrrd")
         times["write NRRD"] = time.perf_counter() - start
         if source.is_dir():
-            from LowDoseDenoiseLib.io import dicomseries
+            from LowDoseDenoiseLib.io import dicomwrite
 
             start = time.perf_counter()
             info = {"name": model.name, "version": model.version, "sha256": model.sha256, "strength": 1.0}
-            dicomseries.write_derived_series(volume, hu, tmp / "out-dicom", source=volume, model_info=info)
+            dicomwrite.write_derived_series(volume, hu, tmp / "out-dicom", source=volume, model_info=info)
             times["write DICOM"] = time.perf_counter() - start
     return label, volume.voxels.shape, times
 

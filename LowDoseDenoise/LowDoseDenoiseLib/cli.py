@@ -143,10 +143,10 @@ def cmd_denoise(args: argparse.Namespace) -> int:
             spacing=volume.spacing,
         )
         if dicom_out:
-            from .io import dicomseries
+            from .io import dicomwrite
 
             info = {"name": model.name, "version": model.version, "sha256": model.sha256, "strength": args.strength}
-            written = dicomseries.write_derived_series(volume, hu, target, source=volume, model_info=info,
+            written = dicomwrite.write_derived_series(volume, hu, target, source=volume, model_info=info,
                                                    overwrite=args.overwrite)
         else:
             written = imagefiles.write_volume(
@@ -240,12 +240,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_series(args: argparse.Namespace) -> int:
-    from .io import dicomseries
+    from .io import dicomread
 
     folder = Path(args.folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder; give the folder that holds the DICOM files.")
-    summaries = dicomseries.list_series(folder)
+    summaries = dicomread.list_series(folder)
     for index, summary in enumerate(summaries):
         print(("* " if index == 0 else "  ") + summary.line())
     if len(summaries) > 1:

@@ -1,7 +1,7 @@
 """Exceptions shared by the library, the CLI and the Slicer module.
 
 Every message is meant for the person at the screen: it says what is wrong and what
-to do about it.  The CLI maps :class:`InputError` and :class:`ModelError` to exit
+to do about it.  The CLI maps :class:`InputError` (and its :class:`OutputError`) and :class:`ModelError` to exit
 code 2 and :class:`Cancelled` to 130.
 """
 
@@ -24,3 +24,7 @@ class DeviceError(InputError):
 
 class Cancelled(LowDoseDenoiseError):
     """The user cancelled a run; nothing was written."""
+
+
+class OutputError(InputError):
+    """An output that could not be written (disk full, permission); nothing was left behind."""

@@ -7,9 +7,12 @@ the quality code and the MRML logic can all import it without importing each oth
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy as np
+
+if TYPE_CHECKING:  # the type only: volume.py imports no I/O module at run time
+    from .io.dicomsource import DicomSource
 
 
 @dataclass
@@ -25,8 +28,11 @@ class Volume:
     spacing: Tuple[float, float, float] = (1.0, 1.0, 1.0)
     origin: Tuple[float, float, float] = (0.0, 0.0, 0.0)
     direction: Tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-    #: Free-form source information (for DICOM: the per-slice headers, series UID...).
+    #: Free-form source information ("source": where it was read from, "notes": reader warnings).
     metadata: Dict[str, Any] = field(default_factory=dict)
+    #: The DICOM series the voxels were read from (None for image files): what the
+    #: derived-series writer needs to join its patient, study and frame of reference.
+    dicom: Optional[DicomSource] = None
 
     @property
     def pixel_type(self) -> np.dtype:

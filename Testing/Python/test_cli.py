@@ -98,15 +98,16 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path, ct_file, test_model_path,
     assert _listing(tmp_path) == before
 
 
-def test_failed_write_leaves_nothing(tmp_path, ct_file, test_model_path, monkeypatch):
+def test_failed_write_leaves_nothing(tmp_path, ct_file, test_model_path, monkeypatch, capsys):
     def broken_write(image, name, useCompression=False):
         Path(name).write_bytes(b"half a file")
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(sitk, "WriteImage", broken_write)
     before = _listing(tmp_path)
-    with pytest.raises(RuntimeError):
-        cli.main(["-q", "denoise", str(ct_file), str(tmp_path / "o.nrrd"), "--model", str(test_model_path)])
+    assert cli.main(["-q", "denoise", str(ct_file), str(tmp_path / "o.nrrd"), "--model", str(test_model_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Could not write" in err and "o.nrrd" in err and "Nothing was written" in err and "Traceback" not in err
     assert _listing(tmp_path) == before
 
 
@@ -163,7 +164,7 @@ def test_in_plane_size_below_minimum(tmp_path, test_model_path, capsys):
 
 
 def test_output_paths(tmp_path, ct_file, capsys):
-    run_refused(capsys, ["denoise", ct_file, ct_file, "--overwrite"], tmp_path, ct_file, message="is the input itself")
+    run_refused(capsys, ["denoise", ct_file, ct_file, "--overwrite"], tmp_path, ct_file, message="itself; inputs are never overwritten")
     run_refused(capsys, ["denoise", ct_file, tmp_path / "missing" / "o.nrrd"], tmp_path, ct_file,
                 message="does not exist; create it first")
     run_refused(capsys, ["denoise", ct_file, tmp_path / "o.png"], tmp_path, ct_file, message="unknown output extension")
@@ -230,12 +231,12 @@ def test_dicom_series_in_gives_a_derived_series_out(tmp_path, test_model_path):
     out = tmp_path / "denoised"
     assert cli.main(["-q", "denoise", str(series.folder), str(out), "--model", str(test_model_path)]) == 0
     derived = read_volume(out)
-    assert derived.metadata.get("format") == "dicom"
+    assert derived.dicom is not None
     assert derived.voxels.shape == series.hu.shape
     np.testing.assert_allclose(derived.origin, series.origin, atol=1e-3)
     np.testing.assert_allclose(derived.direction, series.direction, atol=1e-5)
-    assert derived.metadata["study_instance_uid"] == series.study_uid
-    assert derived.metadata["series_instance_uid"] != series.series_uid
+    assert derived.dicom.study_instance_uid == series.study_uid
+    assert derived.dicom.series_instance_uid != series.series_uid
     assert {p: _digest(p) for p in series.paths} == digests
     # the same input to a file when asked for one
     nrrd = tmp_path / "denoised.nrrd"

@@ -30,7 +30,7 @@ from dicom_fixtures import (  # noqa: E402
 )
 
 from LowDoseDenoiseLib.errors import InputError  # noqa: E402
-from LowDoseDenoiseLib.io import dicomseries  # noqa: E402
+from LowDoseDenoiseLib.io import dicomread, dicomwrite  # noqa: E402
 from LowDoseDenoiseLib.io.imagefiles import read_volume  # noqa: E402
 from LowDoseDenoiseLib.volume import Volume
 
@@ -58,7 +58,7 @@ def _read(path_or_list, **kwargs):
     """read_series plus the warning messages it issued."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        volume = dicomseries.read_series(path_or_list, **kwargs)
+        volume = dicomread.read_series(path_or_list, **kwargs)
     return volume, [str(w.message) for w in caught]
 
 
@@ -99,7 +99,7 @@ def test_reads_shuffled_series_by_position_with_rescale(tmp_path, orientation):
         assert volume.voxels.dtype == np.int16
         np.testing.assert_array_equal(volume.voxels, series.hu)
         _assert_geometry(volume, series)
-        assert volume.metadata["sop_instance_uids"] == series.sop_uids
+        assert volume.dicom.sop_instance_uids == series.sop_uids
     assert read_volume(series.folder).voxels.shape == series.hu.shape
 
 
@@ -115,7 +115,7 @@ def test_compressed_rle_input_reads(tmp_path):
     assert pydicom.dcmread(series.paths[0]).file_meta.TransferSyntaxUID == pydicom.uid.RLELossless
     volume, _ = _read(series.folder)
     np.testing.assert_array_equal(volume.voxels, series.hu)
-    assert volume.metadata["transfer_syntax"] == pydicom.uid.RLELossless
+    assert volume.dicom.transfer_syntax == pydicom.uid.RLELossless
 
 
 def test_enhanced_multiframe_ct(tmp_path):
@@ -123,8 +123,8 @@ def test_enhanced_multiframe_ct(tmp_path):
     volume, _ = _read(series.folder)
     np.testing.assert_array_equal(volume.voxels, series.hu)
     _assert_geometry(volume, series)
-    assert volume.metadata["frame_numbers"] == [5, 4, 3, 2, 1]  # frames were stored in reverse
-    out = dicomseries.write_derived_series(volume, None, tmp_path / "out", model_info=MODEL)
+    assert volume.dicom.frame_numbers == [5, 4, 3, 2, 1]  # frames were stored in reverse
+    out = dicomwrite.write_derived_series(volume, None, tmp_path / "out", model_info=MODEL)
     headers = sorted((pydicom.dcmread(p) for p in out.glob("*.dcm")), key=lambda h: h.InstanceNumber)
     references = [h.SourceImageSequence[0] for h in headers]
     assert [r.ReferencedFrameNumber for r in references] == [5, 4, 3, 2, 1]
@@ -154,21 +154,21 @@ def test_two_series_picks_the_ct_with_most_slices_and_lists_them(tmp_path):
     small = write_ct_series(tmp_path / "study" / "b", shape=(3, 16, 16), description="Abdomen 5mm",
                             study_uid=big.study_uid, seed=4)
     volume, messages = _read(tmp_path / "study")
-    assert volume.metadata["series_instance_uid"] == big.series_uid
+    assert volume.dicom.series_instance_uid == big.series_uid
     assert any("holds 2 series" in m and "--series" in m for m in messages)
-    summaries = dicomseries.list_series(tmp_path / "study")
+    summaries = dicomread.list_series(tmp_path / "study")
     assert [s.series_uid for s in summaries] == [big.series_uid, small.series_uid]
     assert summaries[1].images == 3 and "Abdomen 5mm" in summaries[1].line()
     picked, _ = _read(tmp_path / "study", series_uid=small.series_uid)
     np.testing.assert_array_equal(picked.voxels, small.hu)
     with pytest.raises(InputError, match="is not in"):
-        dicomseries.read_series(tmp_path / "study", series_uid="1.2.3.4")
+        dicomread.read_series(tmp_path / "study", series_uid="1.2.3.4")
 
 
 def test_non_ct_refused_unless_forced(tmp_path):
     series = write_ct_series(tmp_path / "mr", modality="MR")
     with pytest.raises(InputError, match="modality MR, not CT.*--force"):
-        dicomseries.read_series(series.folder)
+        dicomread.read_series(series.folder)
     volume, messages = _read(series.folder, force=True)
     assert volume.voxels.shape == series.hu.shape and any("--force" in m for m in messages)
 
@@ -176,19 +176,19 @@ def test_non_ct_refused_unless_forced(tmp_path):
 def test_empty_and_unreadable_inputs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="No files found"):
-        dicomseries.read_series(tmp_path / "empty")
+        dicomread.read_series(tmp_path / "empty")
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "readme.txt").write_text("not an image")
     with pytest.raises(InputError, match="No DICOM files"):
-        dicomseries.read_series(notes)
+        dicomread.read_series(notes)
     series = write_ct_series(tmp_path / "ct")
     broken = tmp_path / "broken"
     broken.mkdir()
     data = series.paths[0].read_bytes()
     (broken / "cut.dcm").write_bytes(data[:300])
     with pytest.raises(InputError, match="could be read as DICOM"):
-        dicomseries.read_series(broken)
+        dicomread.read_series(broken)
     # Unreadable files beside a good series: skipped with a count.
     (series.folder / "cut.dcm").write_bytes(data[:300])
     (series.folder / "notes.txt").write_text("x")
@@ -209,18 +209,18 @@ def test_mixed_sizes_orientations_duplicates_and_tilt(tmp_path):
     series = write_ct_series(tmp_path / "sizes", shape=(4, 16, 16))
     write_ct_series(tmp_path / "sizes", shape=(2, 20, 16), series_uid=series.series_uid, prefix="other")
     with pytest.raises(InputError, match="mixes image sizes"):
-        dicomseries.read_series(series.folder)
+        dicomread.read_series(series.folder)
 
     series = write_ct_series(tmp_path / "orient", shape=(4, 16, 16))
     write_ct_series(tmp_path / "orient", shape=(2, 16, 16), series_uid=series.series_uid, prefix="other",
                     orientation=oblique_orientation(30))
     with pytest.raises(InputError, match="mixes image orientations"):
-        dicomseries.read_series(series.folder)
+        dicomread.read_series(series.folder)
 
     series = write_ct_series(tmp_path / "dup", shape=(4, 16, 16))
     write_ct_series(tmp_path / "dup", shape=(2, 16, 16), series_uid=series.series_uid, prefix="other")
     with pytest.raises(InputError, match="share a slice position"):
-        dicomseries.read_series(series.folder)
+        dicomread.read_series(series.folder)
 
     series = write_ct_series(tmp_path / "tilt", shape=(4, 16, 16), tilt_degrees=15)
     volume, messages = _read(series.folder)
@@ -241,9 +241,9 @@ def _denoised(volume: Volume) -> np.ndarray:
 def test_derived_series_round_trip_uids_and_sources_untouched(tmp_path, orientation):
     series = write_ct_series(tmp_path / "src", shape=(5, 24, 32), orientation=orientation)
     before = _hashes(series.paths)
-    source = dicomseries.read_series(series.folder)
+    source = dicomread.read_series(series.folder)
     hu = _denoised(source)
-    out = dicomseries.write_derived_series(source, hu, tmp_path / "out", model_info=MODEL)
+    out = dicomwrite.write_derived_series(source, hu, tmp_path / "out", model_info=MODEL)
     assert _hashes(series.paths) == before
 
     files = sorted(out.glob("*.dcm"))
@@ -262,7 +262,7 @@ def test_derived_series_round_trip_uids_and_sources_untouched(tmp_path, orientat
     assert len(series_uids) == 1 and series.series_uid not in series_uids
     assert len(set(sop_uids)) == 5 and not set(sop_uids) & set(series.sop_uids)
     for uid in list(series_uids) + sop_uids:
-        assert uid.startswith(dicomseries.UID_ROOT) and len(uid) <= 64 and re.fullmatch(r"[0-9.]+", uid)
+        assert uid.startswith(dicomwrite.UID_ROOT) and len(uid) <= 64 and re.fullmatch(r"[0-9.]+", uid)
     assert first.SeriesNumber == 1003
     assert first.SeriesDescription == "Synthetic abdomen denoised (ldd-test)"
     assert list(first.ImageType) == ["DERIVED", "SECONDARY", "AXIAL"]
@@ -284,9 +284,9 @@ def test_derived_series_round_trip_uids_and_sources_untouched(tmp_path, orientat
 
 def test_derived_series_passes_dciodvfy_and_dcm2niix(tmp_path):
     series = write_ct_series(tmp_path / "src", shape=(5, 24, 32), orientation=oblique_orientation(15.0))
-    source = dicomseries.read_series(series.folder)
+    source = dicomread.read_series(series.folder)
     hu = _denoised(source)
-    out = dicomseries.write_derived_series(source, hu, tmp_path / "out", model_info=MODEL)
+    out = dicomwrite.write_derived_series(source, hu, tmp_path / "out", model_info=MODEL)
     for path in sorted(out.glob("*.dcm")):
         assert _dciodvfy_errors(path) == [], path
 
@@ -311,25 +311,25 @@ def test_derived_series_passes_dciodvfy_and_dcm2niix(tmp_path):
 
 def test_existing_output_refused_unless_overwrite_and_never_into_source(tmp_path):
     series = write_ct_series(tmp_path / "src", shape=(3, 16, 16))
-    source = dicomseries.read_series(series.folder)
-    out = dicomseries.write_derived_series(source, None, tmp_path / "out", model_info=MODEL)
+    source = dicomread.read_series(series.folder)
+    out = dicomwrite.write_derived_series(source, None, tmp_path / "out", model_info=MODEL)
     first_uids = {pydicom.dcmread(p).SOPInstanceUID for p in out.glob("*.dcm")}
     with pytest.raises(InputError, match="--overwrite"):
-        dicomseries.write_derived_series(source, None, out, model_info=MODEL)
-    dicomseries.write_derived_series(source, None, out, model_info=MODEL, overwrite=True)
+        dicomwrite.write_derived_series(source, None, out, model_info=MODEL)
+    dicomwrite.write_derived_series(source, None, out, model_info=MODEL, overwrite=True)
     second_uids = {pydicom.dcmread(p).SOPInstanceUID for p in out.glob("*.dcm")}
     assert len(second_uids) == 3 and not first_uids & second_uids
-    with pytest.raises(InputError, match="holds the source series"):
-        dicomseries.write_derived_series(source, None, series.folder, model_info=MODEL, overwrite=True)
+    with pytest.raises(InputError, match="is the input .* itself"):
+        dicomwrite.write_derived_series(source, None, series.folder, model_info=MODEL, overwrite=True)
     with pytest.raises(InputError, match="must match"):
-        dicomseries.write_derived_series(source, np.zeros((2, 16, 16)), tmp_path / "bad", model_info=MODEL)
+        dicomwrite.write_derived_series(source, np.zeros((2, 16, 16)), tmp_path / "bad", model_info=MODEL)
     assert not (tmp_path / "bad").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # no leftovers
 
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     series = write_ct_series(tmp_path / "src", shape=(4, 16, 16))
-    source = dicomseries.read_series(series.folder)
+    source = dicomread.read_series(series.folder)
     calls = []
     original = pydicom.dataset.Dataset.save_as
 
@@ -340,8 +340,8 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(pydicom.dataset.Dataset, "save_as", failing_save)
-    with pytest.raises(OSError, match="disk full"):
-        dicomseries.write_derived_series(source, None, tmp_path / "out", model_info=MODEL)
+    with pytest.raises(InputError, match="disk full.*Nothing was written"):
+        dicomwrite.write_derived_series(source, None, tmp_path / "out", model_info=MODEL)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
@@ -350,7 +350,7 @@ def test_derived_from_non_dicom_volume_is_a_new_anonymous_study(tmp_path):
     volume = Volume(voxels=rng.normal(0, 50, (4, 20, 18)).astype(np.float32), spacing=(0.6, 0.7, 3.0),
                     origin=(1.0, 2.0, 3.0), metadata={"source": "x.nrrd"})
     with pytest.warns(UserWarning, match="not linked to any patient"):
-        out = dicomseries.write_derived_series(volume, None, tmp_path / "out", model_info=MODEL)
+        out = dicomwrite.write_derived_series(volume, None, tmp_path / "out", model_info=MODEL)
     headers = [pydicom.dcmread(p) for p in sorted(out.glob("*.dcm"))]
     assert str(headers[0].PatientName) == "Anonymous" and headers[0].StudyInstanceUID.startswith("2.25.")
     assert "SourceImageSequence" not in headers[0]
@@ -363,9 +363,9 @@ def test_derived_from_non_dicom_volume_is_a_new_anonymous_study(tmp_path):
 
 
 def test_custom_uid_root(tmp_path):
-    uid = dicomseries.new_uid("1.2.826.0.1.3680043.10.999.")
+    uid = dicomwrite.new_uid("1.2.826.0.1.3680043.10.999.")
     assert uid.startswith("1.2.826.0.1.3680043.10.999.") and len(uid) <= 64
-    assert dicomseries.new_uid() != dicomseries.new_uid()
+    assert dicomwrite.new_uid() != dicomwrite.new_uid()
 
 
 # --------------------------------------------------------------------------- real data
@@ -381,13 +381,13 @@ def test_real_jpeg2000_series(shared_data, tmp_path):
     assert volume.voxels.shape == (20, 512, 512), messages
     np.testing.assert_allclose(volume.spacing, (0.9765625, 0.9765625, 2.0), atol=1e-4)
     assert volume.voxels.dtype == np.int16 and volume.voxels.min() == -1024
-    assert volume.metadata["transfer_syntax"] == "1.2.840.10008.1.2.4.90"
+    assert volume.dicom.transfer_syntax == "1.2.840.10008.1.2.4.90"
     print(f"totalseg (20 JPEG 2000 slices) read in {seconds:.2f} s")
     # These files were de-identified down to empty Study/Series UIDs: a derived series
     # still validates, in a new study, with SOP UIDs taken from the file meta.
-    subset = dicomseries.read_series(files[:4])
+    subset = dicomread.read_series(files[:4])
     with pytest.warns(UserWarning, match="no Study Instance UID"):
-        out = dicomseries.write_derived_series(subset, subset.hu(), tmp_path / "out", model_info=MODEL)
+        out = dicomwrite.write_derived_series(subset, subset.hu(), tmp_path / "out", model_info=MODEL)
     for path in sorted(out.glob("*.dcm")):
         assert _dciodvfy_errors(path) == [], path
     assert _hashes(files) == before
@@ -406,7 +406,7 @@ def test_real_jpegls_lowdose_series_subset(shared_data, tmp_path):
     assert volume.voxels.shape == (12, 512, 512)
     np.testing.assert_allclose(volume.spacing, (0.935547, 0.935547, 2.5), atol=1e-4)
     assert volume.voxels.min() == -3024  # padding outside the reconstruction circle
-    out = dicomseries.write_derived_series(volume, _denoised(volume), tmp_path / "out", model_info=MODEL)
+    out = dicomwrite.write_derived_series(volume, _denoised(volume), tmp_path / "out", model_info=MODEL)
     for path in sorted(out.glob("*.dcm"))[:4]:
         assert _dciodvfy_errors(path) == [], path
     first = pydicom.dcmread(sorted(out.glob("*.dcm"))[0], stop_before_pixels=True)
@@ -415,7 +415,7 @@ def test_real_jpegls_lowdose_series_subset(shared_data, tmp_path):
     assert first.FrameOfReferenceUID == source.FrameOfReferenceUID
     assert first.SeriesInstanceUID != source.SeriesInstanceUID and first.SeriesNumber == 1003
     assert first.SeriesDescription == "CT 2.5MM STD denoised (ldd-test)"
-    back = dicomseries.read_series(out)
+    back = dicomread.read_series(out)
     np.testing.assert_allclose(back.origin, volume.origin, atol=1e-4)
     np.testing.assert_allclose(back.spacing, volume.spacing, atol=1e-4)
     assert _hashes(subset) == before

@@ -2,19 +2,21 @@
 
 Everything the engine sees is a :class:`Volume`: a (z, y, x) voxel array plus the
 geometry SimpleITK/ITK uses (LPS spacing, origin, direction).  Readers never modify
-their input; writers go to a temporary file next to the target and rename it into
-place, so a failed write leaves nothing behind.
+their input and refuse a truncated compressed file (SimpleITK would read it
+zero-filled); writers go through :mod:`.outputs` (one output check, one atomic writer),
+so a failed write leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import zlib
 from pathlib import Path
 from typing import Optional
 
 from ..errors import InputError
 from ..volume import Volume
+from .outputs import atomic_file, check_output
 
 #: File name endings this module reads and writes (lower case).
 IMAGE_EXTENSIONS = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
@@ -66,6 +68,36 @@ def _from_sitk(image, source: str) -> Volume:
     )
 
 
+def _check_complete(path: Path) -> None:
+    """Refuse a gzip-compressed file whose stream ends early (a cut download or copy).
+
+    SimpleITK's NIfTI reader fills the missing part with zeros without a word; reading
+    the stream to its end (no array kept) costs about a second per 100 MB.
+    """
+    with open(path, "rb") as stream:
+        magic = stream.read(2)
+        if magic != b"\x1f\x8b":
+            return
+        stream.seek(0)
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            while True:
+                chunk = stream.read(1 << 20)
+                if not chunk:
+                    break
+                while chunk:
+                    inflater.decompress(chunk, 1 << 24)
+                    chunk = inflater.unconsumed_tail
+                if inflater.eof:
+                    break
+        except zlib.error as error:
+            raise InputError(f"Cannot read {path}: the compressed data is corrupt ({error}). Copy the file again."
+                             ) from None
+    if not inflater.eof:
+        raise InputError(f"Cannot read {path}: the file is truncated (its compressed data ends early), so part of "
+                         "the volume is missing. Copy or download the file again.")
+
+
 def read_volume(path: os.PathLike, series_uid: Optional[str] = None, force: bool = False) -> Volume:
     """Read an image file or a DICOM series folder into a :class:`Volume`.
 
@@ -77,13 +109,13 @@ def read_volume(path: os.PathLike, series_uid: Optional[str] = None, force: bool
     if not path.exists():
         raise InputError(f"Input {path} does not exist; check the path.")
     if path.is_dir():
-        from . import dicomseries
+        from . import dicomread
 
-        return dicomseries.read_series(path, series_uid=series_uid, force=force)
+        return dicomread.read_series(path, series_uid=series_uid, force=force)
     if path.suffix.lower() == ".dcm":
-        from . import dicomseries
+        from . import dicomread
 
-        return dicomseries.read_series([path], series_uid=series_uid, force=force)
+        return dicomread.read_series([path], series_uid=series_uid, force=force)
     if not is_image_file(path):
         raise InputError(
             f"{path.name}: unknown image type; give an NRRD, NIfTI (.nii/.nii.gz), MHA/MHD file "
@@ -91,6 +123,7 @@ def read_volume(path: os.PathLike, series_uid: Optional[str] = None, force: bool
         )
     import SimpleITK as sitk
 
+    _check_complete(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -103,24 +136,21 @@ def read_volume(path: os.PathLike, series_uid: Optional[str] = None, force: bool
 
 
 def check_output_path(out: os.PathLike, inputs=(), overwrite: bool = False) -> Path:
-    """Validate an output file path before any work is done; returns it as a Path."""
+    """Validate an output image file path before any work is done; returns it as a Path.
+
+    The type must be one this module writes; everything else is :func:`.outputs.check_output`
+    (existing, missing/unwritable folder, one of the inputs or inside an input folder).
+    An .mhd target also checks its .raw data file.
+    """
     out = Path(out)
-    for source in inputs:
-        if Path(source).resolve() == out.resolve():
-            raise InputError(f"Output {out} is the input itself; choose another output path.")
     if not is_image_file(out):
         raise InputError(
             f"{out.name}: unknown output extension; use .nrrd, .nii, .nii.gz, .mha or .mhd."
         )
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"Output folder {parent} does not exist; create it first.")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"Output folder {parent} is not writable; choose another location.")
-    if out.exists() and not overwrite:
-        raise InputError(f"Output {out} already exists; pass --overwrite to replace it.")
+    check_output(out, inputs, overwrite=overwrite)
+    if _double_suffix(out).lower() == ".mhd":
+        check_output(out.with_suffix(".raw"), inputs, overwrite=overwrite)
     return out
-
 
 
 def _double_suffix(path: Path) -> str:
@@ -128,30 +158,42 @@ def _double_suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix
 
 
-def write_volume(volume: Volume, out: os.PathLike, overwrite: bool = False) -> Path:
-    """Write ``volume`` to an image file atomically (temporary file, then rename)."""
+def write_volume(volume: Volume, out: os.PathLike, overwrite: bool = False, inputs=()) -> Path:
+    """Write ``volume`` to an image file atomically (:func:`.outputs.atomic_file`).
+
+    The target is checked first (:func:`check_output_path`, with ``inputs``); a failed
+    or interrupted write leaves nothing, and the file gets the umask's mode.
+    """
     import SimpleITK as sitk
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(f"Output {out} already exists; pass --overwrite to replace it.")
-    suffix = _double_suffix(out)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=f".partial{suffix}", dir=out.parent or ".")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    written = [tmp]
-    try:
-        sitk.WriteImage(_to_sitk(volume), str(tmp), useCompression=suffix in (".nrrd", ".nii.gz", ".mha"))
+    out = check_output_path(out, inputs, overwrite=overwrite)
+    suffix = _double_suffix(out).lower()
+    with atomic_file(out) as handle:
+        raw_tmp = None
         if suffix == ".mhd":  # the raw data file travels with the header
-            raw_tmp = tmp.with_suffix(".raw")
-            written.append(raw_tmp)
-            raw_out = out.with_suffix(".raw")
-            header = tmp.read_text().replace(raw_tmp.name, raw_out.name)
-            tmp.write_text(header)
-            os.replace(raw_tmp, raw_out)
-        os.replace(tmp, out)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
+            raw_tmp = handle.companion(out.with_suffix(".raw"), temporary=handle.path.with_suffix(".raw"))
+        try:
+            sitk.WriteImage(_to_sitk(volume), str(handle.path),
+                            useCompression=suffix in (".nrrd", ".nii.gz", ".mha"))
+        except RuntimeError as error:
+            raise _write_error(out, error) from None
+        if raw_tmp is not None:
+            header = handle.path.read_text().replace(raw_tmp.name, out.with_suffix(".raw").name)
+            handle.path.write_text(header)
     return out
+
+
+def _write_error(out: Path, error: RuntimeError) -> OSError:
+    """SimpleITK's write failure as an OSError the atomic writer reports (disk full, permission)."""
+    import errno
+    import shutil
+
+    text = str(error).strip().splitlines()
+    last = text[-1] if text else "unknown error"
+    try:
+        full = shutil.disk_usage(out.parent if str(out.parent) else ".").free < 1024 * 1024
+    except OSError:
+        full = False
+    if full or "No space left" in str(error):
+        return OSError(errno.ENOSPC, "the disk is full")
+    return OSError(errno.EIO, f"the image writer failed ({last})")

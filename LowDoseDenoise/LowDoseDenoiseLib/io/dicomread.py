@@ -1,51 +1,35 @@
-"""DICOM in and out: read a CT series robustly, write the denoised volume as a derived series.
+"""DICOM in: read a CT series robustly into a :class:`Volume` with a typed :class:`DicomSource`.
 
-Reading (:func:`read_series`, :func:`list_series`) takes a folder (searched recursively)
-or a list of files, groups them by Series Instance UID, picks one CT series, sorts the
-slices by Image Position (Patient) along the slice normal and applies Rescale
-Slope/Intercept.  Geometry comes from Image Orientation/Position, so oblique series stay
-correct.  Compressed transfer syntaxes decode through pydicom + pylibjpeg, and
-multi-frame Enhanced CT objects are read frame by frame from their functional groups.
-Every problem a radiologist could meet (a missing slice, a scout mixed in, gantry tilt,
-two series in one folder...) becomes a warning or an :class:`InputError` that says what
-to do.
+:func:`read_series` (and :func:`list_series`) takes a folder (searched recursively) or a
+list of files, groups them by Series Instance UID, picks one CT series, sorts the slices
+by Image Position (Patient) along the slice normal and applies Rescale Slope/Intercept.
+Geometry comes from Image Orientation/Position, so oblique series stay correct.
+Compressed transfer syntaxes decode through pydicom + pylibjpeg, and multi-frame
+Enhanced CT objects are read frame by frame from their functional groups.  Every problem
+a radiologist could meet (a missing slice, a scout mixed in, gantry tilt, two series in
+one folder...) becomes a warning or an :class:`InputError` that says what to do.
+Source files are only ever read.
 
-Writing (:func:`write_derived_series`) creates a new series in the *same* study, patient
-and frame of reference as the source, with new UIDs under :data:`UID_ROOT`, Image Type
-``DERIVED\\SECONDARY\\AXIAL``, a derivation description naming the model, and a Source
-Image Sequence pointing at every source slice.  Pixel data is int16 with the source's
-rescale, Explicit VR Little Endian, uncompressed.  It goes to a temporary folder that is
-renamed into place, so a failure leaves nothing, and source files are only ever read.
+What the derived-series writer (:mod:`.dicomwrite`) needs travels in ``Volume.dicom``.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
-import shutil
-import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..errors import InputError
 from ..volume import Volume
+from .dicomsource import COPIED_KEYWORDS, DicomSource
+from .dicomsource import note as _note
+from .dicomsource import require_pydicom as _pydicom
 
 logger = logging.getLogger(__name__)
-
-#: Root of every UID this module creates.  ``2.25.`` is the ISO/ITU-T arc for UIDs
-#: derived from a random UUID (DICOM PS3.5 B.2): ``2.25.<the UUID as one decimal
-#: integer>``, unique without registering an organisation root.  Pass another root
-#: (ending in ".") to :func:`write_derived_series` to use your organisation's.
-UID_ROOT = "2.25."
-
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
 #: Positions closer than this along the normal (mm) count as the same position.
 _SAME_POSITION_MM = 0.01
@@ -54,47 +38,6 @@ _UNEVEN_SPACING = 0.05
 #: In-plane drift per slice (as a fraction of the gap) beyond which the stack is tilted.
 _TILT_TOLERANCE = 0.01
 
-#: Header attributes copied from the source's first slice into the metadata (and from
-#: there into a derived series): patient, study, frame of reference, acquisition.
-_PATIENT_KEYWORDS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
-                     "PatientAge", "PatientSize", "PatientWeight", "PatientIdentityRemoved",
-                     "DeidentificationMethod")
-_STUDY_KEYWORDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber",
-                   "ReferringPhysicianName", "StudyID", "StudyDescription")
-_FRAME_OF_REFERENCE_KEYWORDS = ("FrameOfReferenceUID", "PositionReferenceIndicator")
-_ACQUISITION_KEYWORDS = ("Laterality", "Manufacturer", "ManufacturerModelName", "InstitutionName", "BodyPartExamined",
-                         "PatientPosition", "KVP", "AcquisitionNumber", "AcquisitionDate", "AcquisitionTime",
-                         "SliceThickness", "ConvolutionKernel", "XRayTubeCurrent", "Exposure", "ExposureTime",
-                         "CTDIvol", "ContrastBolusAgent", "LossyImageCompression",
-                         "LossyImageCompressionRatio", "LossyImageCompressionMethod")
-#: Body Part Examined values of unpaired structures (DICOM PS3.16 CID 4031, as dciodvfy
-#: knows them): for these Laterality must be absent; for any other value (or none) it
-#: is type 2, so an empty Laterality is written.
-_UNPAIRED_BODY_PARTS = frozenset(
-    "ABDOMEN ABDOMENPELVIS AORTA BLADDER BRAIN CEREBELLUM CERVIX CHEST CHESTABDOMEN CHESTABDPELVIS "
-    "CIRCLEOFWILLIS COCCYX COLON CORONARYARTERY CSPINE CTSPINE DUODENUM ESOPHAGUS GALLBLADDER HEAD HEADNECK "
-    "HEART ILEUM ILIUM JEJUNUM LARYNX LIVER LSPINE LSSPINE MAXILLA MEDIASTINUM MOUTH NECK NECKCHEST "
-    "NECKCHESTABDOMEN NECKCHESTABDPELV NOSE PANCREAS PELVIS PENIS PHARYNX PROSTATE RECTUM SCALP SKULL SPINE "
-    "SPLEEN SSPINE STERNUM STOMACH THYMUS THYROID TLSPINE TONGUE TRACHEA TSPINE URETER URETHRA UTERUS VAGINA "
-    "VULVA WHOLEBODY".split()
-)
-_COPIED_KEYWORDS = _PATIENT_KEYWORDS + _STUDY_KEYWORDS + _FRAME_OF_REFERENCE_KEYWORDS + _ACQUISITION_KEYWORDS
-
-
-def _note(message: str, notes: Optional[List[str]] = None) -> None:
-    """Warn the user (``warnings``) and log it; keep it in ``notes`` for the metadata."""
-    logger.warning(message)
-    warnings.warn(message, UserWarning, stacklevel=3)
-    if notes is not None:
-        notes.append(message)
-
-
-def _pydicom():
-    try:
-        import pydicom
-    except ImportError:  # pragma: no cover - pydicom is a declared dependency
-        raise InputError("Reading DICOM needs the pydicom package; install it with: pip install pydicom") from None
-    return pydicom
 
 
 # --------------------------------------------------------------------------- scanning
@@ -602,7 +545,7 @@ def _pixels(frames: List[_Frame], label: str, notes: List[str]) -> Tuple[np.ndar
 
 
 def _plain(value) -> Any:
-    """A header value as plain Python (str, float, int, list) for the metadata dict."""
+    """A header value as plain Python (str, float, int, list) for :class:`DicomSource`."""
     from pydicom.multival import MultiValue
     from pydicom.valuerep import IS, DSfloat, PersonName
 
@@ -619,6 +562,11 @@ def _plain(value) -> Any:
     return str(value)
 
 
+def _optional_plain(ds, keyword: str) -> Any:
+    value = ds.get(keyword)
+    return None if value is None else _plain(value)
+
+
 def read_series(
     path_or_list: Union[os.PathLike, str, Iterable[os.PathLike]],
     series_uid: Optional[str] = None,
@@ -630,9 +578,9 @@ def read_series(
     ``series_uid`` picks one.  A non-CT modality is refused unless ``force``.  Voxels
     are HU (rescale applied): int16 when the values fit, else float32.  Geometry comes
     from Image Orientation/Position (LPS), columns of ``direction`` being the row
-    direction, the column direction and the slice normal.  ``metadata`` holds what
-    :func:`write_derived_series` needs (per-slice SOP UIDs in sorted order, patient and
-    study attributes, rescale, window, character set, source paths, the notes issued).
+    direction, the column direction and the slice normal.  ``Volume.dicom`` holds what
+    :func:`.dicomwrite.write_derived_series` needs (per-slice SOP UIDs and positions in sorted order,
+    patient and study attributes, rescale, window, character set, source paths, the notes issued).
     """
     notes: List[str] = []
     groups, label = _scan(path_or_list, notes)
@@ -676,7 +624,7 @@ def read_series(
         _note(f"The header reports a gantry tilt of {float(gantry_tilt):.1f} degrees in {label}; check the "
               "geometry before measuring across slices.", notes)
 
-    attributes = {k: _plain(ds.get(k)) for k in _COPIED_KEYWORDS if ds.get(k) not in (None, "")}
+    attributes = {k: _plain(ds.get(k)) for k in COPIED_KEYWORDS if ds.get(k) not in (None, "")}
     phantom = ds.get("CTDIPhantomTypeCodeSequence")
     if phantom:  # CTDIvol means nothing without its phantom
         item = phantom[0]
@@ -684,354 +632,37 @@ def read_series(
                                                                        "CodeMeaning")]
     elif "CTDIvol" in attributes:
         del attributes["CTDIvol"]
-    slope, intercept = frames[0].slope, frames[0].intercept
-    metadata: Dict[str, Any] = {
-        "source": label,
-        "format": "dicom",
-        "modality": group.modality,
-        "series_instance_uid": group.series_uid,
-        "series_description": group.description,
-        "series_number": group.series_number,
-        "study_instance_uid": str(ds.get("StudyInstanceUID", "") or ""),
-        "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "") or ""),
-        "sop_instance_uids": [f.sop_instance_uid for f in frames],
-        "sop_class_uids": [f.sop_class_uid for f in frames],
-        "frame_numbers": [None if f.frame is None else f.frame + 1 for f in frames],
-        "source_files": [str(f.path) for f in frames],
-        "rescale_slope": slope,
-        "rescale_intercept": intercept,
-        "window_center": _plain(ds.get("WindowCenter")) if ds.get("WindowCenter") is not None else None,
-        "window_width": _plain(ds.get("WindowWidth")) if ds.get("WindowWidth") is not None else None,
-        "window_explanation": _plain(ds.get("WindowCenterWidthExplanation"))
-        if ds.get("WindowCenterWidthExplanation") is not None else None,
-        "specific_character_set": _plain(ds.get("SpecificCharacterSet"))
-        if ds.get("SpecificCharacterSet") is not None else None,
-        "bits_allocated": int(ds.get("BitsAllocated", 16) or 16),
-        "bits_stored": int(ds.get("BitsStored", 16) or 16),
-        "pixel_representation": int(ds.get("PixelRepresentation", 0) or 0),
-        "transfer_syntax": str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or ""),
-        "dicom_attributes": attributes,
-        "notes": notes,
-    }
+    source = DicomSource(
+        series_instance_uid=group.series_uid,
+        study_instance_uid=str(ds.get("StudyInstanceUID", "") or ""),
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or ""),
+        modality=group.modality,
+        series_description=group.description,
+        series_number=group.series_number,
+        sop_instance_uids=[f.sop_instance_uid for f in frames],
+        sop_class_uids=[f.sop_class_uid for f in frames],
+        frame_numbers=[None if f.frame is None else f.frame + 1 for f in frames],
+        source_files=[str(f.path) for f in frames],
+        positions=[tuple(float(v) for v in f.position) for f in frames],
+        orientation=tuple(float(v) for v in frames[0].orientation),
+        rescale_slope=frames[0].slope,
+        rescale_intercept=frames[0].intercept,
+        window_center=_optional_plain(ds, "WindowCenter"),
+        window_width=_optional_plain(ds, "WindowWidth"),
+        window_explanation=_optional_plain(ds, "WindowCenterWidthExplanation"),
+        specific_character_set=_optional_plain(ds, "SpecificCharacterSet"),
+        bits_allocated=int(ds.get("BitsAllocated", 16) or 16),
+        bits_stored=int(ds.get("BitsStored", 16) or 16),
+        pixel_representation=int(ds.get("PixelRepresentation", 0) or 0),
+        transfer_syntax=str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or ""),
+        attributes=attributes,
+        notes=notes,
+    )
     return Volume(
         voxels=voxels,
         spacing=(float(column_spacing), float(row_spacing), float(dz)),
         origin=tuple(float(v) for v in frames[0].position),
         direction=direction,
-        metadata=metadata,
+        metadata={"source": label, "format": "dicom", "notes": notes},
+        dicom=source,
     )
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def new_uid(uid_root: str = UID_ROOT) -> str:
-    """A new globally unique UID: ``2.25.<random UUID as decimal>`` or under ``uid_root``."""
-    from pydicom.uid import generate_uid
-
-    if uid_root in ("2.25", "2.25."):
-        return generate_uid(prefix=None)
-    root = uid_root if uid_root.endswith(".") else uid_root + "."
-    if len(root) > 54:
-        raise InputError(f"UID root {uid_root!r} is too long; a root leaves room for at least 10 digits.")
-    return generate_uid(prefix=root)
-
-
-def _ds(value: float) -> str:
-    """A number as a valid DS string (at most 16 characters)."""
-    from pydicom.valuerep import format_number_as_ds
-
-    value = float(value)
-    if value == 0:
-        return "0"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return format_number_as_ds(value)
-
-
-def _set(ds, keyword: str, value) -> None:
-    """Set ``keyword`` from a plain metadata value, formatting numbers for their VR."""
-    from pydicom.datadict import dictionary_VR
-
-    vr = dictionary_VR(keyword)
-    if value is None or value == "":
-        setattr(ds, keyword, "")
-        return
-    values = value if isinstance(value, list) else [value]
-    if vr == "DS":
-        values = [_ds(v) for v in values]
-    elif vr == "IS":
-        values = [int(float(v)) for v in values]
-    setattr(ds, keyword, values if isinstance(value, list) else values[0])
-
-
-def _code_item(value: str, scheme: str, meaning: str):
-    from pydicom.dataset import Dataset
-
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
-
-
-def _source_info(volume: Volume, source: Optional[Volume]) -> Optional[Mapping[str, Any]]:
-    for candidate in (source, volume):
-        if candidate is not None and candidate.metadata.get("format") == "dicom":
-            return candidate.metadata
-    return None
-
-
-def _stored_values(hu: np.ndarray, slope: float, intercept: float, notes: List[str]) -> np.ndarray:
-    raw = np.rint((np.asarray(hu, dtype=np.float64) - intercept) / slope)
-    info = np.iinfo(np.int16)
-    clipped = int(np.count_nonzero((raw < info.min) | (raw > info.max)))
-    if clipped:
-        low, high = info.min * slope + intercept, info.max * slope + intercept
-        _note(f"{clipped} voxel(s) lie outside the range int16 pixels can hold with the source's rescale "
-              f"({low:g} to {high:g} HU) and were clipped.", notes)
-    return np.clip(raw, info.min, info.max).astype(np.int16)
-
-
-def _prepare_output(out_folder: Path, overwrite: bool, source_files: Sequence[str]) -> None:
-    resolved = out_folder.resolve()
-    for name in source_files[:1] + list(source_files[-1:]):
-        source_path = Path(name).resolve()
-        if resolved == source_path.parent or resolved in source_path.parents:
-            raise InputError(
-                f"Output folder {out_folder} holds the source series; choose a separate output folder "
-                "(source files are never modified)."
-            )
-    if out_folder.exists():
-        if not out_folder.is_dir():
-            raise InputError(f"Output {out_folder} exists and is a file; choose a folder path.")
-        if any(out_folder.iterdir()) and not overwrite:
-            raise InputError(f"Output folder {out_folder} already exists and is not empty; pass --overwrite to "
-                             "replace it or choose another folder.")
-    parent = out_folder.parent
-    if not parent.is_dir():
-        raise InputError(f"The folder {parent} for the output does not exist; create it first.")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"Cannot write into {parent}; choose another output location.")
-
-
-def write_derived_series(
-    volume: Volume,
-    hu_or_voxels: Optional[np.ndarray],
-    out_folder: os.PathLike,
-    source: Optional[Volume] = None,
-    model_info: Optional[Mapping[str, Any]] = None,
-    overwrite: bool = False,
-    uid_root: str = UID_ROOT,
-) -> Path:
-    """Write ``hu_or_voxels`` (z, y, x HU; ``None``: ``volume.voxels``) as a derived CT series.
-
-    ``volume`` gives the geometry; ``source`` (default: ``volume`` itself) the DICOM
-    series it derives from.  The new series joins the source's patient, study and frame
-    of reference with new Series/SOP Instance UIDs under ``uid_root`` (see
-    :data:`UID_ROOT`), Series Number + 1000, description "<source> denoised (<model>)",
-    Image Type DERIVED\\SECONDARY\\AXIAL, derivation description/code, a Source Image
-    Sequence per slice and the Referenced Series.  Without a DICOM source (NRRD, NIfTI)
-    it starts a new anonymous study and warns.  ``model_info`` keys: name, version,
-    sha256, strength.  Written to a temporary folder and renamed to ``out_folder``; an
-    existing non-empty folder is refused unless ``overwrite``.  Returns ``out_folder``.
-    """
-    _pydicom()
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence as DicomSequence
-
-    out_folder = Path(out_folder)
-    notes: List[str] = []
-    hu = np.asarray(volume.voxels if hu_or_voxels is None else hu_or_voxels)
-    if hu.ndim == 2:
-        hu = hu[None]
-    if hu.shape != volume.voxels.shape:
-        raise InputError(f"The denoised array is {hu.shape}, the volume {volume.voxels.shape}; they must match.")
-    if not np.all(np.isfinite(hu)):
-        raise InputError("The denoised volume holds NaN or infinite values; nothing was written.")
-    info = _source_info(volume, source)
-    n_slices = hu.shape[0]
-    if info is not None and len(info.get("sop_instance_uids", [])) != n_slices:
-        _note(f"The source series has {len(info.get('sop_instance_uids', []))} slices, the volume {n_slices}; "
-              "the derived series cannot point at each source slice, so it references the series only.", notes)
-        per_slice = False
-    else:
-        per_slice = info is not None
-    _prepare_output(out_folder, overwrite, list(info.get("source_files", [])) if info else [])
-
-    model = dict(model_info or {})
-    model_name = str(model.get("name") or "LowDoseDenoise")
-    attributes: Dict[str, Any] = dict(info.get("dicom_attributes", {})) if info else {}
-    study_uid = str(attributes.get("StudyInstanceUID", "") or "")
-    frame_uid = str(attributes.get("FrameOfReferenceUID", "") or "")
-    if info is None:
-        _note(
-            "The input is not DICOM, so the derived series starts a new anonymous study (placeholder patient "
-            "'Anonymous'); it is not linked to any patient. Import it next to the right patient with care.",
-            notes,
-        )
-        attributes = {"PatientName": "Anonymous", "PatientID": "LOWDOSE-" + new_uid(uid_root)[-10:]}
-    if not study_uid:
-        if info is not None:
-            _note("The source series has no Study Instance UID (de-identified?); the derived series gets a new "
-                  "study and will not group with the source in a PACS.", notes)
-        study_uid = new_uid(uid_root)
-    if not frame_uid:
-        frame_uid = new_uid(uid_root)
-    series_uid = new_uid(uid_root)
-
-    source_number = info.get("series_number") if info else None
-    series_number = (int(source_number) if source_number is not None else 0) + 1000
-    source_description = (info.get("series_description") if info else "") or "CT"
-    description = f"{source_description} denoised ({model_name})"
-    if len(description) > 64:
-        description = description[:61] + "..."
-    sha = str(model.get("sha256") or "")
-    derivation = (
-        f"Denoised with LowDoseDenoise, model {model_name} version {model.get('version', 'unknown')}"
-        f" (sha256 {sha[:12] or 'unknown'}), strength {model.get('strength', 1.0)}"
-    )[:1024]
-
-    slope = float(info.get("rescale_slope", 1.0) or 1.0) if info else 1.0
-    intercept = float(info.get("rescale_intercept", 0.0) or 0.0) if info else 0.0
-    if info is None:
-        intercept = -1024.0 if float(np.min(hu)) >= -1024 - 32768 else 0.0
-    stored = _stored_values(hu, slope, intercept, notes)
-
-    direction = np.asarray(volume.direction, dtype=float).reshape(3, 3)
-    row, col, axis = direction[:, 0], direction[:, 1], direction[:, 2]
-    spacing = [float(s) for s in volume.spacing]
-    origin = np.asarray(volume.origin, dtype=float)
-    orientation = [_ds(v) for v in list(row) + list(col)]
-    now = datetime.datetime.now()
-    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    charset = info.get("specific_character_set") if info else None
-    window_center = info.get("window_center") if info else 40
-    window_width = info.get("window_width") if info else 400
-    explanation = info.get("window_explanation") if info else None
-
-    def common() -> Dataset:
-        ds = Dataset()
-        if charset:
-            ds.SpecificCharacterSet = charset
-        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-        ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
-        ds.SOPClassUID = CT_IMAGE_STORAGE
-        ds.StudyDate = attributes.get("StudyDate", date if info is None else "")
-        ds.StudyTime = attributes.get("StudyTime", time if info is None else "")
-        ds.SeriesDate, ds.SeriesTime = date, time
-        ds.ContentDate, ds.ContentTime = date, time
-        for keyword in ("AcquisitionDate", "AcquisitionTime"):
-            if keyword in attributes:
-                _set(ds, keyword, attributes[keyword])
-        ds.AccessionNumber = attributes.get("AccessionNumber", "")
-        ds.Modality = "CT"
-        ds.Manufacturer = attributes.get("Manufacturer", "")
-        for keyword in ("InstitutionName", "ManufacturerModelName"):
-            if keyword in attributes:
-                _set(ds, keyword, attributes[keyword])
-        ds.ReferringPhysicianName = attributes.get("ReferringPhysicianName", "")
-        if "StudyDescription" in attributes:
-            ds.StudyDescription = attributes["StudyDescription"]
-        ds.SeriesDescription = description
-        ds.DerivationDescription = derivation
-        ds.DerivationCodeSequence = DicomSequence([_code_item("113087", "DCM", "Smoothing")])
-        for keyword in _PATIENT_KEYWORDS:
-            if keyword in attributes:
-                _set(ds, keyword, attributes[keyword])
-        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
-            if keyword not in ds:
-                setattr(ds, keyword, "")
-        if str(ds.get("PatientIdentityRemoved", "")).upper() == "YES" and "DeidentificationMethod" not in ds:
-            ds.DeidentificationMethod = "Source series de-identified; method not recorded"
-        for keyword in ("BodyPartExamined", "ContrastBolusAgent", "ConvolutionKernel", "XRayTubeCurrent",
-                        "Exposure", "ExposureTime", "CTDIvol", "LossyImageCompression",
-                        "LossyImageCompressionRatio", "LossyImageCompressionMethod"):
-            if keyword in attributes:
-                _set(ds, keyword, attributes[keyword])
-        if "CTDIPhantomType" in attributes:
-            ds.CTDIPhantomTypeCodeSequence = DicomSequence([_code_item(*attributes["CTDIPhantomType"])])
-        ds.SliceThickness = _ds(attributes["SliceThickness"]) if "SliceThickness" in attributes else _ds(spacing[2])
-        _set(ds, "KVP", attributes.get("KVP", ""))
-        ds.SoftwareVersions = "LowDoseDenoise"
-        ds.PatientPosition = attributes.get("PatientPosition", "")
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.StudyID = attributes.get("StudyID", "")
-        ds.SeriesNumber = series_number
-        if "Laterality" in attributes or str(ds.get("BodyPartExamined", "")).upper() not in _UNPAIRED_BODY_PARTS:
-            _set(ds, "Laterality", attributes.get("Laterality", ""))
-        _set(ds, "AcquisitionNumber", attributes.get("AcquisitionNumber", ""))
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PositionReferenceIndicator = attributes.get("PositionReferenceIndicator", "")
-        ds.ImageOrientationPatient = orientation
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = int(hu.shape[1]), int(hu.shape[2])
-        ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        if window_center is not None and window_width is not None:
-            _set(ds, "WindowCenter", window_center)
-            _set(ds, "WindowWidth", window_width)
-            if explanation is not None:
-                ds.WindowCenterWidthExplanation = explanation
-        ds.RescaleIntercept = _ds(intercept)
-        ds.RescaleSlope = _ds(slope)
-        ds.RescaleType = "HU"
-        return ds
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_folder.name}.partial-", dir=out_folder.parent))
-    try:
-        sop_uids = [new_uid(uid_root) for _ in range(n_slices)]
-        for k in range(n_slices):
-            ds = common()
-            ds.SOPInstanceUID = sop_uids[k]
-            ds.InstanceNumber = k + 1
-            position = origin + k * spacing[2] * axis
-            ds.ImagePositionPatient = [_ds(v) for v in position]
-            ds.SliceLocation = _ds(float(np.dot(position, np.cross(row, col))))
-            if per_slice:
-                item = Dataset()
-                item.ReferencedSOPClassUID = info["sop_class_uids"][k] or CT_IMAGE_STORAGE
-                item.ReferencedSOPInstanceUID = info["sop_instance_uids"][k]
-                frame_number = (info.get("frame_numbers") or [None] * n_slices)[k]
-                if frame_number is not None:
-                    item.ReferencedFrameNumber = frame_number
-                item.PurposeOfReferenceCodeSequence = DicomSequence(
-                    [_code_item("121322", "DCM", "Source image for image processing operation")])
-                ds.SourceImageSequence = DicomSequence([item])
-            if per_slice and info.get("series_instance_uid") and info["sop_instance_uids"][k]:
-                # Common Instance Reference: the series of the instances this one references.
-                ref = Dataset()
-                ref.ReferencedSOPClassUID = info["sop_class_uids"][k] or CT_IMAGE_STORAGE
-                ref.ReferencedSOPInstanceUID = info["sop_instance_uids"][k]
-                series_item = Dataset()
-                series_item.SeriesInstanceUID = info["series_instance_uid"]
-                series_item.ReferencedInstanceSequence = DicomSequence([ref])
-                ds.ReferencedSeriesSequence = DicomSequence([series_item])
-            ds.PixelData = stored[k].tobytes()
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-            meta.MediaStorageSOPInstanceUID = sop_uids[k]
-            meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
-            ds.file_meta = meta
-            ds.save_as(tmp / f"CT{k + 1:05d}.dcm", enforce_file_format=True)
-        backup = None
-        if out_folder.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{out_folder.name}.old-", dir=out_folder.parent))
-            os.replace(out_folder, backup / "old")
-        try:
-            os.replace(tmp, out_folder)
-        except BaseException:
-            if backup is not None:
-                os.replace(backup / "old", out_folder)
-            raise
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    logger.info("wrote %d derived slices to %s (series %s)", n_slices, out_folder, series_uid)
-    for message in notes:
-        logger.debug("derived series note: %s", message)
-    return out_folder
