@@ -184,7 +184,7 @@ def noise_psd(hu: np.ndarray, shape: Tuple[int, int], size: int = 32) -> Optiona
     rois, _ = noise.flat_rois(hu, size)
     if len(rois) == 0:
         return None
-    periodogram = (np.abs(np.fft.fft2(noise._detrend(rois, "plane"))) ** 2).mean(axis=0) / (size * size)
+    periodogram = (np.abs(np.fft.fft2(noise.detrend_rois(rois, "plane"))) ** 2).mean(axis=0) / (size * size)
     autocorrelation = np.fft.fftshift(np.real(np.fft.ifft2(periodogram)))
     padded = np.zeros(shape)
     cy, cx, h = shape[0] // 2, shape[1] // 2, size // 2
@@ -219,15 +219,15 @@ def bm3d_available() -> bool:
 
 def measure(case: Case, output: np.ndarray, seconds: Optional[float], tiles) -> Dict[str, float]:
     """The table's numbers for one method's output."""
-    from LowDoseDenoiseLib.quality import metrics
+    from LowDoseDenoiseLib.quality import metrics, noise
 
     spacing = case.spacing
     ref = case.reference
     row = {
         "psnr": metrics.psnr(output, ref, window="liver"),
         "ssim": metrics.ssim(output, ref, window="liver"),
-        "noise_sd": metrics.local_noise_sd(output, case.liver),
-        "bias": float((output - ref)[case.liver].mean()),
+        "noise_sd": noise.estimate_noise_sd(output, mask=case.liver),
+        "bias": metrics.bias(output, ref, case.liver),
         "edge": metrics.edge_preservation(output, ref, spacing),
         "seconds": seconds if seconds is not None else float("nan"),
     }
@@ -249,7 +249,7 @@ def nps_tiles(case: Case) -> np.ndarray:
     size = metrics.NPS_ROI_SIZE
     if case.exact_reference:
         return metrics.flat_positions(case.reference, size, case.liver)
-    return metrics._detrended_positions(case.reference, size, case.liver)
+    return metrics.nps_positions(case.reference, size, case.liver)
 
 
 def run_case(case: Case, methods: Dict[str, Callable], model, presets: Dict[str, float], device: str,

@@ -1,74 +1,69 @@
-"""Slice-wise batched inference on arrays: the one engine that the CLI, Slicer and tests call.
+"""Slice-wise batched inference on arrays: the one engine that the CLI, Slicer, training
+validation, the benchmarks and the tests all call.
 
 Pure array code: a (z, y, x) HU array in, a float32 HU array out.  No files, no MRML.
 The engine builds 2.5D stacks (2k+1 neighbouring slices, the edge slice replicated at
-the volume ends), normalises HU as the model's metadata says, runs the network in
-batches, and subtracts ``strength`` times the predicted noise from the input.  The
-output array is allocated once; beyond it, only one batch of float copies lives at a
-time.  On error or cancel nothing is returned, so no half-made result can escape.
+the volume ends), normalises HU as the model's :class:`~.modelfile.HUNormalisation`
+says, runs the network in batches, and subtracts ``strength`` times the predicted noise
+from the input.  Voxels at or beyond the model's HU window (padding, air outside the
+field of view, metal) pass through unchanged.  On CUDA out-of-memory the batch is
+halved, and at batch 1 the run continues on the CPU with a warning.  The output array is
+allocated once; beyond it, only one batch of float copies lives at a time.  On error or
+cancel nothing is returned, so no half-made result can escape.
+
+The network is a :class:`~.modelfile.LoadedModel` (a model file), or a bare
+``torch.nn.Module`` with its HU normalisation (training validation runs the generator
+being trained through this same path).  This module also owns the small shared checks:
+the device resolver and lister, the strength check and the cancel normalisation.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .errors import Cancelled, DeviceError, InputError
-from .modelfile import LoadedModel, load_model
+from .modelfile import HUNormalisation, LoadedModel, load_model
+
+__all__ = [
+    "DEVICES",
+    "CancelCheck",
+    "Predictor",
+    "ProgressCallback",
+    "check_pixel_size",
+    "check_strength",
+    "check_volume",
+    "ct_range_problem",
+    "denoise_volume",
+    "is_cancelled",
+    "list_devices",
+    "resolve_device",
+]
 
 log = logging.getLogger(__name__)
 
+#: ``progress(done, total)``: called with the number of slices finished and the total.
 ProgressCallback = Callable[[int, int], None]
-CancelCheck = Union[Callable[[], bool], object, None]
+#: A cancel request: None, a callable returning True to cancel, or an object with ``is_set()``
+#: (a ``threading.Event``).
+CancelCheck = Union[Callable[[], bool], Any, None]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-def available_devices() -> list:
-    """Devices this machine can run on, e.g. ['cpu', 'cuda:0', 'mps']."""
-    import torch
-
-    devices = ["cpu"]
-    if torch.cuda.is_available():
-        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        devices.append("mps")
-    return devices
+# --------------------------------------------------------------------------- shared checks
 
 
-def resolve_device(device: str = "auto"):
-    """'auto' picks CUDA, then Apple MPS, then CPU; an explicit device must exist."""
-    import torch
-
-    name = str(device).strip().lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    base = name.split(":")[0]
-    if base not in DEVICES:
-        raise DeviceError(f"Unknown device '{device}'; use one of auto, cpu, cuda, cuda:N or mps.")
-    if base == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError("CUDA was requested but no CUDA GPU is available here; use --device cpu or auto.")
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise DeviceError(
-                f"CUDA device {index} was requested but only {torch.cuda.device_count()} GPU(s) exist."
-            )
-    if base == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DeviceError("Apple MPS was requested but is not available here; use --device cpu or auto.")
-    return torch.device(name)
-
-
-def _is_cancelled(cancel: CancelCheck) -> bool:
+def is_cancelled(cancel: CancelCheck) -> bool:
+    """True when ``cancel`` asks to stop: a callable that returns True, or an Event that is set."""
     if cancel is None:
         return False
     if hasattr(cancel, "is_set"):
@@ -76,11 +71,74 @@ def _is_cancelled(cancel: CancelCheck) -> bool:
     return bool(cancel())
 
 
-def _auto_batch(device, height: int, width: int) -> int:
-    if device.type == "cpu":
-        return 1  # larger CPU batches are slower and cost memory (see benchmarks/speed.py)
-    pixels = max(height * width, 1)
-    return max(1, min(32, int(16 * 512 * 512 / pixels)))
+def check_strength(strength: Any) -> float:
+    """The strength as a float in [0, 1] (0: the input unchanged, 1: all predicted noise removed)."""
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        raise InputError(f"Strength must be a number between 0 and 1, got {strength!r}.") from None
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise InputError(f"Strength must be between 0 (off) and 1 (full), got {strength}.")
+    return value
+
+
+def _mps_available(torch: Any) -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(device: Any = "auto") -> Any:
+    """The ``torch.device`` to run on: 'auto' picks CUDA, then Apple MPS, then the CPU; an
+    explicit device ('cpu', 'cuda', 'cuda:N', 'mps' or a torch.device) must exist here."""
+    import torch
+
+    name = str(device).strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available(torch):
+            return torch.device("mps")
+        return torch.device("cpu")
+    base, _, index_text = name.partition(":")
+    if base not in DEVICES or (index_text and (base != "cuda" or not index_text.isdigit())):
+        raise DeviceError(f"Unknown device '{device}'; use one of auto, cpu, cuda, cuda:N or mps.")
+    if base == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("CUDA was requested but no CUDA GPU is available here; use --device cpu or auto.")
+        index = int(index_text) if index_text else 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"CUDA device {index} was requested but only {torch.cuda.device_count()} GPU(s) exist."
+            )
+    if base == "mps" and not _mps_available(torch):
+        raise DeviceError("Apple MPS was requested but is not available here; use --device cpu or auto.")
+    return torch.device(name)
+
+
+def list_devices() -> List[Tuple[str, str]]:
+    """(device id, label) of every device this machine can run on, for a device menu:
+    auto, the CPU, each CUDA GPU (name and memory) and Apple MPS.
+
+    Never fails: without torch, or with a torch that cannot be imported (a broken
+    install), only 'auto' and 'cpu' are listed.  The ids are what :func:`resolve_device`
+    and ``denoise_volume(device=...)`` accept.
+    """
+    choices = [("auto", "Automatic (GPU if available)"), ("cpu", "CPU")]
+    if importlib.util.find_spec("torch") is None:
+        return choices
+    try:
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        for index in range(count):
+            props = torch.cuda.get_device_properties(index)
+            memory = f", {props.total_memory / 2**30:.0f} GB" if getattr(props, "total_memory", 0) else ""
+            choices.append((f"cuda:{index}", f"GPU {index}: {props.name}{memory}"))
+        if _mps_available(torch):
+            choices.append(("mps", "Apple GPU (MPS)"))
+    except Exception as error:  # a broken torch install must not break a device menu
+        log.warning("Cannot list GPUs (%s: %s); offering the CPU only.", type(error).__name__, error)
+    return choices
 
 
 def check_volume(hu: np.ndarray, min_size: int) -> None:
@@ -96,6 +154,7 @@ def check_volume(hu: np.ndarray, min_size: int) -> None:
             f"In-plane size {hu.shape[2]}×{hu.shape[1]} is below the model's minimum of "
             f"{min_size}×{min_size} pixels."
         )
+    return None
 
 
 def ct_range_problem(hu: np.ndarray) -> Optional[str]:
@@ -117,7 +176,7 @@ def ct_range_problem(hu: np.ndarray) -> Optional[str]:
     return None
 
 
-def check_pixel_size(model: LoadedModel, spacing: Optional[Sequence[float]]) -> Optional[str]:
+def check_pixel_size(model: Union[LoadedModel, Predictor], spacing: Optional[Sequence[float]]) -> Optional[str]:
     """A warning text when the in-plane pixel size lies outside the model's training range."""
     known = model.pixel_size_range
     if spacing is None or known is None:
@@ -134,47 +193,116 @@ def check_pixel_size(model: LoadedModel, spacing: Optional[Sequence[float]]) -> 
     )
 
 
+# --------------------------------------------------------------------------- the network
+
+
+@dataclass
+class Predictor:
+    """A denoising network and what the engine needs to run it.
+
+    ``module`` maps (B, 2k+1, H, W) normalised slices to the denoised centre slice
+    (B, 1, H, W); ``context`` is k; ``normalisation`` maps HU to model units;
+    ``min_size`` is the smallest in-plane size it accepts.
+    """
+
+    module: Any  # torch.nn.Module or torch.jit.ScriptModule
+    normalisation: HUNormalisation
+    context: int
+    min_size: int = 1
+    pixel_size_range: Optional[Tuple[float, float]] = None
+    name: str = "network"
+
+    @classmethod
+    def of(
+        cls,
+        model: Union[LoadedModel, Predictor, Any, str, Path, None],
+        normalisation: Optional[HUNormalisation] = None,
+        context: Optional[int] = None,
+    ) -> Predictor:
+        """A Predictor for a LoadedModel, a model name or file (None: the default model), or a
+        bare ``torch.nn.Module`` with its ``normalisation`` (its ``context`` and ``min_size``
+        attributes are used when present, as :class:`~.network.Generator` has them)."""
+        if isinstance(model, Predictor):
+            return model
+        if model is None or isinstance(model, (str, Path)):
+            model = load_model(model)
+        if isinstance(model, LoadedModel):
+            return cls(model.module, model.normalisation, model.context, model.min_size, model.pixel_size_range,
+                       model.name)
+        if not callable(model):
+            raise InputError(f"Expected a LoadedModel, a model file or a torch.nn.Module, got {type(model).__name__}.")
+        if normalisation is None:
+            raise InputError("A bare network needs its HU normalisation (normalisation=HUNormalisation(...)).")
+        k = context if context is not None else getattr(model, "context", None)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            raise InputError("A bare network needs its context (2k+1 input slices): pass context=k.")
+        return cls(model, normalisation, k, int(getattr(model, "min_size", 1)), None, type(model).__name__)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """CUDA (torch.cuda.OutOfMemoryError, torch >= 1.13) or MPS/older CUDA out-of-memory."""
+    import torch
+
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(error, oom):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+@contextmanager
+def _evaluating(module: Any) -> Iterator[None]:
+    """Eval mode (and inference mode) for the run; the caller's training flag is put back."""
+    import torch
+
+    training = bool(getattr(module, "training", False))
+    if hasattr(module, "eval"):
+        module.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        if training:
+            module.train()
+
+
+# --------------------------------------------------------------------------- the engine
+
+
 def denoise_volume(
     hu: np.ndarray,
-    model: Union[LoadedModel, str, Path, None] = None,
-    device: str = "auto",
+    model: Union[LoadedModel, Predictor, Any, str, Path, None] = None,
+    device: Any = "auto",
     batch_size: Union[int, str] = "auto",
     strength: float = 1.0,
     progress: Optional[ProgressCallback] = None,
     cancel: CancelCheck = None,
     spacing: Optional[Sequence[float]] = None,
+    normalisation: Optional[HUNormalisation] = None,
 ) -> np.ndarray:
     """Denoise a (z, y, x) HU volume (or one 2D slice) and return float32 HU of the same shape.
 
-    ``model`` is a LoadedModel, a model file path, or None for the bundled model.
+    ``model`` is a LoadedModel, a bundled model's name or a model file path (None: the
+    default model), or a bare ``torch.nn.Module`` together with its ``normalisation``.
     ``strength`` in [0, 1] scales the removed noise: 0 returns the input exactly.
     ``progress(done, total)`` is called after every batch; ``cancel`` (a callable or
     an object with ``is_set()``) is checked between batches and raises Cancelled.
     ``spacing`` is the pixel size (x, y[, z]) in mm, as ``Volume.spacing``; it is used
     only to warn when the in-plane size lies outside the model's training range.
     """
-    import torch
-
-    if not isinstance(model, LoadedModel):
-        model = load_model(model)
-    try:
-        strength = float(strength)
-    except (TypeError, ValueError):
-        raise InputError(f"Strength must be a number between 0 and 1, got {strength!r}.") from None
-    if not 0.0 <= strength <= 1.0 or math.isnan(strength):
-        raise InputError(f"Strength must be between 0 and 1, got {strength}.")
+    predictor = Predictor.of(model, normalisation)
+    strength = check_strength(strength)
     if batch_size != "auto":
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise InputError(f"Batch size must be a whole number of at least 1, got {batch_size!r}.")
     hu = np.asarray(hu)
     squeeze = hu.ndim == 2
     volume = hu[None] if squeeze else hu
-    check_volume(volume, model.min_size)
+    check_volume(volume, predictor.min_size)
     if not np.issubdtype(volume.dtype, np.number) or np.iscomplexobj(volume):
         raise InputError(f"Voxel type {volume.dtype} is not a real number type.")
     if np.issubdtype(volume.dtype, np.floating) and not np.isfinite(volume).all():
         raise InputError("The volume contains NaN or infinite values; fix or mask them before denoising.")
-    message = check_pixel_size(model, spacing)
+    message = check_pixel_size(predictor, spacing)
     if message:
         warnings.warn(message, stacklevel=2)
         log.warning(message)
@@ -189,42 +317,59 @@ def denoise_volume(
         return out[0] if squeeze else out
 
     batch = _auto_batch(target, *volume.shape[1:]) if batch_size == "auto" else int(batch_size)
-    runner = _Runner(model, target)
+    runner = _Runner(predictor, target)
     done = 0
-    while done < depth:
-        if _is_cancelled(cancel):
-            raise Cancelled("Denoising was cancelled; nothing was written.")
-        stop = min(done + batch, depth)
-        try:
-            noise = runner.noise(volume, done, stop)
-        except torch.OutOfMemoryError:
-            batch, runner = runner.after_out_of_memory(stop - done)
-            continue
-        centre = volume[done:stop].astype(np.float32)
-        out[done:stop] = centre - strength * noise
-        done = stop
-        if progress:
-            progress(done, depth)
+    with _evaluating(predictor.module), _returning(predictor.module, target):
+        while done < depth:
+            if is_cancelled(cancel):
+                raise Cancelled("Denoising was cancelled; nothing was written.")
+            stop = min(done + batch, depth)
+            try:
+                noise = runner.noise(volume, done, stop)
+            except RuntimeError as error:
+                if not _is_out_of_memory(error):
+                    raise
+                batch, runner = runner.after_out_of_memory(stop - done)
+                continue
+            centre = volume[done:stop].astype(np.float32)
+            out[done:stop] = centre - strength * noise
+            done = stop
+            if progress:
+                progress(done, depth)
     return out[0] if squeeze else out
+
+
+@contextmanager
+def _returning(module: Any, device: Any) -> Iterator[None]:
+    """After a CPU fallback, put the caller's module back on the device it was run on."""
+    try:
+        yield
+    finally:
+        if device.type != "cpu":
+            module.to(device)
+
+
+def _auto_batch(device: Any, height: int, width: int) -> int:
+    if device.type == "cpu":
+        return 1  # larger CPU batches are slower and cost memory (see benchmarks/speed.py)
+    pixels = max(height * width, 1)
+    return max(1, min(32, int(16 * 512 * 512 / pixels)))
 
 
 class _Runner:
     """Runs the network for a block of slices on one device; knows how to back off."""
 
-    def __init__(self, model: LoadedModel, device):
-        self.model = model
+    def __init__(self, predictor: Predictor, device: Any):
+        self.predictor = predictor
         self.device = device
-        self.module = model.module.to(device)
+        self.module = predictor.module.to(device)
 
     def stack(self, volume: np.ndarray, start: int, stop: int) -> np.ndarray:
         """(B, 2k+1, H, W) normalised input for slices start..stop, edges replicated."""
-        k = self.model.context
+        k = self.predictor.context
         depth = volume.shape[0]
         index = np.clip(np.arange(start - k, stop + k), 0, depth - 1)
-        lo, hi = self.model.hu_clip
-        block = np.clip(volume[index].astype(np.float32), lo, hi)
-        block -= self.model.hu_offset
-        block /= self.model.hu_scale
+        block = self.predictor.normalisation.to_model(volume[index])
         windows = np.lib.stride_tricks.sliding_window_view(block, 2 * k + 1, axis=0)
         # sliding_window_view puts the window last: (B, H, W, 2k+1) -> (B, 2k+1, H, W)
         stack = np.ascontiguousarray(np.moveaxis(windows, -1, 1))
@@ -234,18 +379,22 @@ class _Runner:
         """Predicted noise in HU for slices start..stop, zero outside the model's HU window."""
         import torch
 
+        k = self.predictor.context
+        norm = self.predictor.normalisation
         x = torch.from_numpy(self.stack(volume, start, stop)).to(self.device)
-        with torch.inference_mode():
-            centre = x[:, self.model.context : self.model.context + 1]
-            noise = (centre - self.module(x))[:, 0].float().cpu().numpy()
-        noise *= self.model.hu_scale
-        lo, hi = self.model.hu_clip
-        raw = volume[start:stop]
-        noise[(raw <= lo) | (raw >= hi)] = 0.0  # padding, air outside the window, metal
+        centre = x[:, k : k + 1]
+        noise = (centre - self.module(x))[:, 0].float().cpu().numpy()
+        noise *= norm.scale
+        noise[norm.outside(volume[start:stop])] = 0.0  # padding, air outside the window, metal
         return noise
 
-    def after_out_of_memory(self, batch: int):
-        """Halve the batch on the GPU; at batch 1 move to the CPU with a warning."""
+    def after_out_of_memory(self, batch: int) -> Tuple[int, _Runner]:
+        """Halve the batch on the GPU; at batch 1 continue on the CPU with a warning.
+
+        The network is moved to the CPU for the rest of the run and back to its device
+        afterwards, so the caller's module (a model being trained, or a LoadedModel kept
+        for the next run) ends where it started.
+        """
         import torch
 
         if self.device.type == "cuda":
@@ -253,7 +402,10 @@ class _Runner:
         if batch > 1:
             log.warning("Out of GPU memory at batch size %d; retrying with %d.", batch, batch // 2)
             return batch // 2, self
+        if self.device.type == "cpu":
+            raise InputError("Out of memory on the CPU even at batch size 1; close other programs or denoise "
+                             "a smaller volume.")
         message = f"Out of {self.device.type.upper()} memory even at batch size 1; continuing on the CPU."
         warnings.warn(message, stacklevel=3)
         log.warning(message)
-        return 1, _Runner(self.model, torch.device("cpu"))
+        return 1, _Runner(self.predictor, torch.device("cpu"))

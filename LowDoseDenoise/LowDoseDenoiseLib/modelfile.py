@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
 
 from .errors import ModelError
 
@@ -37,7 +40,63 @@ BUNDLED_MODEL_FILE = "lowdose-liver-pan.pt"
 #: Environment variable that overrides the default model path.
 MODEL_ENV = "LOWDOSE_DENOISE_MODEL"
 
-DEFAULT_HU_NORMALISATION = {"clip": [-1024.0, 2048.0], "offset": 0.0, "scale": 1000.0}
+
+@dataclass(frozen=True)
+class HUNormalisation:
+    """How a model sees HU: ``x = (clip(hu, lo, hi) − offset) / scale`` (the model file's
+    ``hu_normalisation``).  One type for the model file, the engine, training data and export.
+
+    Voxels at or beyond the clip window (air outside the field of view, metal) are passed
+    through unchanged by the engine, because the network never saw their true values.
+    """
+
+    clip: Tuple[float, float] = (-1024.0, 2048.0)
+    offset: float = 0.0
+    scale: float = 1000.0
+
+    def __post_init__(self) -> None:
+        lo, hi = (float(v) for v in self.clip)
+        object.__setattr__(self, "clip", (lo, hi))
+        object.__setattr__(self, "offset", float(self.offset))
+        object.__setattr__(self, "scale", float(self.scale))
+        if not (hi > lo and self.scale > 0 and math.isfinite(self.offset)):
+            raise ModelError("hu_normalisation has an empty clip window or a non-positive scale.")
+
+    def to_model(self, hu: np.ndarray) -> np.ndarray:
+        """HU -> model units (float32; a new array)."""
+        lo, hi = self.clip
+        out = np.clip(np.asarray(hu, dtype=np.float32), lo, hi)
+        out -= self.offset
+        out /= self.scale
+        return out
+
+    def from_model(self, x: np.ndarray) -> np.ndarray:
+        """Model units -> HU (for images; a difference of images needs only ``x * scale``)."""
+        return np.asarray(x, dtype=np.float32) * self.scale + self.offset
+
+    def outside(self, hu: np.ndarray) -> np.ndarray:
+        """Voxels at or beyond the clip window, which the engine leaves as they are."""
+        lo, hi = self.clip
+        return (hu <= lo) | (hu >= hi)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The model file's JSON form: {"clip": [lo, hi], "offset": o, "scale": s}."""
+        return {"clip": [self.clip[0], self.clip[1]], "offset": self.offset, "scale": self.scale}
+
+    @classmethod
+    def from_dict(cls, value: Any, source: str = "model file") -> HUNormalisation:
+        """Parse the JSON form; ModelError naming ``source`` when it is malformed."""
+        try:
+            lo, hi = (float(v) for v in value["clip"])
+            return cls((lo, hi), float(value["offset"]), float(value["scale"]))
+        except (KeyError, TypeError, ValueError):
+            raise ModelError(f"{source}: hu_normalisation needs 'clip' [lo, hi], 'offset' and 'scale'.") from None
+        except ModelError as error:
+            raise ModelError(f"{source}: {error}") from None
+
+
+#: The normalisation of models trained before it was configurable (and of make_metadata's default).
+DEFAULT_HU_NORMALISATION = HUNormalisation()
 
 _REQUIRED = {
     "format_version": int,
@@ -79,17 +138,8 @@ class LoadedModel:
         return int(arch.get("min_size", 2 ** (int(arch.get("levels", 3)) + 1)))
 
     @property
-    def hu_clip(self) -> Tuple[float, float]:
-        lo, hi = self.metadata["hu_normalisation"]["clip"]
-        return float(lo), float(hi)
-
-    @property
-    def hu_offset(self) -> float:
-        return float(self.metadata["hu_normalisation"]["offset"])
-
-    @property
-    def hu_scale(self) -> float:
-        return float(self.metadata["hu_normalisation"]["scale"])
+    def normalisation(self) -> HUNormalisation:
+        return HUNormalisation.from_dict(self.metadata["hu_normalisation"], str(self.path))
 
     @property
     def pixel_size_range(self) -> Optional[Tuple[float, float]]:
@@ -134,7 +184,7 @@ def make_metadata(
     description: str,
     license: str = "Apache-2.0",
     training: Optional[Dict[str, Any]] = None,
-    hu_normalisation: Optional[Dict[str, Any]] = None,
+    hu_normalisation: Union[HUNormalisation, Dict[str, Any], None] = None,
 ) -> Dict[str, Any]:
     """Complete metadata for a generator of ``config`` (a network.GeneratorConfig)."""
     arch = config.to_dict()
@@ -147,9 +197,15 @@ def make_metadata(
         "license": license,
         "architecture": arch,
         "context_slices": config.context,
-        "hu_normalisation": dict(hu_normalisation or DEFAULT_HU_NORMALISATION),
+        "hu_normalisation": _normalisation(hu_normalisation).to_dict(),
         "training": dict(training or {"trained": False}),
     }
+
+
+def _normalisation(value: Union[HUNormalisation, Dict[str, Any], None]) -> HUNormalisation:
+    if value is None:
+        return DEFAULT_HU_NORMALISATION
+    return value if isinstance(value, HUNormalisation) else HUNormalisation.from_dict(value, "hu_normalisation")
 
 
 def validate_metadata(metadata: Any, source: str = "model file") -> Dict[str, Any]:
@@ -173,15 +229,7 @@ def validate_metadata(metadata: Any, source: str = "model file") -> Dict[str, An
         raise ModelError(f"{source}: invalid format_version {metadata['format_version']}.")
     if metadata["context_slices"] < 0:
         raise ModelError(f"{source}: context_slices must be 0 or more, got {metadata['context_slices']}.")
-    norm = metadata["hu_normalisation"]
-    try:
-        lo, hi = (float(v) for v in norm["clip"])
-        scale = float(norm["scale"])
-        float(norm["offset"])
-    except (KeyError, TypeError, ValueError):
-        raise ModelError(f"{source}: hu_normalisation needs 'clip' [lo, hi], 'offset' and 'scale'.") from None
-    if not (hi > lo and scale > 0):
-        raise ModelError(f"{source}: hu_normalisation has an empty clip window or a non-positive scale.")
+    HUNormalisation.from_dict(metadata["hu_normalisation"], source)
     return metadata
 
 

@@ -7,8 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from LowDoseDenoiseLib.engine import ct_range_problem, denoise_volume, resolve_device
+from conftest import make_test_generator
+from LowDoseDenoiseLib.engine import (
+    Predictor,
+    check_strength,
+    ct_range_problem,
+    denoise_volume,
+    is_cancelled,
+    list_devices,
+    resolve_device,
+)
 from LowDoseDenoiseLib.errors import Cancelled, DeviceError, InputError
+from LowDoseDenoiseLib.modelfile import HUNormalisation
 
 
 def _volume(depth=5, rows=40, cols=36, seed=0):
@@ -127,8 +137,43 @@ def test_devices():
             resolve_device("cuda")
 
 
-def test_out_of_memory_halves_the_batch_then_falls_back_to_cpu(test_model, monkeypatch):
-    """Simulate GPU OOM: the runner backs off to smaller batches and the result is unchanged."""
+class _GpuThatRunsOutOfMemory(torch.nn.Module):
+    """Wraps a network 'on a GPU' that raises torch.cuda.OutOfMemoryError for batches over
+    ``fits`` slices, and for every batch once ``fits`` is 0; on the CPU it runs normally.
+
+    ``.to(device)`` only records where the engine put it (the fake device is 'meta', which
+    holds no data), so the same weights serve the CPU fallback.
+    """
+
+    def __init__(self, inner, fits: int):
+        super().__init__()
+        self.inner = inner
+        self.fits = fits
+        self.where = torch.device("cpu")
+        self.batches = []
+        self.context = inner.context
+        self.min_size = inner.min_size
+
+    def to(self, device):
+        self.where = torch.device(device)
+        return self
+
+    def forward(self, x):
+        self.batches.append((x.device.type, x.shape[0]))
+        if self.where.type != "cpu" and x.shape[0] > self.fits:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.inner(x)
+
+
+def _fake_gpu(monkeypatch):
+    from LowDoseDenoiseLib import engine
+
+    monkeypatch.setattr(engine, "resolve_device", lambda device: torch.device("meta"))
+
+
+def test_out_of_memory_halves_the_batch(test_model, monkeypatch):
+    """torch.cuda.OutOfMemoryError for batches over one slice: the batch is halved down to 1,
+    without a user warning, and the result is unchanged."""
     from LowDoseDenoiseLib import engine
 
     hu = _volume(4)
@@ -139,13 +184,127 @@ def test_out_of_memory_halves_the_batch_then_falls_back_to_cpu(test_model, monke
     def flaky(self, volume, start, stop):
         sizes.append(stop - start)
         if stop - start > 1:
-            raise torch.OutOfMemoryError("simulated")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real_noise(self, volume, start, stop)
 
     monkeypatch.setattr(engine._Runner, "noise", flaky)
-    out = denoise_volume(hu, test_model, device="cpu", batch_size=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = denoise_volume(hu, test_model, device="cpu", batch_size=4)
     np.testing.assert_allclose(out, expected, atol=1e-4)
     assert sizes[:3] == [4, 2, 1]
+
+
+def test_out_of_memory_at_batch_one_falls_back_to_the_cpu_and_puts_the_network_back(test_model, monkeypatch):
+    """torch.cuda.OutOfMemoryError (torch 2.1+; torch.OutOfMemoryError exists only from 2.5) at batch 1:
+    the rest of the run goes to the CPU with a warning, the result is unchanged, and the caller's
+    network ends on the device it was given on."""
+    hu = _volume(3)
+    expected = denoise_volume(hu, test_model, device="cpu", batch_size=2)
+    gpu = _GpuThatRunsOutOfMemory(test_model.module, fits=0)
+    _fake_gpu(monkeypatch)
+    with pytest.warns(UserWarning, match="continuing on the CPU"):
+        out = denoise_volume(hu, gpu, device="cuda", batch_size=2, normalisation=test_model.normalisation)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+    assert gpu.batches[:2] == [("meta", 2), ("meta", 1)]
+    assert {device for device, _ in gpu.batches[2:]} == {"cpu"}
+    assert gpu.where.type == "meta"
+
+
+def test_other_runtime_errors_are_not_taken_for_out_of_memory(test_model):
+    class Broken(torch.nn.Module):
+        context, min_size = 1, 1
+
+        def forward(self, x):
+            raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        denoise_volume(_volume(2), Broken(), device="cpu", normalisation=test_model.normalisation)
+
+
+def test_a_bare_network_with_its_normalisation_gives_what_its_model_file_gives(test_model):
+    """Training validation runs the generator being trained through the same engine."""
+    generator, _ = make_test_generator()
+    generator.train()
+    hu = _volume(3)
+    hu[:, :3] = -3024  # padding: passed through for the bare network too
+    bare = denoise_volume(hu, generator, device="cpu", normalisation=HUNormalisation())
+    np.testing.assert_allclose(bare, denoise_volume(hu, test_model, device="cpu"), atol=1e-4)
+    assert np.all(bare[:, :3] == -3024)
+    assert generator.training  # the caller's training flag is put back
+
+
+def test_a_bare_network_needs_its_normalisation_and_context(test_model):
+    generator, _ = make_test_generator()
+    with pytest.raises(InputError, match="normalisation"):
+        denoise_volume(_volume(1), generator, device="cpu")
+    with pytest.raises(InputError, match="context"):
+        Predictor.of(lambda x: x, HUNormalisation())
+    assert Predictor.of(lambda x: x[:, 1:2], HUNormalisation(), context=1).context == 1
+
+
+def test_hu_normalisation_round_trip_and_validation():
+    norm = HUNormalisation((-1000.0, 1000.0), 40.0, 100.0)
+    hu = np.array([-3000.0, -1000.0, 40.0, 540.0, 5000.0])
+    np.testing.assert_allclose(norm.to_model(hu), [-10.4, -10.4, 0.0, 5.0, 9.6])
+    np.testing.assert_allclose(norm.from_model(norm.to_model(hu[1:4])), hu[1:4], atol=1e-4)
+    assert norm.outside(hu).tolist() == [True, True, False, False, True]
+    assert HUNormalisation.from_dict(norm.to_dict()) == norm
+    from LowDoseDenoiseLib.errors import ModelError
+
+    for bad in ({"clip": [5, -5], "offset": 0, "scale": 1}, {"clip": [0, 1], "offset": 0, "scale": 0}, {"scale": 1}):
+        with pytest.raises(ModelError, match="hu_normalisation"):
+            HUNormalisation.from_dict(bad, "m.pt")
+
+
+def test_strength_and_cancel_checks():
+    assert check_strength("0.5") == 0.5 and check_strength(1) == 1.0
+    for bad in (-0.01, 1.01, float("nan"), "strong", None):
+        with pytest.raises(InputError, match="Strength"):
+            check_strength(bad)
+    event = threading.Event()
+    assert not is_cancelled(None) and not is_cancelled(event) and not is_cancelled(lambda: False)
+    event.set()
+    assert is_cancelled(event) and is_cancelled(lambda: True)
+
+
+def test_device_list_offers_what_resolve_device_accepts():
+    choices = list_devices()
+    ids = [device for device, _ in choices]
+    assert ids[:2] == ["auto", "cpu"] and len(set(ids)) == len(ids)
+    assert all(label for _, label in choices)
+    for device in ids:
+        resolve_device(device)  # every listed device resolves here
+    assert ("cuda:0" in ids) == torch.cuda.is_available()
+
+
+def test_device_list_survives_a_broken_torch(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else object())
+    assert [d for d, _ in list_devices()] == ["auto", "cpu"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_real_cuda_out_of_memory_falls_back_to_the_cpu(test_model):
+    """On a real GPU: a network that asks for more memory than the GPU has raises the real
+    torch.cuda.OutOfMemoryError, and the engine finishes on the CPU."""
+    class Greedy(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.context, self.min_size = inner, 1, 1
+
+        def forward(self, x):
+            if x.is_cuda:
+                torch.empty(int(4 * torch.cuda.get_device_properties(0).total_memory), dtype=torch.uint8,
+                            device=x.device)
+            return self.inner(x)
+
+    hu = _volume(2)
+    expected = denoise_volume(hu, test_model, device="cpu")
+    with pytest.warns(UserWarning, match="continuing on the CPU"):
+        out = denoise_volume(hu, Greedy(test_model.module), device="cuda", normalisation=test_model.normalisation)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
 
 
 def test_ct_range_check():

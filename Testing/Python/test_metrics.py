@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from LowDoseDenoiseLib.errors import InputError
-from LowDoseDenoiseLib.quality import metrics
+from LowDoseDenoiseLib.quality import metrics, noise
 from LowDoseDenoiseLib.volume import Volume
 
 SPACING = (0.8, 0.8, 2.0)
@@ -178,11 +178,43 @@ def test_blurring_anatomy_fails_the_residual_check():
     assert check.structured and "anatomy" in check.message
 
 
-def test_local_noise_sd_ignores_the_lesion_inside_the_liver():
+def test_noise_sd_in_a_mask_ignores_the_lesion_inside_the_liver():
     clean, noisy, _, liver = abdomen(size=192)
-    sd = metrics.local_noise_sd(noisy, liver)
+    sd = noise.estimate_noise_sd(noisy, mask=liver)
     assert sd == pytest.approx(30.0, rel=0.15)
     assert metrics.roi_stats(noisy, liver).sd > sd  # the plain SD includes the lesion edge
+
+
+def test_noise_sd_in_a_mask_narrower_than_a_window_is_the_plain_sd():
+    _, noisy, _, _ = abdomen(size=96)
+    strip = np.zeros(noisy.shape, bool)
+    strip[1, 40:44, 20:70] = True  # 4 rows: no 11 × 11 window fits
+    estimate = noise.measure_noise(noisy, mask=strip)
+    assert estimate.method.startswith("plain SD")
+    assert estimate.sd == pytest.approx(noisy[strip].std(ddof=1))
+
+
+def test_bias_is_the_mean_error_in_the_mask():
+    clean, _, _, liver = abdomen()
+    shifted = clean + np.where(liver, 3.0, -7.0)
+    assert metrics.bias(shifted, clean, liver) == pytest.approx(3.0)
+    assert metrics.bias(shifted, clean, ~liver) == pytest.approx(-7.0)
+
+
+def test_flat_tissue_roi_finds_liver_like_tissue_inside_the_box():
+    clean, noisy, body, liver = abdomen(size=160)
+    roi = metrics.flat_tissue_roi(noisy, hu_range=(70.0, 130.0))
+    assert roi.sum() > 0.5 * liver.sum() and liver[roi].mean() > 0.97  # the 100 HU liver, not the 40 HU body
+    boxed = metrics.flat_tissue_roi(noisy, box=(0, 160, 0, 55), hu_range=(70.0, 130.0))
+    assert boxed.any() and not boxed[:, :, 55:].any() and np.all(roi[boxed])
+
+
+def test_residual_correlations_tell_blur_from_noise_removal():
+    clean, noisy, body, _ = abdomen(size=160)
+    ideal = metrics.residual_correlations(noisy, clean, clean, body)
+    blurred = metrics.residual_correlations(noisy, ndimage.gaussian_filter(noisy, (0, 3, 3)), clean, body)
+    assert abs(ideal["grad"]) < 0.1 and abs(ideal["laplacian"]) < 0.1
+    assert blurred["grad"] > 0.3 and blurred["laplacian"] < -0.3  # blur removes −c·Laplacian
 
 
 # -- evaluate -------------------------------------------------------------------------------
@@ -248,7 +280,7 @@ def test_roi_outside_the_image_is_refused(centre, radius, expected):
 def test_empty_mask_is_refused():
     image = np.zeros((2, 16, 16))
     for call in (lambda m: metrics.roi_stats(image, m), lambda m: metrics.rmse(image, image, m),
-                 lambda m: metrics.local_noise_sd(image, m)):
+                 lambda m: noise.estimate_noise_sd(image, mask=m)):
         with pytest.raises(InputError, match="empty"):
             call(np.zeros(image.shape, bool))
 

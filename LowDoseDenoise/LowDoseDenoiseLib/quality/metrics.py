@@ -37,6 +37,47 @@ import numpy as np
 from ..errors import InputError
 from . import noise
 
+__all__ = [
+    "BODY_THRESHOLD_HU",
+    "DEFAULT_WINDOW",
+    "FLAT_TISSUE_HU",
+    "NPS_ROI_SIZE",
+    "RESIDUAL_STRUCTURE_THRESHOLD",
+    "ROI_SYNTAX",
+    "NpsResult",
+    "ResidualCheck",
+    "Roi",
+    "RoiStats",
+    "bias",
+    "body_mask",
+    "check_ct_like",
+    "check_same_geometry",
+    "circle_roi",
+    "cnr",
+    "data_range",
+    "edge_preservation",
+    "evaluate",
+    "flat_positions",
+    "flat_tissue_roi",
+    "format_report",
+    "gradient_magnitude",
+    "label_rois",
+    "noise_power_spectrum",
+    "nps_pair",
+    "nps_positions",
+    "parse_roi",
+    "psnr",
+    "resample_labels",
+    "residual_correlations",
+    "residual_structure",
+    "rmse",
+    "roi_stats",
+    "rois_from_spec",
+    "ssim",
+    "tile_positions",
+    "window_bounds",
+]
+
 #: The default display window (width, level) in HU: the liver / abdominal soft-tissue window.
 DEFAULT_WINDOW: Tuple[float, float] = (400.0, 40.0)
 #: Pixels above this HU count as inside the body when no body mask is given.
@@ -45,6 +86,8 @@ BODY_THRESHOLD_HU = -500.0
 RESIDUAL_STRUCTURE_THRESHOLD = 0.25
 #: Side of the square ROIs used for noise power spectra (pixels).
 NPS_ROI_SIZE = 32
+#: Smoothed HU range of the flat-tissue ROI (:func:`flat_tissue_roi`): liver-like soft tissue.
+FLAT_TISSUE_HU: Tuple[float, float] = (20.0, 100.0)
 
 Spacing = Union[float, Sequence[float]]
 Window = Union[str, Sequence[float]]
@@ -376,24 +419,37 @@ def cnr(image: Any, roi_a: Any, roi_b: Any) -> float:
     return abs(a.mean - b.mean) / pooled
 
 
-def local_noise_sd(image: Any, mask: Any, window: int = 11) -> float:
-    """Noise SD (HU) in a region with anatomy: the mode of local SDs of windows fully inside ``mask``.
+def bias(image: Any, reference: Any, mask: Any = None) -> float:
+    """Mean error (image − reference) in HU, inside ``mask`` when given: the HU shift a method causes."""
+    a, b = _pair(image, reference)
+    m = _mask(mask, a.shape, "bias mask")
+    diff = a - b
+    return float(diff.mean() if m is None else diff[m].mean())
 
-    Vessels and edges inflate a plain SD; the mode of the window × window local SDs
-    (as :func:`~LowDoseDenoiseLib.quality.noise.measure_noise` does for the whole image) is
-    the noise.  Falls back to the plain SD when the region is narrower than a window.
+
+def flat_tissue_roi(hu: Any, box: Optional[Tuple[int, int, int, int]] = None,
+                    hu_range: Tuple[float, float] = FLAT_TISSUE_HU, smooth_px: int = 9,
+                    erode_px: int = 5) -> np.ndarray:
+    """A liver-like flat-tissue ROI where no segmentation exists (a real low-dose scan).
+
+    Per slice: pixels whose ``smooth_px`` box-smoothed HU lie in ``hu_range`` (default
+    20..100 HU: unenhanced to enhanced liver, spleen, muscle), inside ``box`` (rows
+    y0..y1, columns x0..x1; default the whole slice), eroded by ``erode_px`` so that
+    organ borders stay out.  Returns a boolean mask of ``hu``'s shape.
     """
-    from scipy import ndimage
+    from scipy.ndimage import binary_erosion, uniform_filter
 
-    data = _as_image(image, "image")
-    m = _mask(mask, data.shape, "noise mask")
-    volume, region = (data[None], m[None]) if data.ndim == 2 else (data, m)
-    inner = ndimage.binary_erosion(region, structure=np.ones((1, window, window), bool))
-    if inner.sum() < 10:
-        values = data[m]
-        return float(values.std(ddof=1)) if values.size > 1 else 0.0
-    _, sd = noise.local_mean_sd(volume, window)
-    return noise.density_mode(sd[inner])
+    data = _as_image(hu, "image")
+    volume = data[None] if data.ndim == 2 else data
+    y0, y1, x0, x1 = box if box is not None else (0, volume.shape[1], 0, volume.shape[2])
+    inside = np.zeros(volume.shape[1:], bool)
+    inside[y0:y1, x0:x1] = True
+    mask = np.zeros(volume.shape, bool)
+    for z, image in enumerate(volume):
+        smooth = uniform_filter(image, smooth_px)
+        tissue = inside & (smooth > hu_range[0]) & (smooth < hu_range[1])
+        mask[z] = binary_erosion(tissue, np.ones((erode_px, erode_px), bool))
+    return mask[0] if data.ndim == 2 else mask
 
 
 # --------------------------------------------------------------------------- NPS
@@ -487,7 +543,7 @@ def noise_power_spectrum(image: Any, spacing: Spacing, reference: Any = None, ma
     volume = noise_image[None] if noise_image.ndim == 2 else noise_image
     if positions is None:
         if ref is None:
-            positions = _detrended_positions(data, roi_size, mask)
+            positions = nps_positions(data, roi_size, mask)
         else:
             positions = flat_positions(ref, roi_size, mask)
     positions = np.asarray(positions, dtype=np.int64).reshape(-1, 3)
@@ -609,6 +665,30 @@ def residual_structure(input_hu: Any, denoised: Any, spacing: Spacing, mask: Any
     return ResidualCheck(corr, threshold, structured, residual_sd, message)
 
 
+def residual_correlations(input_hu: Any, output: Any, anatomy: Any, mask: Any = None,
+                          window: Window = DEFAULT_WINDOW) -> Dict[str, float]:
+    """Correlations of the removed part (input − output) with the anatomy of ``anatomy``.
+
+    ``anatomy`` is the reference when there is one (else the output).  ``grad``: the local
+    residual magnitude (Gaussian σ 2 px of |residual|) against the gradient magnitude (Sobel)
+    of the windowed anatomy; ``laplacian``: the signed residual against the Laplacian of the
+    windowed anatomy smoothed with σ 1 px (a smoothing filter removes −c·Laplacian, so it
+    correlates strongly and negatively).  Both over ``mask`` (default: the body); 0 means pure noise removed.
+    """
+    from scipy.ndimage import gaussian_filter, laplace, sobel
+
+    before, after = _pair(input_hu, output, ("input", "output"))
+    ref = _pair(before, anatomy, ("input", "anatomy"))[1]
+    m = body_mask(ref) if mask is None else _mask(mask, before.shape)
+    lo, hi = window_bounds(window)
+    residual, windowed, region = (np.atleast_3d(a.T).T for a in (before - after, np.clip(ref, lo, hi), m))
+    energy = np.stack([gaussian_filter(np.abs(r), 2.0) for r in residual])
+    grad = np.stack([np.hypot(sobel(s, 0), sobel(s, 1)) for s in windowed])
+    lap = np.stack([laplace(gaussian_filter(s, 1.0)) for s in windowed])
+    return {"grad": _correlation(energy[region], grad[region]),
+            "laplacian": _correlation(residual[region], lap[region])}
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -660,10 +740,10 @@ def evaluate(denoised, reference=None, input=None, rois: Sequence[Roi] = (), win
         stats = roi_stats(den, roi.mask, ref, roi.name)
         entry = {k: v for k, v in asdict(stats).items() if v is not None}
         entry["definition"] = roi.definition
-        entry["noise_sd"] = local_noise_sd(den, roi.mask)
+        entry["noise_sd"] = noise.estimate_noise_sd(den, mask=roi.mask)
         if inp is not None:
             entry["input_mean"] = float(inp[roi.mask].mean())
-            entry["input_noise_sd"] = local_noise_sd(inp, roi.mask)
+            entry["input_noise_sd"] = noise.estimate_noise_sd(inp, mask=roi.mask)
         report["rois"].append(entry)
     if len(rois) >= 2:
         report["cnr"] = {"rois": [rois[0].name, rois[1].name], "denoised": cnr(den, rois[0].mask, rois[1].mask)}
@@ -702,7 +782,7 @@ def _nps_section(den: np.ndarray, ref: Optional[np.ndarray], inp: Optional[np.nd
             if inp is not None:
                 section["input"] = noise_power_spectrum(inp, spacing, ref, positions=positions).to_dict()
         else:
-            positions = _detrended_positions(inp if inp is not None else den, NPS_ROI_SIZE)
+            positions = nps_positions(inp if inp is not None else den, NPS_ROI_SIZE)
             section["denoised"] = noise_power_spectrum(den, spacing, positions=positions).to_dict()
             if inp is not None:
                 section["input"] = noise_power_spectrum(inp, spacing, positions=positions).to_dict()
@@ -711,8 +791,9 @@ def _nps_section(den: np.ndarray, ref: Optional[np.ndarray], inp: Optional[np.nd
     return section
 
 
-def _detrended_positions(locate_on: np.ndarray, size: int, mask: Any = None) -> np.ndarray:
-    """Flat tiles of ``locate_on`` without edges, for NPS without a reference.
+def nps_positions(locate_on: Any, size: int = NPS_ROI_SIZE, mask: Any = None) -> np.ndarray:
+    """Flat tiles of ``locate_on`` without edges, for NPS without a reference (the flat-tissue
+    NPS ROIs of every benchmark: measure several images at the same positions).
 
     A tile is dropped when the strongest gradient of the image smoothed with σ 3 px
     inside it exceeds 1.5 × that of the flattest quarter of tiles: smoothing shrinks
@@ -734,7 +815,7 @@ def nps_pair(original: np.ndarray, denoised: np.ndarray, spacing: Spacing,
              roi_size: int = NPS_ROI_SIZE) -> Tuple[NpsResult, NpsResult]:
     """Detrended NPS of an original and its denoised result at the same flat ROIs (located on the original)."""
     a, b = _pair(original, denoised, ("original", "denoised"))
-    positions = _detrended_positions(a, roi_size)
+    positions = nps_positions(a, roi_size)
     return (noise_power_spectrum(a, spacing, positions=positions, roi_size=roi_size),
             noise_power_spectrum(b, spacing, positions=positions, roi_size=roi_size))
 

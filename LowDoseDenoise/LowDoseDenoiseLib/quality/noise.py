@@ -3,12 +3,16 @@
 Shared by the low-dose simulator (which calibrates itself on the input's own noise)
 and by the quality metrics.  Pure numpy, HU in, HU out.
 
-How the noise SD is measured, and why this way:
+How the noise SD is measured (:func:`measure_noise`, the one noise estimator of the
+project: the simulator's calibration, the metrics, the benchmarks, the model card and
+training validation all use it):
 
-* The local mean and SD are computed in every ``window`` × ``window`` square of each
-  slice (box filter).  Only windows whose mean is soft-tissue-like (fat to enhanced
-  liver, ``hu_range``) and whose pixels all stay in a body-tissue band (no air, no
-  bone) count: these are the *flat regions*.
+* The local mean and SD are computed in every ``window`` × ``window`` square
+  (default 11 × 11 pixels) of each slice (box filter; SD with n − 1).
+* The candidate windows are either the windows lying wholly inside a given ``mask``
+  (a liver ROI, a drawn region), or, without a mask, the *flat soft-tissue regions*:
+  windows whose mean is soft-tissue-like (fat to enhanced liver, ``hu_range``) and whose
+  pixels all stay in a body-tissue band (no air, no bone).
 * Windows that straddle an organ edge, a vessel or a lesion have an inflated SD, so a
   mean or median over windows is biased upwards.  Pure-noise windows form a narrow
   peak at the lowest SDs, so the estimate is the *mode* of the distribution of local
@@ -17,6 +21,8 @@ How the noise SD is measured, and why this way:
 * A window's SD is taken around its own mean, which removes the noise power at
   frequencies below about 1/window; for the fine-grained noise of CT this costs a few
   percent at most.
+* A mask narrower than a window (fewer than :data:`MIN_WINDOWS` windows fit) gets the
+  plain SD of its voxels instead, and the estimate says so.
 
 Noise power spectra follow the usual definition: ``NPS(fx, fy) = (Δx Δy / (Nx Ny))
 · <|DFT(ROI − trend)|²>`` in HU²·mm², so that its integral over frequency equals the
@@ -33,10 +39,36 @@ import numpy as np
 
 from ..errors import InputError
 
+__all__ = [
+    "MIN_WINDOWS",
+    "NOISE_WINDOW",
+    "SOFT_TISSUE_HU",
+    "TISSUE_BAND_HU",
+    "NoiseEstimate",
+    "density_mode",
+    "detrend_rois",
+    "estimate_noise_sd",
+    "flat_regions",
+    "flat_rois",
+    "local_mean_sd",
+    "mean_frequency",
+    "measure_noise",
+    "noise_power_spectrum_2d",
+    "nps_frequencies",
+    "peak_frequency",
+    "radial_nps",
+    "sliding_extreme",
+    "spacing_xy",
+]
+
 #: Local means inside this HU range count as soft tissue (fat to enhanced parenchyma).
 SOFT_TISSUE_HU = (-150.0, 250.0)
 #: Every pixel of a flat window must lie inside this band (excludes air and bone).
 TISSUE_BAND_HU = (-500.0, 500.0)
+#: The default window of the local SDs (pixels).
+NOISE_WINDOW = 11
+#: Fewer candidate windows than this in a mask: the plain SD of the mask is reported.
+MIN_WINDOWS = 10
 
 Spacing = Union[float, Sequence[float]]
 
@@ -45,15 +77,16 @@ Spacing = Union[float, Sequence[float]]
 class NoiseEstimate:
     """The result of :func:`measure_noise`.
 
-    ``sd`` is the noise SD in HU (NaN when no flat region was found); ``n_windows``
-    the number of flat windows it rests on; ``flat`` the boolean map of their centres
-    (same shape as the input).
+    ``sd`` is the noise SD in HU (NaN when no candidate window was found); ``n_windows``
+    the number of candidate windows it rests on; ``flat`` the boolean map of their
+    centres (same shape as the input); ``method`` says how ``sd`` was obtained.
     """
 
     sd: float
     n_windows: int
     window: int
     flat: np.ndarray
+    method: str = "mode of local SDs"
 
 
 def _as_float_array(hu: np.ndarray) -> np.ndarray:
@@ -87,7 +120,7 @@ def _box_sum(image: np.ndarray, window: int) -> np.ndarray:
     return c[..., w:, w:] - c[..., :-w, w:] - c[..., w:, :-w] + c[..., :-w, :-w]
 
 
-def _sliding_extreme(image: np.ndarray, window: int, func) -> np.ndarray:
+def sliding_extreme(image: np.ndarray, window: int, func) -> np.ndarray:
     """Running min or max over window × window squares ('valid' positions), separably."""
     view = np.lib.stride_tricks.sliding_window_view(image, window, axis=-1)
     rows = func(view, axis=-1)
@@ -138,8 +171,8 @@ def flat_regions(
     image = _as_float_array(hu)
     window = _check_window(window, image.shape)
     mean = _box_sum(image, window) / float(window * window)
-    low = _sliding_extreme(image, window, np.min)
-    high = _sliding_extreme(image, window, np.max)
+    low = sliding_extreme(image, window, np.min)
+    high = sliding_extreme(image, window, np.max)
     valid = (mean >= hu_range[0]) & (mean <= hu_range[1]) & (low >= tissue_band[0]) & (high <= tissue_band[1])
     return _to_centres(valid, window, image.shape, False)
 
@@ -175,41 +208,66 @@ def density_mode(values: np.ndarray) -> float:
 
 def measure_noise(
     hu: np.ndarray,
-    window: int = 11,
+    window: int = NOISE_WINDOW,
     hu_range: Tuple[float, float] = SOFT_TISSUE_HU,
     tissue_band: Tuple[float, float] = TISSUE_BAND_HU,
     max_windows: int = 200_000,
     seed: int = 0,
+    mask: Optional[np.ndarray] = None,
 ) -> NoiseEstimate:
-    """Noise SD (HU) in flat soft tissue of a slice or volume, with the windows used.
+    """Noise SD (HU) of a slice or volume, with the windows used (see the module docstring).
 
-    The estimate is the mode of the local SDs of all flat windows (see the module
-    docstring); at most ``max_windows`` of them, drawn with ``seed``, enter the mode.
+    Without ``mask`` the candidates are the flat soft-tissue windows; with it, the
+    windows lying wholly inside the mask (same shape as ``hu``).  The estimate is the
+    mode of their local SDs; at most ``max_windows`` of them, drawn with ``seed``, enter it.
     """
     image = _as_float_array(hu)
-    flat = flat_regions(image, window, hu_range, tissue_band)
-    count = int(flat.sum())
+    window = _check_window(window, image.shape)
+    if mask is None:
+        candidates = flat_regions(image, window, hu_range, tissue_band)
+    else:
+        region = np.asarray(mask)
+        if region.shape != image.shape:
+            raise InputError(f"The noise mask has shape {region.shape} but the image has {image.shape}; they must match.")
+        region = region.astype(bool)
+        if not region.any():
+            raise InputError("The noise mask is empty (no voxels selected); draw or choose a non-empty region.")
+        candidates = _windows_inside(region, window)
+        if int(candidates.sum()) < MIN_WINDOWS:
+            values = image[region]
+            sd = float(values.std(ddof=1)) if values.size > 1 else 0.0
+            return NoiseEstimate(sd, int(candidates.sum()), window, candidates,
+                                 "plain SD of the region (narrower than a window)")
+    count = int(candidates.sum())
     if count == 0:
-        return NoiseEstimate(float("nan"), 0, int(window), flat)
-    _, sd = local_mean_sd(image, window)
-    values = sd[flat]
+        return NoiseEstimate(float("nan"), 0, window, candidates)
+    _, sd_map = local_mean_sd(image, window)
+    values = sd_map[candidates]
     if values.size > max_windows:
         values = np.random.default_rng(seed).choice(values, max_windows, replace=False)
-    return NoiseEstimate(density_mode(values), count, int(window), flat)
+    return NoiseEstimate(density_mode(values), count, window, candidates)
+
+
+def _windows_inside(region: np.ndarray, window: int) -> np.ndarray:
+    """Centres of the window × window squares lying wholly inside ``region`` (slice by slice)."""
+    inside = _box_sum(region.astype(np.float64), window) >= window * window - 0.5
+    return _to_centres(inside, window, region.shape, False)
 
 
 def estimate_noise_sd(
     hu: np.ndarray,
-    window: int = 11,
+    window: int = NOISE_WINDOW,
     hu_range: Tuple[float, float] = SOFT_TISSUE_HU,
     tissue_band: Tuple[float, float] = TISSUE_BAND_HU,
+    mask: Optional[np.ndarray] = None,
 ) -> float:
-    """Noise SD in HU, measured in flat soft-tissue regions of a 2D slice or 3D volume.
+    """Noise SD in HU of a 2D slice or 3D volume: :func:`measure_noise`'s estimate.
 
-    Raises :class:`InputError` when the image has no soft tissue to measure in.
+    In flat soft tissue found automatically, or inside ``mask`` (a liver ROI, say).
+    Raises :class:`InputError` when there is nothing to measure in.
     """
-    estimate = measure_noise(hu, window, hu_range, tissue_band)
-    if estimate.n_windows == 0:
+    estimate = measure_noise(hu, window, hu_range, tissue_band, mask=mask)
+    if estimate.n_windows == 0 and mask is None:
         raise InputError(
             "Cannot measure the image noise: no flat soft-tissue region "
             f"({hu_range[0]:g} to {hu_range[1]:g} HU over {window}×{window} pixels) was found. "
@@ -270,17 +328,18 @@ def flat_rois(
     return rois[keep], positions[keep]
 
 
-def _detrend(rois: np.ndarray, detrend: str) -> np.ndarray:
-    if detrend == "mean":
+def detrend_rois(rois: np.ndarray, method: str = "plane") -> np.ndarray:
+    """ROIs with their mean ('mean') or best-fit plane ('plane') removed."""
+    if method == "mean":
         return rois - rois.mean(axis=(-2, -1), keepdims=True)
-    if detrend == "plane":
+    if method == "plane":
         ny, nx = rois.shape[-2:]
         yy, xx = np.mgrid[0:ny, 0:nx]
         design = np.stack([np.ones(ny * nx), yy.ravel(), xx.ravel()], axis=1)
         flat = rois.reshape(len(rois), -1).T
         coef, *_ = np.linalg.lstsq(design, flat, rcond=None)
         return (flat - design @ coef).T.reshape(rois.shape)
-    raise InputError(f"Unknown detrend '{detrend}'; use 'mean' or 'plane'.")
+    raise InputError(f"Unknown detrend '{method}'; use 'mean' or 'plane'.")
 
 
 def noise_power_spectrum_2d(rois: np.ndarray, spacing: Spacing, detrend: str = "plane") -> np.ndarray:
@@ -298,7 +357,7 @@ def noise_power_spectrum_2d(rois: np.ndarray, spacing: Spacing, detrend: str = "
         raise InputError(f"NPS needs at least one ROI of 4×4 pixels or more; got shape {rois.shape}.")
     sx, sy = spacing_xy(spacing)
     ny, nx = rois.shape[1:]
-    residual = _detrend(rois, detrend)
+    residual = detrend_rois(rois, detrend)
     power = np.abs(np.fft.fft2(residual)) ** 2
     return np.fft.fftshift(power.mean(axis=0) * (sx * sy) / (nx * ny))
 
