@@ -240,12 +240,10 @@ def save_model(model, metadata: Dict[str, Any], path: Union[str, Path]) -> Path:
     validate_metadata(metadata, "metadata to save")
     path = Path(path)
     scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.script(model.eval())
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata, indent=2)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from .io.outputs import atomic_file  # the one atomic writer (temporary file, fsync, rename, umask)
+
+    with atomic_file(path) as handle:
+        torch.jit.save(scripted, str(handle.path), _extra_files={METADATA_FILE: json.dumps(metadata, indent=2)})
     return path
 
 

@@ -22,7 +22,6 @@ leaves the scene as it was.
 from __future__ import annotations
 
 import datetime
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -457,26 +456,17 @@ class DenoiseLogic:
         suffix = next((ext for ext in sorted(EXPORT_EXTENSIONS, key=len, reverse=True) if name.endswith(ext)), None)
         if suffix is None:
             raise InputError(f"{path.name}: unknown file type; use .nrrd, .nii, .nii.gz or .mha.")
-        parent = path.parent if str(path.parent) else Path(".")
-        if not parent.is_dir():
-            raise InputError(f"Folder {parent} does not exist; create it or choose another location.")
-        if not os.access(parent, os.W_OK):
-            raise InputError(f"Folder {parent} is not writable; choose another location.")
-        if path.exists() and not overwrite:
-            raise InputError(f"{path} already exists; choose another name or allow overwriting.")
+        from ..io.outputs import atomic_file, check_output
+
+        check_output(path, overwrite=overwrite, overwrite_hint="allow overwriting")
         storage = node.CreateDefaultStorageNode()
         if storage is None or not storage.IsA("vtkMRMLVolumeArchetypeStorageNode"):
             raise InputError(f"'{node.GetName()}' cannot be written as an image file.")
-        tmp = parent / f".{path.name[: -len(suffix)]}.partial{suffix}"
-        storage.SetFileName(str(tmp))
-        storage.SetUseCompression(1 if compress else 0)
-        try:
+        with atomic_file(path) as handle:
+            storage.SetFileName(str(handle.path))
+            storage.SetUseCompression(1 if compress else 0)
             if not storage.WriteData(node):
                 raise InputError(f"Could not write {path}; check the disk space and the folder's permissions.")
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         return path
 
     # -- checks -------------------------------------------------------------------------------
