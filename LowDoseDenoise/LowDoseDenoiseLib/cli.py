@@ -456,6 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     p.add_argument("--version")
     p.set_defaults(func=cmd_export)
+
+    from .readerstudy.cli import add_parser as add_reader_study_parser
+
+    add_reader_study_parser(sub)
     return parser
 
 

@@ -1,0 +1,14 @@
+"""Blinded reader study: plan the images, read and score them, summarise the scores.
+
+* :mod:`.protocol` — criteria, the 1–5 scale with its anchors, the study folder's layout;
+* :mod:`.plan` — make one image per case and method (engine, classical filters), write
+  the blinded worklist, the separate key with SHA-256 of every image, and the protocol;
+* :mod:`.scores` — a reader's session: next unscored item, append-only score file;
+* :mod:`.summary` — unblind with the key, statistics (SciPy, scikit-learn,
+  krippendorff), report and figure;
+* :mod:`.views` — MRML: an item's two images in linked side-by-side views (no Qt);
+* :mod:`.cli` — the ``lowdose-denoise reader-study`` subcommands.
+
+Nothing here imports Qt; only :mod:`.views` imports MRML and only :mod:`.plan` (when a
+model method is planned) imports torch.
+"""

@@ -1,0 +1,375 @@
+"""Plan a blinded reader study: one image per case and method, a blinded worklist and a separate key.
+
+Every image a reader sees is written as its own int16 NRRD with a neutral name
+(``images/img_0007.nrrd``) and nothing in its header but the geometry, so neither the
+file name, the pixel type nor a header key tells the method.  An image that appears in
+several pairs (the original, compared with each method) is written once per pair, so
+the worklist never shows which image recurs.  Image and item numbers are assigned
+after shuffling; each reader gets an own random order and every pair its own random
+left/right placement.  The key (method behind every image, SHA-256 of every file)
+goes to ``key/``, apart from the worklist.
+
+The whole study is built in a temporary folder beside the target and renamed into
+place when complete, so a failed or interrupted plan leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..errors import InputError
+from ..volume import Volume, cast_like
+from . import protocol as p
+
+#: Classical filters available as methods, with the parameters they run with.
+FILTERS = {
+    "cad": "SimpleITK curvature anisotropic diffusion per slice, 5 iterations, time step 0.0625, conductance 1",
+    "gaussian": "in-plane Gaussian smoothing, sigma 0.8 pixel (scipy.ndimage)",
+    "nlm": "non-local means per slice (scikit-image, patch 5, distance 6, h = 0.8 x the input's noise SD)",
+}
+PAIR_DESIGNS = ("reference", "all")
+KEY_WARNING = """KEEP THIS FOLDER AWAY FROM THE READERS.
+
+key.json says which method made every image of this reader study, and which image of
+every pair is A and which is B.  Anyone who reads it is no longer blinded.  Move this
+folder elsewhere (or keep the study's copy for the readers without it) until every
+reader has finished; `lowdose-denoise reader-study summarize` needs it back, unchanged,
+to unblind the scores.  It also holds the SHA-256 of every image, so the summary
+refuses to unblind if an image file was changed after planning.
+"""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way of making an image of a case: the original, a model at a strength, or a filter."""
+
+    spec: str  # what the user wrote, e.g. "lowdose-liver-pan@0.5"
+    kind: str  # "original", "model" or "filter"
+    model: Optional[str] = None  # model file path; None = the bundled model
+    strength: float = 1.0
+    filter: Optional[str] = None
+
+
+def parse_method(spec: str) -> Method:
+    """``original``, ``cad``/``gaussian``/``nlm``, or ``MODEL[@STRENGTH]`` (``model`` = bundled, a name or a .pt path)."""
+    from .. import modelfile
+
+    text = str(spec).strip()
+    if not text:
+        raise InputError("An empty method name was given; list methods separated by commas, e.g. original,model,cad.")
+    name, _, strength_text = text.partition("@")
+    lowered = name.lower()
+    if lowered == p.REFERENCE_METHOD or lowered in FILTERS:
+        if strength_text:
+            raise InputError(f"Method '{text}': only a model takes @STRENGTH; write '{name}'.")
+        if lowered == p.REFERENCE_METHOD:
+            return Method(spec=lowered, kind="original")
+        return Method(spec=lowered, kind="filter", filter=lowered)
+    strength = 1.0
+    if strength_text:
+        try:
+            strength = float(strength_text)
+        except ValueError:
+            raise InputError(f"Method '{text}': the strength after '@' must be a number in (0, 1].") from None
+        if not 0.0 < strength <= 1.0:
+            raise InputError(f"Method '{text}': the strength must lie in (0, 1]; 0 would be the original.")
+    if lowered in ("model", "bundled"):
+        return Method(spec=text, kind="model", model=None, strength=strength)
+    path = Path(name).expanduser()
+    if path.suffix.lower() == ".pt" or os.sep in name or "/" in name:
+        if not path.is_file():
+            raise InputError(f"Method '{text}': model file {path} not found; give an existing .pt model file.")
+        return Method(spec=text, kind="model", model=str(path), strength=strength)
+    resolver = getattr(modelfile, "resolve_model", None)  # the model registry, where present
+    if resolver is not None:
+        try:
+            return Method(spec=text, kind="model", model=str(resolver(name)), strength=strength)
+        except Exception:  # fall through to the message below, which lists every choice
+            pass
+    shipped = {model_path.stem: model_path for model_path in modelfile.available_models()}
+    if name in shipped:
+        return Method(spec=text, kind="model", model=str(shipped[name]), strength=strength)
+    choices = ", ".join([p.REFERENCE_METHOD, *FILTERS, "model", *shipped, "PATH.pt"])
+    raise InputError(f"Unknown method '{text}'; use one of {choices} (models take an optional @STRENGTH).")
+
+
+def parse_methods(specs: Union[str, Sequence[str]]) -> List[Method]:
+    """A comma-separated list (or a sequence) of methods; 'original' must be one of them, none twice."""
+    items = specs.split(",") if isinstance(specs, str) else list(specs)
+    methods = [parse_method(item) for item in items]
+    seen = set()
+    for method in methods:
+        key = (method.kind, method.model, method.strength, method.filter)
+        if key in seen:
+            raise InputError(f"Method '{method.spec}' is listed twice; list every method once.")
+        seen.add(key)
+    if not any(method.kind == "original" for method in methods):
+        raise InputError("The methods must include 'original': every method is compared with the original image.")
+    if len(methods) < 2:
+        raise InputError("Give at least one method besides 'original' (e.g. --methods original,model,cad).")
+    return methods
+
+
+# ---------------------------------------------------------------- images
+
+
+def apply_filter(name: str, hu: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """One of :data:`FILTERS` (the library's classical peers, quality.filters) on (z, y, x) HU; float32 out."""
+    from ..quality.filters import CLASSICAL_FILTERS
+
+    if name not in FILTERS or name not in CLASSICAL_FILTERS:
+        raise InputError(f"Unknown filter '{name}'; use one of {', '.join(FILTERS)}.")
+    return np.asarray(CLASSICAL_FILTERS[name](hu, spacing), dtype=np.float32)
+
+
+@dataclass
+class _ModelCache:
+    device: str = "auto"
+    loaded: Dict[Optional[str], Any] = field(default_factory=dict)
+
+    def get(self, path: Optional[str]):
+        if path not in self.loaded:
+            from ..modelfile import load_model
+
+            self.loaded[path] = load_model(path)
+        return self.loaded[path]
+
+
+def _method_image(method: Method, volume: Volume, models: _ModelCache) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """(float32 HU, key details) of ``method`` applied to ``volume``."""
+    hu = volume.hu()
+    if method.kind == "original":
+        return hu, {}
+    if method.kind == "filter":
+        return apply_filter(method.filter, hu, volume.spacing), {"filter": FILTERS[method.filter]}
+    from .. import engine
+
+    model = models.get(method.model)
+    out = engine.denoise_volume(hu, model, device=models.device, strength=method.strength, spacing=volume.spacing)
+    details = {"model": model.name, "model_version": model.version, "model_sha256": model.sha256,
+               "strength": method.strength}
+    return out, details
+
+
+def method_label(method: Method, models: _ModelCache) -> str:
+    """The name a method has in the key and the report: 'original', 'cad', 'lowdose-liver-pan@0.5'."""
+    if method.kind != "model":
+        return method.spec
+    name = models.get(method.model).name
+    return name if method.strength == 1.0 else f"{name}@{method.strength:g}"
+
+
+def neutral_volume(volume: Volume, hu: np.ndarray) -> Volume:
+    """int16 HU with the case's geometry and nothing else: no metadata, same pixel type for every method."""
+    return Volume(
+        voxels=cast_like(hu, np.int16),
+        spacing=tuple(float(s) for s in volume.spacing),
+        origin=tuple(float(o) for o in volume.origin),
+        direction=tuple(float(d) for d in volume.direction),
+    )
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass
+class StudyPlan:
+    """What :func:`plan_study` wrote."""
+
+    folder: Path
+    cases: int
+    methods: List[str]
+    items: int
+    images: int
+    readers: List[str]
+
+
+def _pairs(labels: List[str], design: str) -> List[Tuple[str, str]]:
+    if design == "reference":
+        return [(p.REFERENCE_METHOD, label) for label in labels if label != p.REFERENCE_METHOD]
+    return list(itertools.combinations(labels, 2))
+
+
+def _check_out(out: Path, cases: Sequence[Path], overwrite: bool) -> None:
+    from ..io import outputs
+
+    outputs.check_output(out, inputs=cases, overwrite=overwrite, folder=True, what="Study")
+    if (out / p.SCORES_DIR).is_dir() and any((out / p.SCORES_DIR).iterdir()):
+        raise InputError(f"{out} holds reader scores; planning it again would orphan them, so choose a new folder.")
+
+
+def plan_study(
+    cases: Sequence[Union[str, os.PathLike]],
+    methods: Union[str, Sequence[str]],
+    out: Union[str, os.PathLike],
+    readers: Union[int, Sequence[str]] = 2,
+    seed: int = 0,
+    pairs: str = "reference",
+    window: Tuple[float, float] = p.DEFAULT_WINDOW,
+    device: str = "auto",
+    overwrite: bool = False,
+    force: bool = False,
+    progress: Optional[Callable[[str], None]] = None,
+) -> StudyPlan:
+    """Make the images of every case and method and write a blinded study folder ``out``.
+
+    ``cases`` are image files or DICOM series folders (read, never modified);
+    ``methods`` as :func:`parse_methods`; ``readers`` a count (ids R1..RN) or a list of
+    ids; ``pairs`` 'reference' (each method against the original) or 'all' (every two
+    methods).  The same inputs and ``seed`` give the same study.
+    """
+    from ..engine import ct_range_problem
+    from ..io.imagefiles import read_volume
+
+    out = Path(out)
+    if not cases:
+        raise InputError("Give at least one case (an image file or a DICOM series folder).")
+    if pairs not in PAIR_DESIGNS:
+        raise InputError(f"Unknown pair design '{pairs}'; use 'reference' (each method vs original) or 'all'.")
+    width, level = (float(v) for v in window)
+    if not width > 0:
+        raise InputError(f"The window width must be positive, got {width:g} HU.")
+    reader_ids = [f"R{i + 1}" for i in range(int(readers))] if isinstance(readers, int) else list(readers)
+    if not reader_ids:
+        raise InputError("A study needs at least one reader (--readers 1 or more).")
+    reader_ids = [p.check_reader_id(r) for r in reader_ids]
+    if len(set(reader_ids)) != len(reader_ids):
+        raise InputError("A reader id is given twice; every reader needs an own id.")
+    method_list = parse_methods(methods)
+    case_paths = [Path(c) for c in cases]
+    for case in case_paths:
+        if not case.exists():
+            raise InputError(f"Case {case} does not exist; check the path.")
+    if len({c.resolve() for c in case_paths}) != len(case_paths):
+        raise InputError("A case is listed twice; list every case once.")
+    _check_out(out, case_paths, overwrite)
+    say = progress or (lambda message: None)
+    models = _ModelCache(device=device)
+    labels = [method_label(m, models) for m in method_list]
+    if len(set(labels)) != len(labels):
+        raise InputError(f"Two methods have the same name ({', '.join(labels)}); list every method once.")
+    rng = np.random.default_rng(seed)
+
+    from ..io import outputs
+
+    with outputs.atomic_folder(out) as work:
+        (work / p.IMAGES_DIR).mkdir()
+        (work / p.SCORES_DIR).mkdir()
+        (work / p.KEY_DIR).mkdir()
+        design = _pairs(labels, pairs)
+        # every (case, pair, side) appearance gets its own image file; numbers are assigned after shuffling
+        appearances = []
+        items = []
+        for case_index in range(len(case_paths)):
+            for first, second in design:
+                swap = bool(rng.integers(2))
+                left, right = (second, first) if swap else (first, second)
+                items.append({"case": case_index, "A": left, "B": right})
+        item_numbers = rng.permutation(len(items)) + 1
+        for item, number in zip(items, item_numbers):
+            item["id"] = f"item_{number:04d}"
+            for side in p.SIDES:
+                appearances.append((item, side))
+        image_numbers = rng.permutation(len(appearances)) + 1
+        width_digits = max(4, len(str(len(appearances))))
+        for (item, side), number in zip(appearances, image_numbers):
+            item[f"image_{side}"] = f"{p.IMAGES_DIR}/img_{number:0{width_digits}d}.nrrd"
+
+        key_images: Dict[str, Any] = {}
+        key_cases = []
+        for case_index, case in enumerate(case_paths):
+            say(f"case {case_index + 1}/{len(case_paths)}: reading {case}")
+            volume = read_volume(case, force=force)
+            if np.issubdtype(volume.voxels.dtype, np.floating) and not np.isfinite(volume.voxels).all():
+                raise InputError(f"{case} contains NaN or infinite values; fix or mask them first.")
+            problem = ct_range_problem(volume.voxels)
+            if problem and not force:
+                raise InputError(f"{case}: {problem}; pass --force to use it anyway.")
+            key_cases.append({"case": f"case_{case_index + 1:02d}", "source": str(case),
+                              "shape": list(volume.voxels.shape), "spacing": list(volume.spacing)})
+            made = {}
+            for method, label in zip(method_list, labels):
+                say(f"case {case_index + 1}/{len(case_paths)}: {label}")
+                hu, details = _method_image(method, volume, models)
+                made[label] = (neutral_volume(volume, hu), details)
+            for item in items:
+                if item["case"] != case_index:
+                    continue
+                for side in p.SIDES:
+                    label = item[side]
+                    image, details = made[label]
+                    path = work / item[f"image_{side}"]
+                    _write_image(image, path)
+                    key_images[item[f"image_{side}"]] = {
+                        "case": f"case_{case_index + 1:02d}", "method": label, "sha256": sha256_file(path), **details,
+                    }
+            del made
+
+        items.sort(key=lambda item: item["id"])
+        worklist = {
+            "format_version": p.FORMAT_VERSION,
+            "items": [{"id": item["id"], "A": item["image_A"], "B": item["image_B"]} for item in items],
+            "readers": {
+                reader: [items[i]["id"] for i in rng.permutation(len(items))] for reader in reader_ids
+            },
+        }
+        key = {
+            "format_version": p.FORMAT_VERSION,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "seed": int(seed),
+            "methods": {label: {"spec": m.spec, "kind": m.kind} for m, label in zip(method_list, labels)},
+            "cases": key_cases,
+            "items": {item["id"]: {"case": f"case_{item['case'] + 1:02d}", "A": item["A"], "B": item["B"]}
+                      for item in items},
+            "images": dict(sorted(key_images.items())),
+            "worklist_sha256": hashlib.sha256(_json_bytes(worklist)).hexdigest(),
+        }
+        _write_json(work / p.WORKLIST_FILE, worklist)
+        _write_json(work / p.PROTOCOL_FILE, p.protocol_document(reader_ids, seed, (width, level), pairs))
+        _write_json(work / p.KEY_DIR / p.KEY_FILE, key)
+        (work / p.KEY_DIR / "README.txt").write_text(KEY_WARNING, encoding="utf-8")
+        (work / "README.txt").write_text(_study_readme(reader_ids), encoding="utf-8")
+    return StudyPlan(folder=out, cases=len(case_paths), methods=labels, items=len(items), images=len(appearances),
+                     readers=reader_ids)
+
+
+def _write_image(volume: Volume, path: Path) -> None:
+    from ..io.imagefiles import write_volume
+
+    write_volume(volume, path)
+
+
+def _json_bytes(document: Dict[str, Any]) -> bytes:
+    return (json.dumps(document, indent=1, sort_keys=False) + "\n").encode("utf-8")
+
+
+def _write_json(path: Path, document: Dict[str, Any]) -> None:
+    path.write_bytes(_json_bytes(document))
+
+
+def _study_readme(readers: List[str]) -> str:
+    return (
+        "Blinded reader study (LowDoseDenoise)\n\n"
+        f"Readers: {', '.join(readers)}. Each reader opens this folder in the Slicer module 'Reader Study'\n"
+        "(or drives LowDoseDenoiseLib.readerstudy.scores.ReadingSession from a script), enters the own id,\n"
+        "and scores the pairs in the order given; every item is saved at once to scores/READER.jsonl.\n\n"
+        "The key/ folder reveals the methods: remove it before giving this folder to the readers, and put\n"
+        "it back for `lowdose-denoise reader-study summarize THIS_FOLDER --out REPORT.md`.\n"
+    )
