@@ -10,7 +10,8 @@ from typing import Any, Dict, Optional
 import torch
 
 from ..errors import InputError
-from ..modelfile import DEFAULT_HU_NORMALISATION, make_metadata, save_model
+from ..io.outputs import check_output
+from ..modelfile import DEFAULT_HU_NORMALISATION, HUNormalisation, make_metadata, save_model
 from ..network import ARCHITECTURE, Generator, GeneratorConfig
 from .trainer import read_checkpoint
 
@@ -105,23 +106,28 @@ def _earlier_stages(config: Dict[str, Any], depth: int = 6) -> list:
     return stages
 
 
-def _normalisation(state: Dict[str, Any]) -> Dict[str, Any]:
+def _normalisation(state: Dict[str, Any]) -> HUNormalisation:
+    """The run's HU normalisation (the default for checkpoints from before it was configurable)."""
     data = state.get("config", {}).get("data", {})
-    norm = dict(DEFAULT_HU_NORMALISATION)
-    if "hu_scale" in data:
-        norm = {
-            "clip": [float(v) for v in data["hu_clip"]],
-            "offset": float(data["hu_offset"]),
-            "scale": float(data["hu_scale"]),
-        }
-    return norm
+    if "hu_scale" not in data:
+        return DEFAULT_HU_NORMALISATION
+    return HUNormalisation.from_dict(
+        {"clip": data["hu_clip"], "offset": data["hu_offset"], "scale": data["hu_scale"]}, "checkpoint config"
+    )
 
 
-def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, version: Optional[str] = None) -> Path:
+def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, version: Optional[str] = None,
+                      overwrite: bool = False) -> Path:
     """Write the generator of a training checkpoint as a TorchScript model file with metadata.
 
-    Refuses a checkpoint whose generator is not this project's architecture.
+    Refuses a checkpoint whose generator is not this project's architecture, and an
+    output that exists (unless ``overwrite``) or is the checkpoint itself; the target is
+    checked before the checkpoint is read.
     """
+    out_path = Path(out)
+    if out_path.suffix != ".pt":
+        raise InputError(f"Model files end in .pt; got {out_path.name}.")
+    check_output(out_path, [checkpoint], overwrite=overwrite)
     state = read_checkpoint(checkpoint)
     arch = dict(state["architecture"])
     if arch.get("name") != ARCHITECTURE:
@@ -138,10 +144,9 @@ def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, ver
             f"Checkpoint {checkpoint}: the generator weights do not match its architecture {arch} ({error})."
         ) from None
     out_path = Path(out)
-    if not out_path.parent.is_dir():
-        raise InputError(f"Output folder {out_path.parent} does not exist; create it first.")
     if out_path.suffix != ".pt":
         raise InputError(f"Model files end in .pt; got {out_path.name}.")
+    check_output(out_path, [checkpoint], overwrite=overwrite)
     run_name = state.get("config", {}).get("name", "lowdose-denoise")
     summary = training_summary(state)
     metadata = make_metadata(
