@@ -36,9 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..engine import denoise_volume, resolve_device
 from ..errors import InputError
-from ..modelfile import DEFAULT_HU_NORMALISATION
+from ..modelfile import HUNormalisation
 from ..network import ARCHITECTURE, Generator, GeneratorConfig, PatchDiscriminator
+from ..quality import metrics
+from ..quality.metrics import flat_tissue_roi
+from ..quality.noise import estimate_noise_sd
 from . import data as tdata
 from . import losses
 from .config import TrainConfig, load_config
@@ -48,7 +52,6 @@ METRICS = "metrics.csv"
 CHECKPOINT_FORMAT = 1
 #: Discriminator input: HU window centred at 40 HU, ±600 HU mapped to ±3.
 _D_CENTRE_HU, _D_SCALE_HU = 40.0, 200.0
-LIVER_WINDOW = (-160.0, 240.0)
 
 
 # --------------------------------------------------------------------------- models
@@ -113,57 +116,15 @@ def init_generator(g: Generator) -> Generator:
     return g
 
 
-def normalisation(config: TrainConfig) -> Dict:
+def normalisation(config: TrainConfig) -> HUNormalisation:
     """The model file's hu_normalisation for this config."""
     d = config.data
-    return {
-        "clip": [float(d.hu_clip[0]), float(d.hu_clip[1])],
-        "offset": float(d.hu_offset),
-        "scale": float(d.hu_scale),
-    }
+    return HUNormalisation((float(d.hu_clip[0]), float(d.hu_clip[1])), float(d.hu_offset), float(d.hu_scale))
 
 
 def generator_config(config: TrainConfig) -> GeneratorConfig:
     m = config.model
     return GeneratorConfig(context=config.data.context, width=m.width, levels=m.levels, res_blocks=m.res_blocks)
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def liver_window_psnr(output: np.ndarray, reference: np.ndarray, mask: Optional[np.ndarray] = None) -> float:
-    """PSNR (dB) of images clipped to the liver window (W400/L40), peak = 400 HU."""
-    a = np.clip(output, *LIVER_WINDOW)
-    b = np.clip(reference, *LIVER_WINDOW)
-    err = (a - b) ** 2
-    mse = float(err[mask].mean() if mask is not None else err.mean())
-    return 10.0 * math.log10((LIVER_WINDOW[1] - LIVER_WINDOW[0]) ** 2 / max(mse, 1e-12))
-
-
-def local_noise_sd(image: np.ndarray, mask: np.ndarray, window: int = 9) -> float:
-    """Median of local SDs over ``window``² neighbourhoods lying wholly inside ``mask``.
-
-    A noise measure for tissue like the liver: local windows see little anatomy, so the
-    SD is mostly noise.  ``image`` and ``mask`` are 2D or 3D (slice-wise).
-    """
-    from scipy.ndimage import binary_erosion, uniform_filter
-
-    images = image[None] if image.ndim == 2 else image
-    masks = mask[None] if mask.ndim == 2 else mask
-    values = []
-    for img, msk in zip(images, masks):
-        if not msk.any():
-            continue
-        inner = binary_erosion(msk, np.ones((window, window), bool))
-        if not inner.any():
-            continue
-        mean = uniform_filter(img.astype(np.float64), window)
-        sq = uniform_filter(img.astype(np.float64) ** 2, window)
-        sd = np.sqrt(np.maximum(sq - mean**2, 0.0) * window * window / (window * window - 1))
-        values.append(sd[inner])
-    if not values:
-        return float("nan")
-    return float(np.median(np.concatenate(values)))
 
 
 # --------------------------------------------------------------------------- data
@@ -181,77 +142,16 @@ class Validation:
     real_roi: Optional[np.ndarray] = None
 
 
-def liver_like_roi(hu: np.ndarray, box: Tuple[int, int, int, int]) -> np.ndarray:
-    """Flat liver-like tissue inside a box (y0, y1, x0, x1): smoothed HU in 20..100."""
-    from scipy.ndimage import binary_erosion, uniform_filter
-
-    y0, y1, x0, x1 = box
-    mask = np.zeros(hu.shape, bool)
-    for z in range(hu.shape[0]):
-        smooth = uniform_filter(hu[z].astype(np.float32), 9)
-        inside = np.zeros(hu.shape[1:], bool)
-        inside[y0:y1, x0:x1] = True
-        mask[z] = binary_erosion(inside & (smooth > 20) & (smooth < 100), np.ones((5, 5), bool))
-    return mask
-
-
 #: Liver box of the real low-dose series' held-out block (rows, columns), read off the images.
 CCTH_LIVER_BOX = (215, 305, 135, 245)
 
 
-def simulate_block(
-    clean: np.ndarray, spacing, dose: float, seed: int, texture: str = "standard", own_sd: Optional[float] = None
-) -> np.ndarray:
-    """Low-dose version of a held-out block: simulate.simulate_low_dose when available (self-
-    calibrated, texture fitted), else unit noise scaled to sqrt(1/a − 1)·own noise SD."""
-    try:
-        from ..quality.simulate import simulate_low_dose
-    except ImportError:
-        simulate_low_dose = None
-    if simulate_low_dose is not None:
-        out = simulate_low_dose(clean, spacing, dose, seed=seed)
-        return np.asarray(out[0] if isinstance(out, tuple) else out, dtype=np.float32)
-    if own_sd is None:
-        from ..quality.noise import estimate_noise_sd
+def simulate_block(clean: np.ndarray, spacing, dose: float, seed: int) -> np.ndarray:
+    """Low-dose version of a held-out block: simulate.simulate_low_dose (self-calibrated on the
+    block's own noise, texture fitted to it)."""
+    from ..quality.simulate import simulate_low_dose
 
-        own_sd = estimate_noise_sd(clean)
-    added = math.sqrt(1.0 / dose - 1.0) * own_sd
-    noisy = np.empty_like(clean)
-    for z in range(clean.shape[0]):
-        noisy[z] = clean[z] + added * tdata.noise_fields(clean[z], spacing, texture, seed + z)
-    return noisy
-
-
-def _stack(volume: np.ndarray, index: int, context: int, copied: bool = False) -> np.ndarray:
-    """(2k+1, y, x) stack around ``index`` with edges replicated, as the engine builds it."""
-    n = volume.shape[0]
-    if copied:
-        return np.repeat(volume[index : index + 1], 2 * context + 1, axis=0)
-    idx = [min(max(index + o, 0), n - 1) for o in range(-context, context + 1)]
-    return volume[idx]
-
-
-def apply_generator(
-    g: nn.Module,
-    hu: np.ndarray,
-    context: int,
-    device: torch.device,
-    copied: bool = False,
-    batch: int = 2,
-    norm: Optional[Dict] = None,
-) -> np.ndarray:
-    """Run a generator (nn.Module or TorchScript) over a (z, y, x) HU block; returns HU."""
-    norm = norm or DEFAULT_HU_NORMALISATION
-    lo, hi = norm["clip"]
-    x_all = tdata.normalise(hu, (lo, hi), norm["offset"], norm["scale"])
-    out = np.empty_like(hu, dtype=np.float32)
-    with torch.no_grad():
-        for start in range(0, hu.shape[0], batch):
-            idx = range(start, min(start + batch, hu.shape[0]))
-            x = torch.from_numpy(np.stack([_stack(x_all, i, context, copied) for i in idx])).to(device)
-            noise = (x[:, context : context + 1] - g(x)).float().cpu().numpy()[:, 0]
-            out[list(idx)] = hu[list(idx)] - noise * norm["scale"]
-    return out
+    return np.asarray(simulate_low_dose(clean, spacing, dose, seed=seed), dtype=np.float32)
 
 
 def _cache_key(parts) -> str:
@@ -293,14 +193,13 @@ class Trainer:
 
     # ---------------------------------------------------------------- setup
     def _device(self) -> torch.device:
-        wanted = self.config.run.device
-        if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()):
-            if not torch.cuda.is_available():
-                raise InputError("run.device is cuda but no CUDA GPU is available; use auto or cpu.")
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            return torch.device("cuda", local)
-        return torch.device("cpu")
+        """run.device through the engine's resolver; under torchrun each rank takes its LOCAL_RANK GPU."""
+        device = resolve_device(self.config.run.device)
+        if device.type == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", str(device.index or 0)))
+            device = resolve_device(f"cuda:{local}")
+            torch.cuda.set_device(device)
+        return device
 
     def _series(self, entries) -> List[Tuple[tdata.CTSeries, object]]:
         d = self.config.data
@@ -362,10 +261,8 @@ class Trainer:
             if held and self.validation is None:
                 liver = series.liver_mask()
                 clean = series.hu[held]
-                noisy = simulate_block(clean, series.spacing, d.validation_dose, c.seed + 99991, d.validation_texture)
-                mask = (
-                    liver[held] if liver is not None else liver_like_roi(clean, (0, clean.shape[1], 0, clean.shape[2]))
-                )
+                noisy = simulate_block(clean, series.spacing, d.validation_dose, c.seed + 99991)
+                mask = liver[held] if liver is not None else flat_tissue_roi(clean)
                 self.validation = Validation(clean, noisy, mask, clean > -500)
         if d.phantom_slices > 0:
             self._add_phantom(normal_sources, sim_sources, clean_slices)
@@ -385,7 +282,7 @@ class Trainer:
                 _, held = tdata.split_blocks(series.hu.shape[0], tuple(entry.holdout), entry.gap)
                 block = series.hu[held[len(held) // 2 - 2 : len(held) // 2 + 2]]
                 self.validation.real_low = block
-                self.validation.real_roi = liver_like_roi(block, CCTH_LIVER_BOX)
+                self.validation.real_roi = flat_tissue_roi(block, CCTH_LIVER_BOX)
         textures = [t for t in d.textures if t != "measured" or measured is not None]
         cache = Path(d.cache_dir).expanduser() if d.cache_dir else tdata.DEFAULT_CACHE
         self.bank = self._noise_bank(clean_slices, textures, measured, cache)
@@ -493,7 +390,7 @@ class Trainer:
             self.f = Generator(GeneratorConfig(0, c.model.f_width, c.model.levels, c.model.res_blocks))
             if c.model.init == "kaiming":
                 init_generator(self.f)
-            self.d = Discriminators(c.model.disc_width, c.model.disc_layers, self.norm["scale"], self.norm["offset"])
+            self.d = Discriminators(c.model.disc_width, c.model.disc_layers, self.norm.scale, self.norm.offset)
             groups.append({"params": list(self.f.parameters()), "lr": c.optim.lr_f or c.optim.lr})
         for module in (self.g, self.f, self.d):
             if module is not None:
@@ -541,7 +438,7 @@ class Trainer:
             from .perceptual import VGGFeatures
 
             return VGGFeatures(
-                hu_window=p.hu_window, hu_scale=self.norm["scale"], hu_offset=self.norm["offset"], layers=p.layers
+                hu_window=p.hu_window, hu_scale=self.norm.scale, hu_offset=self.norm.offset, layers=p.layers
             ).to(self.device)
         from .perceptual import load_autoencoder_features, train_ct_autoencoder
 
@@ -561,8 +458,7 @@ class Trainer:
         return load_autoencoder_features(path).to(self.device)
 
     def _normalise(self, hu: np.ndarray) -> np.ndarray:
-        n = self.norm
-        return tdata.normalise(hu, tuple(n["clip"]), n["offset"], n["scale"])
+        return self.norm.to_model(hu)
 
     # ---------------------------------------------------------------- batches
     def _noisy(
@@ -741,33 +637,35 @@ class Trainer:
 
     # ---------------------------------------------------------------- validation
     def validate(self) -> Dict[str, float]:
-        """PSNR, liver noise SD and bias on the held-out block at the validation dose (all slices),
-        plus the single-slice (copied-neighbour) PSNR and the real low-dose noise ratio."""
+        """Liver-window PSNR, liver noise SD and bias on the held-out block at the validation dose
+        (all slices), the single-slice (copied-neighbour) PSNR, and on the real low-dose block the
+        noise and HU change.  G runs through the shipped engine (:func:`~..engine.denoise_volume`:
+        HU-window pass-through, OOM back-off) and every number comes from :mod:`..quality.metrics`
+        and :mod:`..quality.noise`, so validation measures the program users run."""
         v = self.validation
         if v is None:
             return {}
-        self.g.eval()
-        k = self.config.data.context
-        out = apply_generator(self.g, v.noisy, k, self.device, norm=self.norm)
-        single = apply_generator(self.g, v.noisy[: min(2, len(v.noisy))], k, self.device, copied=True, norm=self.norm)
+
+        def run(hu: np.ndarray) -> np.ndarray:
+            return denoise_volume(hu, self.g, device=self.device, normalisation=self.norm)
+
+        out = run(v.noisy)
+        few = slice(0, min(2, len(v.noisy)))
+        single = np.stack([run(s) for s in v.noisy[few]])  # one slice alone: the edge stack copies it
         result = {
-            "val_psnr_input": liver_window_psnr(v.noisy, v.clean, v.body),
-            "val_psnr": liver_window_psnr(out, v.clean, v.body),
-            "val_psnr_single": liver_window_psnr(single, v.clean[: len(single)], v.body[: len(single)]),
-            "val_psnr_single_input": liver_window_psnr(
-                v.noisy[: len(single)], v.clean[: len(single)], v.body[: len(single)]
-            ),
-            "val_noise_input": local_noise_sd(v.noisy, v.liver),
-            "val_noise": local_noise_sd(out, v.liver),
-            "val_bias": float((out - v.clean)[v.liver].mean()),
+            "val_psnr_input": metrics.psnr(v.noisy, v.clean, window="liver", mask=v.body),
+            "val_psnr": metrics.psnr(out, v.clean, window="liver", mask=v.body),
+            "val_psnr_single": metrics.psnr(single, v.clean[few], window="liver", mask=v.body[few]),
+            "val_psnr_single_input": metrics.psnr(v.noisy[few], v.clean[few], window="liver", mask=v.body[few]),
+            "val_noise_input": estimate_noise_sd(v.noisy, mask=v.liver),
+            "val_noise": estimate_noise_sd(out, mask=v.liver),
+            "val_bias": metrics.bias(out, v.clean, v.liver),
         }
-        if v.real_low is not None:
-            real_out = apply_generator(self.g, v.real_low, k, self.device, norm=self.norm)
-            before = local_noise_sd(v.real_low, v.real_roi)
-            result["real_noise_input"] = before
-            result["real_noise"] = local_noise_sd(real_out, v.real_roi)
-            result["real_bias"] = float((real_out - v.real_low)[v.real_roi].mean())
-        self.g.train()
+        if v.real_low is not None and v.real_roi is not None and v.real_roi.any():
+            real_out = run(v.real_low)
+            result["real_noise_input"] = estimate_noise_sd(v.real_low, mask=v.real_roi)
+            result["real_noise"] = estimate_noise_sd(real_out, mask=v.real_roi)
+            result["real_bias"] = metrics.bias(real_out, v.real_low, v.real_roi)
         return result
 
     # ---------------------------------------------------------------- checkpoints
