@@ -143,10 +143,6 @@ def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, ver
         raise InputError(
             f"Checkpoint {checkpoint}: the generator weights do not match its architecture {arch} ({error})."
         ) from None
-    out_path = Path(out)
-    if out_path.suffix != ".pt":
-        raise InputError(f"Model files end in .pt; got {out_path.name}.")
-    check_output(out_path, [checkpoint], overwrite=overwrite)
     run_name = state.get("config", {}).get("name", "lowdose-denoise")
     summary = training_summary(state)
     metadata = make_metadata(

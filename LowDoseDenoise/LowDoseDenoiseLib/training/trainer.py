@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from torch import nn
 
 from ..engine import denoise_volume, resolve_device
 from ..errors import InputError
+from ..io.outputs import atomic_file
 from ..modelfile import HUNormalisation
 from ..network import ARCHITECTURE, Generator, GeneratorConfig, PatchDiscriminator
 from ..quality import metrics
@@ -693,9 +695,8 @@ class Trainer:
         if self.rank != 0:
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.partial")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        with atomic_file(path) as handle:
+            torch.save(self.state(), handle.path)
         return path
 
     def load(self, path: Path) -> None:
@@ -780,21 +781,37 @@ class Trainer:
         fields: List[str] = []
         for r in rows:
             fields += [k for k in r if k not in fields]
-        tmp = path.with_name(f".{path.name}.partial")
-        with open(tmp, "w", newline="") as handle:
+        with atomic_file(path) as target, open(target.path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)
+
+
+class UnsafeCheckpointError(InputError):
+    """A checkpoint that holds pickled Python objects besides tensors and plain values: never loaded."""
 
 
 def read_checkpoint(path) -> Dict:
-    """Load a training checkpoint; InputError for a missing, corrupt or foreign file."""
+    """Load a training checkpoint; InputError for a missing, corrupt, foreign or unsafe file.
+
+    Loaded with ``weights_only=True``: only tensors and plain values (dict, list, str,
+    numbers) are unpickled, so a crafted file cannot run code.  Checkpoints store their
+    config and counters as plain types for this reason.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Checkpoint {path} not found; give the checkpoint.pt of a training run.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights_only" not in str(error) and "Weights only" not in str(error):
+            raise InputError(f"Checkpoint {path} is corrupt or not a checkpoint (UnpicklingError); resume from an "
+                             "earlier copy or start a new run (resume=False).") from None
+        raise UnsafeCheckpointError(
+            f"Checkpoint {path} holds Python objects other than tensors and plain values, so it was not loaded "
+            "(loading it could run arbitrary code). Use a checkpoint written by LowDoseDenoise's trainer; if this "
+            "one came from a source you do not trust, delete it."
+        ) from None
     except Exception as error:  # torch raises many types for a damaged file
         raise InputError(
             f"Checkpoint {path} is corrupt or not a checkpoint ({type(error).__name__}); "
@@ -817,6 +834,8 @@ def load_generator_weights(g: Generator, source: str, gcfg: GeneratorConfig) -> 
         state = read_checkpoint(path)
         arch = state["architecture"]
         weights = state["g"]
+    except UnsafeCheckpointError:
+        raise
     except InputError:
         from ..modelfile import load_model
 
