@@ -28,6 +28,9 @@ class SeriesConfig:
     holdout: List[int] = field(default_factory=list)  #: [start, stop) held-out slices; [] = none
     gap: int = 2  #: slices left out on each side of the held-out block
     weight: float = 1.0  #: sampling weight relative to other series (per slice)
+    #: use every n-th training slice as a patch centre (neighbours stay available as 2.5D
+    #: context); bounds the noise-bank cost of long series
+    stride: int = 1
 
 
 def _default_normal() -> List[SeriesConfig]:
@@ -62,10 +65,17 @@ class DataConfig:
     )  #: noise textures (apodisations); "measured" = NPS of the real low-dose series
     noise_realisations: int = 2  #: precomputed unit-noise fields per slice and texture
     noise_sd: List[float] = field(default_factory=lambda: [5.0, 70.0])  #: added noise SD range, HU (log-uniform)
+    #: [min, max] dose fraction (log-uniform) relative to each series' own dose: the added SD is
+    #: the series' own noise SD × sqrt(1/a − 1), clipped to noise_sd; [] = draw the SD from noise_sd
+    dose: List[float] = field(default_factory=list)
     patch: int = 64  #: patch size in pixels
     context: int = 1  #: k: slices each side (2k+1 input channels)
     copy_neighbours: float = 0.3  #: share of samples whose 2k+1 channels all are the centre slice
     pixel_size: List[float] = field(default_factory=lambda: [0.5, 1.5])  #: in-plane pixel sizes drawn, mm
+    pixel_size_log: bool = False  #: draw the pixel size log-uniformly (as many 0.5–1 mm as 1.5–3 mm samples)
+    #: share of samples that get small low-contrast discs and fine patterns added to the clean
+    #: image before the noise (training.data.inject_details), so erasing them costs loss
+    inserts: float = 0.0
     #: add the simulated noise on the patch grid after the image is rescaled (true: the grain keeps
     #: its texture at every pixel size) instead of rescaling it with the image (false: smooths it)
     noise_on_patch_grid: bool = True
@@ -86,6 +96,9 @@ class DataConfig:
     recorrupt_low_dose: float = 0.0
     recorrupt_stride: int = 1  #: real low-dose centre slices used for R2R: every n-th training slice
     own_noise_realisations: int = 2  #: own-noise fields per slice for R2R
+    #: how R2R's own-noise fields are made: "simulator" (projection-domain, calibrated per block;
+    #: ~1–2 s per slice) or "measured" (stationary noise with the series' measured NPS and SD; FFT-cheap)
+    recorrupt_noise: str = "simulator"
     validation_dose: float = 0.25  #: dose fraction of the held-out validation
     validation_texture: str = "standard"  #: texture of the validation noise (stand-in simulator only)
 
@@ -272,6 +285,15 @@ def validate(config: TrainConfig) -> None:
         raise InputError("data.validation_dose must be a dose fraction in (0, 1).")
     if not (0.0 <= d.recorrupt <= 1.0 and 0.0 <= d.recorrupt_low_dose <= 1.0):
         raise InputError("data.recorrupt and data.recorrupt_low_dose must be shares in [0, 1].")
+    if d.dose and (len(d.dose) != 2 or not 0 < d.dose[0] <= d.dose[1] < 1):
+        raise InputError("data.dose must be [] or [min, max] dose fractions with 0 < min <= max < 1.")
+    if not 0.0 <= d.inserts <= 1.0:
+        raise InputError("data.inserts must be a share in [0, 1].")
+    if d.recorrupt_noise not in ("simulator", "measured"):
+        raise InputError("data.recorrupt_noise must be simulator or measured.")
+    for entry in list(d.normal_dose) + list(d.low_dose):
+        if entry.stride < 1:
+            raise InputError(f"Series {entry.name or entry.path}: stride must be 1 or more.")
     if d.recorrupt_alpha <= 0 or d.recorrupt_stride < 1 or d.own_noise_realisations < 1:
         raise InputError(
             "data.recorrupt_alpha must be > 0, data.recorrupt_stride and data.own_noise_realisations >= 1."

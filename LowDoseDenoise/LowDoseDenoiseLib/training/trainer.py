@@ -28,6 +28,7 @@ import math
 import os
 import pickle
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -225,7 +226,9 @@ class Trainer:
         c = self.config
         d = c.data
         k = d.context
-        patch = tdata.PatchConfig(d.patch, k, d.copy_neighbours, tuple(d.pixel_size), d.min_tissue, d.flips)
+        patch = tdata.PatchConfig(
+            d.patch, k, d.copy_neighbours, tuple(d.pixel_size), d.min_tissue, d.flips, d.pixel_size_log
+        )
         normal = self._series(d.normal_dose)
         low = (
             self._series(d.low_dose)
@@ -242,6 +245,8 @@ class Trainer:
                 pieces.append(series.hu[train[:: max(1, len(train) // 40)]])
             measured = tdata.measured_texture_filter(np.concatenate(pieces))
         normal_sources, sim_sources, clean_slices = [], [], {}
+        self.own_sd: Dict[str, float] = {}  #: each series' own noise SD (HU), for data.dose
+        self.own_filters: Dict[str, np.ndarray] = {}  #: each series' measured noise texture ("own")
         self.validation: Optional[Validation] = None
         for series, entry in normal:
             train, held = tdata.split_blocks(series.hu.shape[0], tuple(entry.holdout), entry.gap)
@@ -252,14 +257,22 @@ class Trainer:
                 sim_part, normal_part = train[:half], train[half:]
             else:
                 sim_part, normal_part = train, train
+            # every stride-th slice is a centre; the others stay available as 2.5D context
+            # (their noise comes from a centre's fields, shifted: see _fields)
+            sim_centres, normal_centres = sim_part[:: entry.stride], normal_part[:: entry.stride]
             normal_sources.append(
-                tdata.SliceSource(series.name, series.hu, series.pixel_size, normal_part, normal_part, entry.weight)
+                tdata.SliceSource(series.name, series.hu, series.pixel_size, normal_centres, normal_part, entry.weight)
             )
             sim_sources.append(
-                tdata.SliceSource(series.name, series.hu, series.pixel_size, sim_part, sim_part, entry.weight)
+                tdata.SliceSource(series.name, series.hu, series.pixel_size, sim_centres, sim_part, entry.weight)
             )
-            for i in sorted(set(sim_part) | set(normal_part)):
+            for i in sorted(set(sim_centres) | set(normal_centres)):
                 clean_slices[f"{series.name}:{i}"] = (series.hu[i], series.spacing)
+            self.own_sd[series.name] = tdata.series_noise_sd(series.hu, sorted(set(sim_centres) | set(normal_centres)))
+            if "own" in d.textures:
+                self.own_filters[series.name] = tdata.series_texture_filter(
+                    series.hu[train[:: max(1, len(train) // 40)]]
+                )
             if held and self.validation is None:
                 liver = series.liver_mask()
                 clean = series.hu[held]
@@ -301,14 +314,15 @@ class Trainer:
         blocks = []  # (series, slice indices needing a field)
         if d.recorrupt > 0:
             for series, entry in normal:
-                blocks.append((series, tdata.split_blocks(series.hu.shape[0], tuple(entry.holdout), entry.gap)[0]))
+                train = tdata.split_blocks(series.hu.shape[0], tuple(entry.holdout), entry.gap)[0]
+                blocks.append((series, train[:: entry.stride]))
         if d.recorrupt_low_dose > 0:
             if not low:
                 raise InputError("data.recorrupt_low_dose > 0 needs data.low_dose series (real low-dose CT).")
             sources = []
             for series, entry in low:
                 train, _ = tdata.split_blocks(series.hu.shape[0], tuple(entry.holdout), entry.gap)
-                centres = train[:: d.recorrupt_stride]
+                centres = train[:: d.recorrupt_stride * entry.stride]
                 needed = sorted({i for c in centres for i in tdata.context_indices(c, k, train)})
                 blocks.append((series, needed))
                 sources.append(tdata.SliceSource(series.name, series.hu, series.pixel_size, centres, train, entry.weight))
@@ -322,7 +336,15 @@ class Trainer:
         block = series.hu[indices]
         fingerprint = [series.name, indices, list(block.shape), float(block[:, ::8, ::8].sum())]
         path = cache / f"ownnoise-{series.name}-{_cache_key(fingerprint + [d.own_noise_realisations, self.config.seed])}.npz"
-        if path.is_file():
+        if d.recorrupt_noise == "measured":
+            # stationary noise with the series' own measured texture and SD (FFT-cheap)
+            if series.name not in self.own_filters:
+                self.own_filters[series.name] = tdata.series_texture_filter(block[:: max(1, len(block) // 40)])
+            sd = self.own_sd.get(series.name) or tdata.series_noise_sd(series.hu, indices)
+            unit = tdata.stationary_noise(block.shape, self.own_filters[series.name], d.own_noise_realisations,
+                                          self.config.seed + 31 + zlib.crc32(series.name.encode()) % 100003)
+            fields = [(f.astype(np.float32) * sd).astype(np.float16) for f in unit]
+        elif path.is_file():
             stored = np.load(path)
             fields = [stored[f"r{r}"] for r in range(d.own_noise_realisations)]
         else:
@@ -359,6 +381,7 @@ class Trainer:
                 float(measured.sum()) if measured is not None else 0.0,
                 tdata.simulator_available(),
             ]
+            + ([sorted((k, float(v.sum())) for k, v in self.own_filters.items())] if "own" in textures else [])
         )
         path = cache / f"noisebank-{key}.npz"
         if path.is_file():
@@ -368,7 +391,8 @@ class Trainer:
                 slice_key, texture, _ = name.rsplit("|", 2)
                 bank.fields.setdefault((slice_key, texture), []).append(stored[name])
             return bank
-        bank = tdata.NoiseBank.build(slices, textures, d.noise_realisations, self.config.seed, measured)
+        bank = tdata.NoiseBank.build(slices, textures, d.noise_realisations, self.config.seed, measured,
+                                     self.own_filters)
         # kept as float16 in memory, exactly as cached, so a fresh and a resumed run see the same noise
         bank.fields = {key: [f.astype(np.float16) for f in fs] for key, fs in bank.fields.items()}
         if self.rank == 0:
@@ -478,10 +502,17 @@ class Trainer:
         geometry = sampler.draw_geometry(rng)
         clean = sampler.stack(geometry)
         source = sampler.sources[geometry["source"]]
+        if d.inserts > 0 and rng.random() < d.inserts:
+            clean = tdata.inject_details(clean, geometry["pixel_size"], rng)
         noisy = clean
         if add:
             texture = self.textures[int(rng.integers(len(self.textures)))]
-            sd = math.exp(rng.uniform(math.log(d.noise_sd[0]), math.log(d.noise_sd[1])))
+            if d.dose and source.name in self.own_sd:
+                dose = math.exp(rng.uniform(math.log(d.dose[0]), math.log(d.dose[1])))
+                sd = self.own_sd[source.name] * math.sqrt(1.0 / dose - 1.0)
+                sd = min(max(sd, d.noise_sd[0]), d.noise_sd[1])
+            else:
+                sd = math.exp(rng.uniform(math.log(d.noise_sd[0]), math.log(d.noise_sd[1])))
             fields = self._fields(geometry, source.name, rng, self.bank.fields, texture)
             noisy = clean + self._place_noise(sampler, fields, geometry) * sd
         target = clean[k : k + 1]
@@ -505,11 +536,22 @@ class Trainer:
         (a copied-neighbour stack repeats the same field)."""
         chosen: Dict[int, np.ndarray] = {}
         out = []
+        centre_key = f"{name}:{geometry['centre']}"
         for index in geometry["indices"]:
             if index not in chosen:
                 key = f"{name}:{index}"
-                options = bank[(key, texture)] if texture is not None else bank[key]
-                field = options[int(rng.integers(len(options)))].astype(np.float32)
+                lookup = (key, texture) if texture is not None else key
+                if lookup in bank:
+                    options = bank[lookup]
+                    field = options[int(rng.integers(len(options)))].astype(np.float32)
+                else:
+                    # a context slice between centres (SeriesConfig.stride): the centre's field,
+                    # circularly shifted far beyond the noise correlation length, so it is
+                    # independent of the centre's noise but keeps its texture and level
+                    options = bank[(centre_key, texture) if texture is not None else centre_key]
+                    field = options[int(rng.integers(len(options)))].astype(np.float32)
+                    shift = (int(rng.integers(24, field.shape[-2] - 24)), int(rng.integers(24, field.shape[-1] - 24)))
+                    field = np.roll(field, shift, axis=(-2, -1))
                 chosen[index] = field if rng.random() < 0.5 else -field
             out.append(chosen[index])
         return np.stack(out)

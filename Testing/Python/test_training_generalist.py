@@ -1,0 +1,107 @@
+"""Training for unseen scanners (issue 12): detail inserts, own-texture noise, dose-relative
+noise levels, slice strides and log-uniform pixel sizes."""
+
+import numpy as np
+import pytest
+from test_training import _config, dataset  # noqa: F401  (the tiny two-series fixture)
+
+from LowDoseDenoiseLib.errors import InputError
+from LowDoseDenoiseLib.training import data as tdata
+from LowDoseDenoiseLib.training.config import config_from_dict
+from LowDoseDenoiseLib.training.trainer import Trainer
+
+
+def test_inject_details_adds_faint_discs_and_patterns_only_on_soft_tissue():
+    rng = np.random.default_rng(0)
+    stack = np.full((3, 96, 96), -1000.0, np.float32)
+    stack[:, 16:80, 16:80] = 50.0
+    changed_pixels, max_changes = [], []
+    for _ in range(30):
+        out = tdata.inject_details(stack, 0.8, rng)
+        diff = out - stack
+        assert np.all(diff[:, :8, :] == 0)  # air far from tissue is untouched
+        centre = diff[1]
+        changed_pixels.append(int((np.abs(centre) > 0.5).sum()))
+        max_changes.append(float(np.abs(centre).max()))
+        # neighbours get the same insert, weaker or equal (partial volume in z)
+        assert np.abs(diff[0]).sum() <= np.abs(diff[1]).sum() + 1e-3
+    assert min(changed_pixels) > 0
+    assert min(max_changes) >= 3.0 - 1e-3  # at least one 3 HU (or stronger) disc every time
+    assert max(max_changes) > 30.0  # patterns (30–200 HU) appear in some samples
+    air = np.full((3, 32, 32), -1000.0, np.float32)
+    assert np.array_equal(tdata.inject_details(air, 0.8, rng), air)
+
+
+def test_own_texture_noise_reads_back_its_sd_and_grain(dataset, tmp_path):  # noqa: F811
+    # a fine-grain series and a smooth-grain series: each one's "own" texture keeps its grain
+    rng = np.random.default_rng(1)
+    base = np.full((4, 128, 128), 40.0, np.float32)
+    white = rng.standard_normal(base.shape).astype(np.float32)
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(white, (0, 2.0, 2.0))
+    smooth *= 1.0 / smooth.std()
+    lags = []
+    for noise in (white, smooth):
+        filt = tdata.series_texture_filter(base + 20.0 * noise)
+        field = tdata.stationary_noise((128, 128), filt, 1, seed=3)[0].astype(np.float32)
+        assert abs(float(field.std()) - 1.0) < 0.05
+        lags.append(float(np.mean(field[:, 1:] * field[:, :-1])))
+    assert lags[0] < 0.2 < lags[1]  # white stays white, smooth stays smooth
+
+
+def test_dose_relative_noise_follows_the_series_own_sd(dataset, tmp_path):  # noqa: F811
+    config = _config(dataset, tmp_path, data={"dose": [0.25, 0.2501], "noise_sd": [1.0, 500.0],
+                                              "copy_neighbours": 0.0})
+    trainer = Trainer(config, progress=False)
+    own = trainer.own_sd["normal"]
+    assert 5.0 < own < 12.0  # the fixture's 8 HU
+    rng = np.random.default_rng(0)
+    sds = []
+    for _ in range(12):
+        x, target = trainer._noisy(trainer.normal_sampler, rng)
+        added = x[1] - target[0]
+        sds.append(float(added[target[0] > -500].std()))
+    expected = own * np.sqrt(1 / 0.25 - 1)
+    assert abs(float(np.median(sds)) / expected - 1) < 0.35, (sds, expected)
+
+
+def test_stride_centres_and_neighbour_noise_is_independent_of_the_centre(dataset, tmp_path):  # noqa: F811
+    config = _config(dataset, tmp_path, data={"copy_neighbours": 0.0, "noise_realisations": 1},
+                     )
+    config.data.normal_dose[0].stride = 2
+    trainer = Trainer(config, progress=False)
+    source = trainer.normal_sampler.sources[0]
+    assert source.centres == source.allowed[::2]
+    assert all(key.rsplit(":", 1)[1] in {str(c) for c in source.centres}
+               for (key, _texture) in trainer.bank.fields)
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        geometry = trainer.normal_sampler.draw_geometry(rng)
+        fields = trainer._fields(geometry, source.name, rng, trainer.bank.fields, trainer.textures[0])
+        assert fields.shape[0] == 3
+        a, b = fields[0].ravel(), fields[1].ravel()
+        if geometry["indices"][0] != geometry["indices"][1]:
+            assert abs(float(np.corrcoef(a, b)[0, 1])) < 0.2  # shifted: not the centre's noise
+
+
+def test_log_pixel_sizes_cover_the_range_evenly_in_log():
+    sampler_cfg = tdata.PatchConfig(patch=32, pixel_size=(0.5, 3.0), pixel_size_log=True)
+    hu = np.full((3, 400, 400), 40.0, np.float32)
+    sampler = tdata.PatchSampler([tdata.SliceSource("s", hu, 0.5, [1], [0, 1, 2])], sampler_cfg)
+    rng = np.random.default_rng(0)
+    sizes = np.array([sampler.draw_geometry(rng)["pixel_size"] for _ in range(400)])
+    assert sizes.min() >= 0.5 and sizes.max() <= 3.0
+    below = float(np.mean(sizes < np.sqrt(0.5 * 3.0)))  # the geometric midpoint splits them in half
+    assert 0.4 < below < 0.6
+
+
+def test_new_config_fields_are_checked():
+    with pytest.raises(InputError, match="data.dose"):
+        config_from_dict({"mode": "paired", "data": {"dose": [0.5, 0.1]}})
+    with pytest.raises(InputError, match="data.inserts"):
+        config_from_dict({"mode": "paired", "data": {"inserts": 2}})
+    with pytest.raises(InputError, match="recorrupt_noise"):
+        config_from_dict({"mode": "paired", "data": {"recorrupt_noise": "magic"}})
+    with pytest.raises(InputError, match="stride"):
+        config_from_dict({"mode": "paired", "data": {"normal_dose": [{"path": "x", "stride": 0}]}})
