@@ -59,21 +59,55 @@ class Method:
     filter: Optional[str] = None
 
 
-def parse_method(spec: str) -> Method:
-    """``original``, ``cad``/``gaussian``/``nlm``, or ``MODEL[@STRENGTH]`` (``model`` = bundled, a name or a .pt path)."""
+def _resolve_model(name: str) -> Optional[str]:
+    """The model file a name or path means, or None when it means none (the registry where present)."""
     from .. import modelfile
 
+    resolver = getattr(modelfile, "resolve_model", None)
+    if resolver is not None:
+        try:
+            return str(resolver(name))
+        except Exception:  # ModelError: not a model; the caller says what is valid
+            return None
+    path = Path(name).expanduser()
+    if path.is_file():
+        return str(path)
+    shipped = {model_path.stem: model_path for model_path in getattr(modelfile, "available_models", list)()}
+    return str(shipped[name]) if name in shipped else None
+
+
+def _model_names() -> List[str]:
+    from .. import modelfile
+
+    if hasattr(modelfile, "list_models"):
+        return [entry.name for entry in modelfile.list_models() if entry.problem is None]
+    return [path.stem for path in getattr(modelfile, "available_models", list)()]
+
+
+def parse_method(spec: str) -> Method:
+    """``original``, ``cad``/``gaussian``/``nlm``, or ``MODEL[@STRENGTH]``.
+
+    MODEL is ``model`` (the default bundled model), a bundled model's name (``NAME`` or
+    ``NAME@VERSION``) or a .pt file; the strength after the last '@' lies in (0, 1].
+    """
     text = str(spec).strip()
     if not text:
         raise InputError("An empty method name was given; list methods separated by commas, e.g. original,model,cad.")
-    name, _, strength_text = text.partition("@")
-    lowered = name.lower()
-    if lowered == p.REFERENCE_METHOD or lowered in FILTERS:
-        if strength_text:
-            raise InputError(f"Method '{text}': only a model takes @STRENGTH; write '{name}'.")
-        if lowered == p.REFERENCE_METHOD:
-            return Method(spec=lowered, kind="original")
+    lowered = text.lower()
+    if lowered == p.REFERENCE_METHOD:
+        return Method(spec=lowered, kind="original")
+    if lowered in FILTERS:
         return Method(spec=lowered, kind="filter", filter=lowered)
+    if lowered.partition("@")[0] in (p.REFERENCE_METHOD, *FILTERS):
+        raise InputError(f"Method '{text}': only a model takes @STRENGTH; write '{text.partition('@')[0]}'.")
+    if lowered in ("model", "bundled"):
+        return Method(spec=text, kind="model", model=None)
+    whole = _resolve_model(text)  # NAME@VERSION is a model name, not a strength
+    if whole is not None:
+        return Method(spec=text, kind="model", model=whole)
+    name, at, strength_text = text.rpartition("@")
+    if not at:
+        name, strength_text = text, ""
     strength = 1.0
     if strength_text:
         try:
@@ -82,24 +116,15 @@ def parse_method(spec: str) -> Method:
             raise InputError(f"Method '{text}': the strength after '@' must be a number in (0, 1].") from None
         if not 0.0 < strength <= 1.0:
             raise InputError(f"Method '{text}': the strength must lie in (0, 1]; 0 would be the original.")
-    if lowered in ("model", "bundled"):
+    if name.lower() in ("model", "bundled"):
         return Method(spec=text, kind="model", model=None, strength=strength)
-    path = Path(name).expanduser()
-    if path.suffix.lower() == ".pt" or os.sep in name or "/" in name:
-        if not path.is_file():
-            raise InputError(f"Method '{text}': model file {path} not found; give an existing .pt model file.")
-        return Method(spec=text, kind="model", model=str(path), strength=strength)
-    resolver = getattr(modelfile, "resolve_model", None)  # the model registry, where present
-    if resolver is not None:
-        try:
-            return Method(spec=text, kind="model", model=str(resolver(name)), strength=strength)
-        except Exception:  # fall through to the message below, which lists every choice
-            pass
-    shipped = {model_path.stem: model_path for model_path in modelfile.available_models()}
-    if name in shipped:
-        return Method(spec=text, kind="model", model=str(shipped[name]), strength=strength)
-    choices = ", ".join([p.REFERENCE_METHOD, *FILTERS, "model", *shipped, "PATH.pt"])
-    raise InputError(f"Unknown method '{text}'; use one of {choices} (models take an optional @STRENGTH).")
+    model = _resolve_model(name)
+    if model is not None:
+        return Method(spec=text, kind="model", model=model, strength=strength)
+    if Path(name).suffix.lower() == ".pt" or "/" in name or os.sep in name:
+        raise InputError(f"Method '{text}': model file {name} not found; give an existing .pt model file.")
+    choices = ", ".join([p.REFERENCE_METHOD, *FILTERS, "model", *_model_names(), "PATH.pt"])
+    raise InputError(f"Unknown method '{text}'; use one of {choices} (a model takes an optional @STRENGTH).")
 
 
 def parse_methods(specs: Union[str, Sequence[str]]) -> List[Method]:
@@ -334,6 +359,7 @@ def plan_study(
             "format_version": p.FORMAT_VERSION,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "seed": int(seed),
+            "pairs": pairs,
             "methods": {label: {"spec": m.spec, "kind": m.kind} for m, label in zip(method_list, labels)},
             "cases": key_cases,
             "items": {item["id"]: {"case": f"case_{item['case'] + 1:02d}", "A": item["A"], "B": item["B"]}
@@ -342,7 +368,7 @@ def plan_study(
             "worklist_sha256": hashlib.sha256(_json_bytes(worklist)).hexdigest(),
         }
         _write_json(work / p.WORKLIST_FILE, worklist)
-        _write_json(work / p.PROTOCOL_FILE, p.protocol_document(reader_ids, seed, (width, level), pairs))
+        _write_json(work / p.PROTOCOL_FILE, p.protocol_document(reader_ids, seed, (width, level)))
         _write_json(work / p.KEY_DIR / p.KEY_FILE, key)
         (work / p.KEY_DIR / "README.txt").write_text(KEY_WARNING, encoding="utf-8")
         (work / "README.txt").write_text(_study_readme(reader_ids), encoding="utf-8")
@@ -366,10 +392,9 @@ def _write_json(path: Path, document: Dict[str, Any]) -> None:
 
 def _study_readme(readers: List[str]) -> str:
     return (
-        "Blinded reader study (LowDoseDenoise)\n\n"
-        f"Readers: {', '.join(readers)}. Each reader opens this folder in the Slicer module 'Reader Study'\n"
-        "(or drives LowDoseDenoiseLib.readerstudy.scores.ReadingSession from a script), enters the own id,\n"
-        "and scores the pairs in the order given; every item is saved at once to scores/READER.jsonl.\n\n"
-        "The key/ folder reveals the methods: remove it before giving this folder to the readers, and put\n"
-        "it back for `lowdose-denoise reader-study summarize THIS_FOLDER --out REPORT.md`.\n"
+        "Blinded reader study\n\n"
+        f"Readers: {', '.join(readers)}. Each reader opens this folder in the Slicer module 'Reader Study', enters\n"
+        "the own id and scores the pairs in the order given; every pair is saved at once to scores/READER.jsonl.\n\n"
+        "The key/ folder tells which image is which: remove it before the folder goes to the readers, and put it\n"
+        "back, unchanged, for the summary (reader-study summarize THIS_FOLDER --out REPORT.md).\n"
     )

@@ -65,8 +65,12 @@ def check_reader_id(reader: str) -> str:
     return reader
 
 
-def protocol_document(readers: List[str], seed: int, window: Tuple[float, float], pairs: str) -> Dict[str, Any]:
-    """The protocol.json content: what the readers score and how the study was randomised."""
+def protocol_document(readers: List[str], seed: int, window: Tuple[float, float]) -> Dict[str, Any]:
+    """The protocol.json content: what the readers score and how the study was randomised.
+
+    The pair design (each method against the original, or all pairs) is kept in the key: telling the
+    readers that one image of every pair is the original would unblind half of each pair.
+    """
     return {
         "format_version": FORMAT_VERSION,
         "criteria": [
@@ -76,7 +80,6 @@ def protocol_document(readers: List[str], seed: int, window: Tuple[float, float]
         "scale": {"min": SCALE[0], "max": SCALE[-1], "higher_is_better": True},
         "preference": {"choices": list(PREFERENCES), "question": "Which image would you rather read?"},
         "window": {"width": float(window[0]), "level": float(window[1]), "changeable": True},
-        "pairs": pairs,
         "seed": int(seed),
         "readers": list(readers),
         "instructions": (
