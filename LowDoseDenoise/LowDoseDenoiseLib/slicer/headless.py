@@ -52,6 +52,32 @@ class ApplicationScene:
     def layout_node(self):
         return self.layout_logic.GetLayoutNode()
 
+    def close(self) -> None:
+        """Detach the logics from the scene, then clear it, in the order the application does.
+
+        Left to Python's garbage collector, the scene may be destroyed before the slice
+        logics that observe it (a crash at exit); call this when done, or use the
+        scene as a context manager.
+        """
+        if self.scene is None:
+            return
+        self.app_logic.SetSliceLogics(None)
+        for logic in self.slice_logics.values():
+            logic.SetMRMLScene(None)
+        self.slice_logics.clear()
+        self.layout_logic.SetMRMLScene(None)
+        self.color_logic.SetMRMLScene(None)
+        self.app_logic.SetMRMLScene(None)
+        self.scene.Clear(1)
+        self.scene = None
+        self.sh = None
+
+    def __enter__(self) -> ApplicationScene:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def node_ids(self) -> set:
         """IDs of every node in the scene (to check that nothing was added or left behind)."""
         return {self.scene.GetNthNode(i).GetID() for i in range(self.scene.GetNumberOfNodes())}

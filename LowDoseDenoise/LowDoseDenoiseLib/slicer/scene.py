@@ -17,6 +17,13 @@ its main thread and run the engine in a worker thread:
 :meth:`DenoiseLogic.process` does the three in a row, for scripts.  Nothing is added to
 or changed in the scene before the engine has succeeded, so an error or a cancel
 leaves the scene as it was.
+
+The output keeps a node reference (role :data:`SOURCE_REFERENCE_ROLE`) to the volume it
+was made from; the DICOM export (:mod:`.dicomexport`) files the result into *that*
+volume's patient and study, never into whatever happens to be selected.  Warnings of a
+run (values that do not look like CT, pixel size outside the training range, a fall
+back from the GPU to the CPU) are collected in :attr:`DenoiseJob.messages`, a
+thread-safe :class:`~.messages.MessageLog` the GUI drains on its main thread.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ from vtk.util import numpy_support
 from .. import __version__
 from ..errors import Cancelled, InputError, LowDoseDenoiseError
 from ..modelfile import LoadedModel, load_model
+from . import compat
+from .messages import MessageLog, capture_thread_logs
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -45,6 +54,10 @@ ATTRIBUTE_PREFIX = "LowDoseDenoise."
 TEMPORARY_ATTRIBUTE = ATTRIBUTE_PREFIX + "Temporary"
 #: Suffix of the output node's name.
 OUTPUT_SUFFIX = " denoised"
+#: Node reference role from an output volume to the volume it was denoised from.
+SOURCE_REFERENCE_ROLE = "LowDoseDenoiseSource"
+#: At most this many central slices enter the noise measurement of the run summary.
+NOISE_SLICES = 5
 #: Comparison layouts understood by :meth:`DenoiseLogic.show_comparison`.
 COMPARISON_LAYOUTS = ("side-by-side", "with-difference")
 #: File endings :meth:`DenoiseLogic.export` writes (one file each, so the write can be atomic).
@@ -68,6 +81,40 @@ _WITH_DIFFERENCE_LAYOUT = (
 )
 
 
+class NotCTError(InputError):
+    """The input's values do not look like CT in HU; ``prepare(..., allow_non_ct=True)`` runs anyway."""
+
+
+@dataclass
+class RunSummary:
+    """What a finished run did, for the log box and scripts.
+
+    Noise SDs (HU) are measured with :func:`LowDoseDenoiseLib.quality.noise.measure_noise`
+    (mode of the local SD in flat soft tissue) on up to :data:`NOISE_SLICES` central
+    slices, the same slices before and after; NaN when the image has no flat soft tissue.
+    """
+
+    model: str
+    sha256: str
+    strength: float
+    device: str
+    seconds: float
+    slices: int
+    noise_in: float
+    noise_out: float
+
+    def line(self) -> str:
+        """One line: model, SHA-256 prefix, strength, device, time and noise before/after."""
+        if np.isfinite(self.noise_in) and np.isfinite(self.noise_out):
+            noise = f"noise SD {self.noise_in:.1f} -> {self.noise_out:.1f} HU in flat soft tissue"
+        else:
+            noise = "noise not measured (no flat soft tissue found)"
+        return (
+            f"{self.model} (sha256 {self.sha256[:12]}), strength {self.strength:g}, {self.device}, "
+            f"{self.slices} slices in {self.seconds:.1f} s; {noise}"
+        )
+
+
 class DenoiseJob:
     """One denoising run: the inputs copied out of the scene, the engine's state and result.
 
@@ -86,6 +133,7 @@ class DenoiseJob:
         model: LoadedModel,
         device: str,
         strength: float,
+        messages: Optional[MessageLog] = None,
     ):
         self.input_id = input_id
         self.input_name = input_name
@@ -95,6 +143,9 @@ class DenoiseJob:
         self.model = model
         self.device = device
         self.strength = strength
+        #: Warnings and notes of this run, thread-safe; the GUI drains them on its main thread.
+        self.messages = messages if messages is not None else MessageLog()
+        self.summary: Optional[RunSummary] = None
         self.state = "ready"
         self.result: Optional[np.ndarray] = None
         self.error: Optional[BaseException] = None
@@ -155,23 +206,55 @@ class DenoiseJob:
             return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel())
 
         try:
-            self.result = denoise_volume(
-                self.voxels,
-                model=self.model,
-                device=self.device,
-                strength=self.strength,
-                progress=report,
-                cancel=is_cancelled,
-                spacing=self.spacing,
-            )
+            with capture_thread_logs(self.messages):  # engine warnings of this thread -> messages
+                result = denoise_volume(
+                    self.voxels,
+                    model=self.model,
+                    device=self.device,
+                    strength=self.strength,
+                    progress=report,
+                    cancel=is_cancelled,
+                    spacing=self.spacing,
+                )
+                self.summary = self._summarise(result, time.monotonic() - self._started)
         except Cancelled as error:
             self.error, self.state = error, "cancelled"
+            self.messages.info("Cancelled; nothing was added to the scene.")
             raise
         except BaseException as error:
             self.error, self.state = error, "failed"
+            self.messages.error(str(error) or type(error).__name__)
             raise
+        self.result = result
+        self.messages.info(self.summary.line())
         self.state = "done"
         return self.result
+
+    def _summarise(self, result: np.ndarray, seconds: float) -> RunSummary:
+        from ..quality.noise import measure_noise
+
+        depth = self.voxels.shape[0]
+        start = max(0, depth // 2 - NOISE_SLICES // 2)
+        stop = min(depth, start + NOISE_SLICES)
+
+        def noise_sd(hu: np.ndarray) -> float:
+            try:
+                return float(measure_noise(hu).sd)
+            except InputError:  # a slice smaller than the noise window: the summary says "not measured"
+                return float("nan")
+
+        noise_in = noise_sd(self.voxels[start:stop].astype(np.float32))
+        noise_out = noise_sd(result[start:stop])
+        return RunSummary(
+            model=f"{self.model.name} {self.model.version}",
+            sha256=self.model.sha256,
+            strength=self.strength,
+            device=self.device,
+            seconds=seconds,
+            slices=depth,
+            noise_in=float(noise_in),
+            noise_out=float(noise_out),
+        )
 
     def start(self) -> None:
         """Run the engine in a daemon thread; poll :attr:`finished` or call :meth:`wait`."""
@@ -238,15 +321,29 @@ class DenoiseLogic:
         strength: float = 1.0,
         progress: Optional[ProgressCallback] = None,
         cancel: Any = None,
+        allow_non_ct: bool = False,
+        messages: Optional[MessageLog] = None,
     ):
-        """Denoise ``input_node`` and return the output volume node ("<input name> denoised").
+        """Denoise ``input_node`` and return the output volume node.
 
-        Usable without any GUI.  ``output_node`` None creates a new node; an existing
-        scalar volume node is overwritten.  ``model`` is a LoadedModel, a model file or
-        None for the bundled model; ``progress(done, total)`` and ``cancel`` (a callable
-        or an Event) are passed to the engine.  On error or cancel the scene is unchanged.
+        Usable without any GUI.  ``output_node`` None creates a new node named after
+        the input, the model and the strength ("CT denoised (model 1.0, strength 0.75)");
+        an existing scalar volume node is overwritten but keeps its name.  ``model`` is a
+        LoadedModel, a model file or None for the bundled model; ``progress(done, total)``
+        and ``cancel`` (a callable or an Event) are passed to the engine.  Values that do
+        not look like CT in HU raise :class:`NotCTError` unless ``allow_non_ct``.  The
+        run's warnings and summary go to ``messages`` (or a new log, see
+        :attr:`DenoiseJob.messages`).  On error or cancel the scene is unchanged.
         """
-        job = self.prepare(input_node, output_node, model=model, device=device, strength=strength)
+        job = self.prepare(
+            input_node,
+            output_node,
+            model=model,
+            device=device,
+            strength=strength,
+            allow_non_ct=allow_non_ct,
+            messages=messages,
+        )
         job.run(progress=progress, cancel=cancel)
         return self.finish(job)
 
@@ -257,14 +354,19 @@ class DenoiseLogic:
         model: Union[LoadedModel, str, Path, None] = None,
         device: str = "auto",
         strength: float = 1.0,
+        allow_non_ct: bool = False,
+        messages: Optional[MessageLog] = None,
     ) -> DenoiseJob:
         """Check the input, output, model, device and strength, and copy the voxels into a job.
 
-        Raises InputError, ModelError or DeviceError with a message for the user; the
-        scene is not changed.
+        Raises InputError, ModelError or DeviceError with a message for the user, and
+        :class:`NotCTError` when the values do not look like CT in HU (an MR, an 8-bit
+        picture, a parameter map) unless ``allow_non_ct``, in which case the job's
+        messages carry the warning.  The scene is not changed.
         """
-        from ..engine import resolve_device
+        from ..engine import ct_range_problem, resolve_device
 
+        log = messages if messages is not None else MessageLog()
         image = self._check_input(input_node)
         if output_node is not None:
             self._check_output(output_node, input_node)
@@ -280,6 +382,14 @@ class DenoiseLogic:
         target = resolve_device(device)
         voxels = np.array(_voxel_view(image), copy=True)  # the worker must never see VTK memory
         voxels.flags.writeable = False
+        problem = ct_range_problem(voxels)
+        if problem:
+            if not allow_non_ct:
+                raise NotCTError(
+                    f"'{input_node.GetName()}' does not look like CT in Hounsfield units: {problem}. "
+                    "The model is trained on CT only; choose a CT volume, or confirm to process it anyway."
+                )
+            log.warning(f"'{input_node.GetName()}': {problem}; processed anyway, as asked.")
         spacing = input_node.GetSpacing()
         return DenoiseJob(
             input_id=input_node.GetID(),
@@ -290,6 +400,7 @@ class DenoiseLogic:
             model=loaded,
             device=str(target),
             strength=strength,
+            messages=log,
         )
 
     def finish(self, job: DenoiseJob):
@@ -326,12 +437,15 @@ class DenoiseLogic:
         node = output_node
         try:
             if created:
-                node = self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", job.input_name + OUTPUT_SUFFIX)
+                name = self.scene.GenerateUniqueName(output_name(job.input_name, job.model, job.strength))
+                node = self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
             was_modifying = node.StartModify()
             try:
-                node.SetName(job.input_name + OUTPUT_SUFFIX)
                 node.CopyOrientation(input_node)  # the full IJK-to-RAS matrix, oblique included
                 node.SetAndObserveImageData(new_image)
+                # under a transform, the result must sit where the input is shown
+                node.SetAndObserveTransformNodeID(input_node.GetTransformNodeID())
+                node.SetNodeReferenceID(SOURCE_REFERENCE_ROLE, input_node.GetID())
                 self._write_provenance(node, job, input_node)
             finally:
                 node.EndModify(was_modifying)
@@ -571,11 +685,8 @@ class DenoiseLogic:
             sh.SetItemParent(item, parent)
         else:
             item = sh.CreateItem(parent, node)
-        for uid_name in list(sh.GetItemUIDNames(item) or ()):
-            sh.RemoveItemUID(item, uid_name)  # a reused node must not keep the original's DICOM UIDs
-        for attribute in list(sh.GetItemAttributeNames(item) or ()):
-            if attribute.startswith("DICOM"):
-                sh.RemoveItemAttribute(item, attribute)
+        # a reused node must not keep the original's DICOM UIDs and attributes
+        compat.clear_item_dicom_identity(sh, item, parent)
 
     def _remove_node(self, node) -> None:
         """Remove a node we created, with its display and storage nodes and its hierarchy item."""
@@ -652,6 +763,7 @@ class DenoiseLogic:
         try:
             node.CopyOrientation(denoised)
             node.SetAndObserveImageData(image)
+            node.SetAndObserveTransformNodeID(denoised.GetTransformNodeID())
             node.SetAttribute(TEMPORARY_ATTRIBUTE, "1")
             node.SetHideFromEditors(1)
             node.SetSaveWithScene(0)
@@ -781,3 +893,15 @@ def ijk_to_ras(node) -> np.ndarray:
     matrix = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def output_name(input_name: str, model: LoadedModel, strength: float) -> str:
+    """Name of a new output: "<input> denoised (<model> <version>, strength <s>)"."""
+    return f"{input_name or 'volume'}{OUTPUT_SUFFIX} ({model.name} {model.version}, strength {strength:g})"
+
+
+def source_volume(output_node):
+    """The volume ``output_node`` was denoised from (its source reference), or None."""
+    if output_node is None:
+        return None
+    return output_node.GetNodeReference(SOURCE_REFERENCE_ROLE)
