@@ -1,6 +1,6 @@
 """`lowdose-denoise`: the command line, thin over the library.
 
-Subcommands: denoise, simulate, phantom, demo, info, series, compare, evaluate, train, export.
+Subcommands: denoise, simulate, phantom, demo, models, info, series, compare, evaluate, train, export.
 Exit codes: 0 success, 2 bad input or usage (one-line reason on stderr), 130 when
 interrupted (Ctrl-C); nothing is left behind in either failure case, because every
 output is written to a temporary name and renamed into place only when complete.
@@ -24,6 +24,7 @@ log = logging.getLogger("lowdose_denoise")
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 OUTPUT_FORMATS = {"nrrd": ".nrrd", "nifti": ".nii.gz", "mha": ".mha", "dicom": ""}
+MODEL_HELP = "a bundled model's name (see `lowdose-denoise models`) or a TorchScript model file (default: the default model)"
 
 
 # ---------------------------------------------------------------- helpers
@@ -232,6 +233,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    """List the bundled models with name, version, summary and training dose; mark the default."""
+    import os
+
+    from . import modelfile
+
+    entries = modelfile.list_models()
+    if not entries:
+        print(f"no bundled models in {modelfile.MODELS_DIR}; give --model FILE")
+    for entry in entries:
+        print(entry.line())
+    override = os.environ.get(modelfile.MODEL_ENV)
+    if override:
+        print(f"(${modelfile.MODEL_ENV} is set: the default is {override})")
+    return EXIT_OK
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from . import modelfile
 
@@ -376,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("denoise", help="denoise image files or DICOM series folders")
     p.add_argument("inputs", nargs="+", metavar="IN", help="NRRD, NIfTI, MHA/MHD file or DICOM series folder")
     p.add_argument("output", metavar="OUT", help="output file, or a folder for several inputs")
-    p.add_argument("--model", help="TorchScript model file (default: the bundled model)")
+    p.add_argument("--model", metavar="NAME|FILE", help=MODEL_HELP)
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--strength", type=_strength, default=1.0, help="0 = unchanged, 1 = full model output")
     p.add_argument("--batch-size", type=_batch_size, default="auto", help="slices per batch (default auto)")
@@ -408,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="denoise a synthetic low-dose abdomen and write a comparison figure")
     p.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
-    p.add_argument("--model", help="TorchScript model file (default: the bundled model)")
+    p.add_argument("--model", metavar="NAME|FILE", help=MODEL_HELP)
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=_positive_int, default=320)
     p.add_argument("--slices", type=_positive_int, default=8)
@@ -416,8 +434,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("info", help="show a model file's metadata and SHA-256")
-    p.add_argument("model", nargs="?", help="model file (default: the bundled model)")
+    p = sub.add_parser("models", help="list the bundled models (name, version, summary, dose range, default)")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("info", help="show a model's metadata and SHA-256")
+    p.add_argument("model", nargs="?", metavar="NAME|FILE", help=MODEL_HELP)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("series", help="list the DICOM series in a folder")

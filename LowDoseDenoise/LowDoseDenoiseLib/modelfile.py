@@ -31,13 +31,37 @@ import numpy as np
 
 from .errors import ModelError
 
+__all__ = [
+    "DEFAULT_HU_NORMALISATION",
+    "FORMAT_VERSION",
+    "METADATA_FILE",
+    "MODELS_DIR",
+    "MODELS_INDEX",
+    "MODEL_ENV",
+    "HUNormalisation",
+    "LoadedModel",
+    "ModelEntry",
+    "bundled_model_path",
+    "default_model_path",
+    "describe",
+    "file_sha256",
+    "list_models",
+    "load_model",
+    "make_metadata",
+    "read_metadata",
+    "resolve_model",
+    "save_model",
+    "validate_metadata",
+]
+
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 
-#: Where the bundled model lives, in the source tree and inside an installed Slicer module.
+#: Where the bundled models live, in the source tree and inside an installed Slicer module.
 MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
-BUNDLED_MODEL_FILE = "lowdose-liver-pan.pt"
-#: Environment variable that overrides the default model path.
+#: The registry index in MODELS_DIR: {"default": NAME} picks the default bundled model.
+MODELS_INDEX = "models.json"
+#: Environment variable that overrides the default model (a model file path).
 MODEL_ENV = "LOWDOSE_DENOISE_MODEL"
 
 
@@ -154,18 +178,162 @@ class LoadedModel:
         return f"{self.name} {self.version}{trained}, sha256 {self.sha256[:12]}{dose_text}"
 
 
-def bundled_model_path() -> Path:
-    """The default model: $LOWDOSE_DENOISE_MODEL if set, else the bundled file."""
-    override = os.environ.get(MODEL_ENV)
-    return Path(override) if override else MODELS_DIR / BUNDLED_MODEL_FILE
+# --------------------------------------------------------------------------- registry
 
 
-def available_models() -> List[Path]:
-    """Model files shipped in Resources/Models (the bundled one first)."""
-    if not MODELS_DIR.is_dir():
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model file in the registry, described from its metadata (read without torch).
+
+    ``problem`` is set, and the other fields are mostly empty, when the file cannot be used.
+    """
+
+    name: str
+    version: str
+    summary: str
+    path: Path
+    dose_range: Optional[Tuple[float, float]] = None
+    pixel_size_range: Optional[Tuple[float, float]] = None
+    trained: bool = True
+    default: bool = False
+    problem: Optional[str] = None
+
+    def line(self) -> str:
+        """One line for `lowdose-denoise models` and a model menu."""
+        if self.problem:
+            return f"{self.path.name}: unusable ({self.problem})"
+        dose = f", {self.dose_range[0]:.0%}–{self.dose_range[1]:.0%} dose" if self.dose_range else ""
+        pixels = (f", {self.pixel_size_range[0]:.2f}–{self.pixel_size_range[1]:.2f} mm pixels"
+                  if self.pixel_size_range else "")
+        flags = (" [default]" if self.default else "") + ("" if self.trained else " [UNTRAINED]")
+        return f"{self.name} {self.version}{flags}: {self.summary}{dose}{pixels} ({self.path.name})"
+
+
+def read_metadata(path: Union[str, Path]) -> Dict[str, Any]:
+    """The validated metadata of a model file, read from the TorchScript archive without torch
+    (fast, and safe on the GUI thread); ModelError when the file is not a model file."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith(f"/extra/{METADATA_FILE}")]
+            if not names:
+                raise ModelError(f"{path} carries no {METADATA_FILE}; re-export it with `lowdose-denoise export`.")
+            raw = archive.read(names[0]).decode("utf-8")
+    except (OSError, zipfile.BadZipFile) as error:
+        raise ModelError(f"{path} is not a TorchScript model file ({error}).") from None
+    try:
+        metadata = json.loads(raw)
+    except ValueError as error:
+        raise ModelError(f"{path}: {METADATA_FILE} is not valid JSON ({error}).") from None
+    return validate_metadata(metadata, str(path))
+
+
+def _range(value: Any) -> Optional[Tuple[float, float]]:
+    try:
+        return (float(value[0]), float(value[1])) if value else None
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _entry(path: Path, default_name: Optional[str]) -> ModelEntry:
+    try:
+        meta = read_metadata(path)
+    except ModelError as error:
+        return ModelEntry(path.stem, "", "", path, problem=str(error))
+    train = meta["training"]
+    name = str(meta["name"])
+    return ModelEntry(
+        name=name,
+        version=str(meta["version"]),
+        summary=str(meta.get("summary") or meta["description"]),
+        path=path,
+        dose_range=_range(train.get("dose_fraction")),
+        pixel_size_range=_range(train.get("pixel_size_mm")),
+        trained=bool(train.get("trained", True)),
+        default=default_name in (name, path.stem, path.name),
+    )
+
+
+def _index_default(folder: Path) -> Optional[str]:
+    """The default model named in folder/models.json, or None when there is no index."""
+    index = folder / MODELS_INDEX
+    if not index.is_file():
+        return None
+    try:
+        data = json.loads(index.read_text())
+        default = data["default"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelError(f"{index} is not a valid model index ({error}); it needs {{\"default\": NAME}}.") from None
+    if not isinstance(default, str) or not default:
+        raise ModelError(f"{index}: 'default' must name a bundled model, got {default!r}.")
+    return default
+
+
+def list_models(folder: Union[str, Path, None] = None) -> List[ModelEntry]:
+    """Every model file (*.pt) in ``folder`` (default: the bundled models), default first, then by name.
+
+    The default is the one ``models.json`` names (by metadata name or file name); without
+    an index a single model is the default.  Files that are not usable model files are
+    listed with their ``problem``.
+    """
+    folder = Path(folder) if folder is not None else MODELS_DIR
+    if not folder.is_dir():
         return []
-    files = sorted(MODELS_DIR.glob("*.pt"), key=lambda p: (p.name != BUNDLED_MODEL_FILE, p.name))
-    return files
+    files = sorted(folder.glob("*.pt"))
+    default_name = _index_default(folder)
+    if default_name is None and len(files) == 1:
+        default_name = files[0].name
+    entries = [_entry(path, default_name) for path in files]
+    return sorted(entries, key=lambda e: (not e.default, e.problem is not None, e.name, e.version))
+
+
+def default_model_path(folder: Union[str, Path, None] = None) -> Path:
+    """The default model: $LOWDOSE_DENOISE_MODEL if set, else the registry's default."""
+    override = os.environ.get(MODEL_ENV)
+    if override and folder is None:
+        return Path(override)
+    folder = Path(folder) if folder is not None else MODELS_DIR
+    entries = list_models(folder)
+    chosen = [e for e in entries if e.default]
+    if not chosen:
+        names = ", ".join(e.name for e in entries) or "none"
+        index = _index_default(folder)
+        reason = f"{MODELS_INDEX} names '{index}', which is not among them" if index else f"no {MODELS_INDEX} says which"
+        raise ModelError(f"No default model in {folder} (models: {names}; {reason}); give --model NAME or a file.")
+    if chosen[0].problem:
+        raise ModelError(f"The default model {chosen[0].path} cannot be used: {chosen[0].problem}")
+    return chosen[0].path
+
+
+#: Kept for callers of the first registry-less versions: the default model's path.
+bundled_model_path = default_model_path
+
+
+def resolve_model(model: Union[str, Path, None] = None, folder: Union[str, Path, None] = None) -> Path:
+    """The model file ``model`` means: None for the default, an existing file, or the name of a
+    bundled model (its metadata name, ``name@version`` or its file name without .pt)."""
+    if model is None or str(model) == "":
+        return default_model_path(folder)
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path
+    text = str(model)
+    looks_like_path = path.suffix == ".pt" or "/" in text or "\\" in text
+    entries = [e for e in list_models(folder) if e.problem is None]
+    matches = [e for e in entries if text in (e.name, f"{e.name}@{e.version}", e.path.stem)]
+    if len(matches) == 1:
+        return matches[0].path
+    if len(matches) > 1:
+        raise ModelError(f"Several bundled models are called '{text}' "
+                         f"({', '.join(f'{e.name}@{e.version}' for e in matches)}); give NAME@VERSION.")
+    if looks_like_path:
+        hint = "" if path.parent.is_dir() else f" (folder {path.parent} does not exist)"
+        raise ModelError(f"Model file {path} not found{hint}; give an existing TorchScript model file.")
+    names = ", ".join(e.name for e in entries) or "none"
+    raise ModelError(f"'{text}' is neither a model file nor a bundled model (bundled: {names}); "
+                     "see `lowdose-denoise models`.")
 
 
 def file_sha256(path: Path) -> str:
@@ -248,7 +416,7 @@ def save_model(model, metadata: Dict[str, Any], path: Union[str, Path]) -> Path:
 
 
 def load_model(path: Union[str, Path, None] = None, probe: bool = True) -> LoadedModel:
-    """Load and validate a model file (default: the bundled model).
+    """Load and validate a model: a file, a bundled model's name, or None for the default model.
 
     Raises ModelError for a missing file, a file that is not TorchScript, missing or
     malformed metadata, a newer format, or a network whose output shape does not match
@@ -256,7 +424,7 @@ def load_model(path: Union[str, Path, None] = None, probe: bool = True) -> Loade
     """
     import torch
 
-    path = Path(path) if path is not None else bundled_model_path()
+    path = resolve_model(path)
     if not path.is_file():
         hint = "" if path.parent.is_dir() else f" (folder {path.parent} does not exist)"
         raise ModelError(f"Model file {path} not found{hint}; give an existing TorchScript model file.")

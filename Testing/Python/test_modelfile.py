@@ -10,10 +10,17 @@ from LowDoseDenoiseLib.errors import ModelError
 from LowDoseDenoiseLib.modelfile import (
     FORMAT_VERSION,
     METADATA_FILE,
+    MODEL_ENV,
+    MODELS_DIR,
+    MODELS_INDEX,
+    default_model_path,
     describe,
     file_sha256,
+    list_models,
     load_model,
     make_metadata,
+    read_metadata,
+    resolve_model,
     save_model,
 )
 
@@ -115,3 +122,88 @@ def test_context_mismatch_is_caught_by_the_probe(tmp_path):
     path = save_test_model(tmp_path / "ctx.pt", context_slices=3)  # network built for k=1
     with pytest.raises(ModelError, match="probe"):
         load_model(path)
+
+
+# -- the bundled-model registry ---------------------------------------------------------------
+
+
+def _registry(folder, default="second", **models):
+    """A models folder with one small model per name (metadata name = key, training as given)."""
+    folder.mkdir()
+    for name, training in models.items():
+        save_test_model(folder / f"{name}.pt", name=name, training=training)
+    if default is not None:
+        (folder / MODELS_INDEX).write_text(json.dumps({"default": default}))
+    return folder
+
+
+def test_registry_lists_every_model_with_its_metadata_and_the_default_first(tmp_path):
+    folder = _registry(tmp_path / "models", first={"trained": True, "dose_fraction": [0.1, 0.5]},
+                       second={"trained": True, "dose_fraction": [0.05, 0.9], "pixel_size_mm": [0.5, 1.5]})
+    (folder / "broken.pt").write_bytes(b"not a model")
+    entries = list_models(folder)
+    assert [e.name for e in entries] == ["second", "first", "broken"]
+    second, first, broken = entries
+    assert second.default and not first.default and second.path == folder / "second.pt"
+    assert second.dose_range == (0.05, 0.9) and second.pixel_size_range == (0.5, 1.5)
+    assert second.summary == "small random generator for tests" and second.version == "0.0.1"
+    assert "[default]" in second.line() and "5%–90% dose" in second.line()
+    assert broken.problem and "not a TorchScript" in broken.problem and "unusable" in broken.line()
+    assert default_model_path(folder) == folder / "second.pt"
+
+
+def test_metadata_is_read_without_torch_and_matches_load_model(tmp_path):
+    path = save_test_model(tmp_path / "m.pt", name="m")
+    assert read_metadata(path) == load_model(path, probe=False).metadata
+
+
+def test_model_names_and_files_resolve(tmp_path):
+    folder = _registry(tmp_path / "models", first={"trained": True}, second={"trained": False})
+    assert resolve_model("first", folder) == folder / "first.pt"
+    assert resolve_model("second@0.0.1", folder) == folder / "second.pt"
+    assert resolve_model(None, folder) == folder / "second.pt"
+    assert resolve_model(str(folder / "first.pt"), folder) == folder / "first.pt"
+    with pytest.raises(ModelError, match=r"neither a model file nor a bundled model \(bundled: second, first\)"):
+        resolve_model("third", folder)
+    with pytest.raises(ModelError, match="not found"):
+        resolve_model(str(tmp_path / "elsewhere" / "third.pt"), folder)
+
+
+def test_a_default_that_names_no_model_or_no_index_with_several_models_is_an_error(tmp_path):
+    folder = _registry(tmp_path / "a", default="gone", first={"trained": True}, second={"trained": True})
+    with pytest.raises(ModelError, match="names 'gone', which is not among them"):
+        default_model_path(folder)
+    folder = _registry(tmp_path / "b", default=None, first={"trained": True}, second={"trained": True})
+    with pytest.raises(ModelError, match="no models.json says which"):
+        default_model_path(folder)
+    single = _registry(tmp_path / "c", default=None, only={"trained": True})
+    assert default_model_path(single) == single / "only.pt"
+    (single / MODELS_INDEX).write_text("{not json")
+    with pytest.raises(ModelError, match="not a valid model index"):
+        list_models(single)
+
+
+def test_the_environment_overrides_the_default(tmp_path, monkeypatch):
+    path = save_test_model(tmp_path / "mine.pt")
+    monkeypatch.setenv(MODEL_ENV, str(path))
+    assert resolve_model(None) == path
+    assert load_model(None).path == path
+
+
+def test_the_shipped_registry_names_an_existing_default():
+    """models.json in Resources/Models names one of the bundled models; every bundled file is usable."""
+    entries = list_models()
+    assert entries, f"no bundled models in {MODELS_DIR}"
+    assert (MODELS_DIR / MODELS_INDEX).is_file()
+    assert sum(e.default for e in entries) == 1 and entries[0].default
+    assert all(e.problem is None for e in entries), [e.line() for e in entries]
+    assert all(e.dose_range for e in entries if e.trained)  # the intended dose range is stated
+
+
+def test_models_command_lists_the_bundled_models(capsys):
+    from LowDoseDenoiseLib import cli
+
+    assert cli.main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and "[default]" in lines[0]
+    assert {e.name for e in list_models()} <= {line.split()[0] for line in lines}
