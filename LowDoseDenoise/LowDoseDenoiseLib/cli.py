@@ -1,19 +1,26 @@
 """`lowdose-denoise`: the command line, thin over the library.
 
 Subcommands: denoise, simulate, phantom, demo, models, info, series, compare, evaluate, train, export.
-Exit codes: 0 success, 2 bad input or usage (one-line reason on stderr), 130 when
-interrupted (Ctrl-C); nothing is left behind in either failure case, because every
-output is written to a temporary name and renamed into place only when complete.
+Exit codes: 0 success, 2 bad input or usage, or an output that could not be written
+(one-line reason on stderr, no traceback), 130 when interrupted (Ctrl-C), 143 when
+terminated (SIGTERM, as batch schedulers and `timeout` send).  Every output goes
+through :mod:`.io.outputs`: checked before any work (never one of the inputs, never
+inside an input folder, an existing one only with --overwrite, no two outputs of a
+batch on one path) and written to a temporary name renamed into place when complete,
+so a failed, interrupted or terminated run leaves nothing half-written.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import signal
 import sys
+import time
 import warnings
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
@@ -22,20 +29,57 @@ from .volume import Volume, cast_like
 
 log = logging.getLogger("lowdose_denoise")
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 130, 143
 OUTPUT_FORMATS = {"nrrd": ".nrrd", "nifti": ".nii.gz", "mha": ".mha", "dicom": ""}
 MODEL_HELP = "a bundled model's name (see `lowdose-denoise models`) or a TorchScript model file (default: the default model)"
+#: File endings each --output-format accepts for an explicit OUT file.
+_FORMAT_SUFFIXES = {"nrrd": (".nrrd", ".nhdr"), "nifti": (".nii.gz", ".nii"), "mha": (".mha", ".mhd")}
+DICOM_COMPRESSIONS = ("auto", "none", "rle", "jpeg2000", "jpeg-ls")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that every atomic writer cleans up as for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame) -> None:  # pragma: no cover - exercised through a subprocess
+    raise Terminated()
 
 
 # ---------------------------------------------------------------- helpers
 
 
+class ProgressLog:
+    """Progress as plain lines for logs and batch jobs: every ``step`` of the total or ``seconds``."""
+
+    def __init__(self, total: int, desc: str, stream: Optional[TextIO] = None, step: float = 0.1,
+                 seconds: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.desc, self.stream = max(int(total), 1), desc, stream
+        self.step, self.seconds, self.clock = step, seconds, clock
+        self.start = self.last = clock()
+        self.next_count = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        total = max(int(total), 1)
+        if done < total and done < self.next_count and now - self.last < self.seconds:
+            return
+        self.last = now
+        self.next_count = int(done + math.ceil(self.step * total))
+        elapsed = now - self.start
+        left = f", about {elapsed / done * (total - done):.0f} s left" if 0 < done < total else ""
+        print(f"{self.desc}: {done}/{total} slices ({100 * done // total}%), {elapsed:.0f} s elapsed{left}",
+              file=self.stream or sys.stderr, flush=True)
+
+
 def _progress_bar(total: int, quiet: bool, desc: str) -> Optional[Callable[[int, int], None]]:
+    """A tqdm bar on a terminal; plain progress lines (every 10% or 30 s) when stderr is not one."""
     if quiet:
         return None
+    if not sys.stderr.isatty():
+        return ProgressLog(total, desc)
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="slice", disable=not sys.stderr.isatty(), leave=False)
+    bar = tqdm(total=total, desc=desc, unit="slice", leave=False)
 
     def update(done: int, _total: int) -> None:
         bar.update(done - bar.n)
@@ -66,6 +110,8 @@ _strength = _number(float, "strength", lambda v: 0.0 <= v <= 1.0, "a number in [
 _batch_size = _number(int, "batch size", lambda v: v >= 1, "'auto' or a whole number of at least 1", allow_auto=True)
 _dose = _number(float, "dose", lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1] (e.g. 0.25 for 25%)")
 _positive_int = _number(int, "the value", lambda v: v >= 1, "a whole number of at least 1")
+_texture = _number(float, "texture", lambda v: math.isfinite(v) and v > 0,
+                   "'auto' or a positive apodisation cutoff (e.g. 0.8)", allow_auto=True)
 
 
 def _check_ct_like(volume, source: str, force: bool) -> None:
@@ -80,16 +126,65 @@ def _check_ct_like(volume, source: str, force: bool) -> None:
 
 def _check_finite(volume, source: str) -> None:
     if np.issubdtype(volume.voxels.dtype, np.floating) and not np.isfinite(volume.voxels).all():
-        raise InputError(f"{source} contains NaN or infinite values; fix or mask them first.")
+        bad = int(np.count_nonzero(~np.isfinite(volume.voxels)))
+        raise InputError(f"{source} contains {bad} NaN or infinite value(s); fix or mask them first.")
 
 
-def _plan_output(source: Path, out: Path, many: bool, fmt: str):
+def _check_result(hu: np.ndarray, source: str) -> None:
+    """Refuse a non-finite result (an input far outside any CT range) before anything is written."""
+    if not np.isfinite(hu).all():
+        raise InputError(f"{source}: the result holds NaN or infinite values (the input's values are far outside "
+                         "the CT range); nothing was written.")
+
+
+def _check_shape(volume, source: str, min_size: int) -> None:
+    """The blocker that --force cannot lift, checked before the value range."""
+    from .engine import check_volume
+
+    try:
+        check_volume(volume.voxels, min_size)
+    except InputError as error:
+        raise InputError(f"{source}: {error} Choose a larger volume (or a model with a smaller minimum).") from None
+
+
+def _is_dicom_input(source: Path) -> bool:
+    from .io.imagefiles import is_dicom_file
+
+    return source.is_dir() or source.suffix.lower() == ".dcm" or is_dicom_file(source)
+
+
+def _input_paths(source: Path) -> List[Path]:
+    """What an input occupies: the path, and for a single DICOM file also its series folder."""
+    if source.is_file() and _is_dicom_input(source):
+        return [source, source.parent]
+    return [source]
+
+
+def _check_inputs(inputs: Sequence[Path]) -> None:
+    """Each input exists and is a type this program reads, blamed on the input, before any output is planned."""
+    from .io.imagefiles import is_image_file
+
+    for source in inputs:
+        if not source.exists():
+            raise InputError(f"Input {source} does not exist; check the path.")
+        if source.is_file() and not is_image_file(source) and not _is_dicom_input(source):
+            raise InputError(f"Input {source.name} is neither an image file this program reads (.nrrd, .nhdr, .nii, "
+                             ".nii.gz, .mha, .mhd) nor a DICOM file; give one of those or a DICOM series folder.")
+
+
+def _plan_output(source: Path, out: Path, many: bool, fmt: str) -> Tuple[Path, bool]:
     """(target path, as DICOM?) for one input: OUT itself, or a name inside the folder OUT."""
     from .io.imagefiles import is_image_file
 
-    is_dicom = source.is_dir() or source.suffix.lower() == ".dcm"
+    is_dicom = _is_dicom_input(source)
     into_folder = many or out.is_dir()
     stem = source.name.split(".")[0]
+    if not into_folder and fmt in _FORMAT_SUFFIXES and not out.name.lower().endswith(_FORMAT_SUFFIXES[fmt]):
+        raise InputError(f"OUT {out.name} does not end in {' or '.join(_FORMAT_SUFFIXES[fmt])}, but --output-format "
+                         f"{fmt} asks for that format; make them agree (or leave --output-format out).")
+    if not into_folder and fmt == "dicom" and is_image_file(out):
+        raise InputError(f"OUT {out.name} is an image file name, but --output-format dicom writes a series folder; "
+                         "give a folder path (or another --output-format).")
     if fmt == "auto":
         fmt = "dicom" if is_dicom and (into_folder or not is_image_file(out)) else "same"
     if fmt == "dicom":
@@ -103,67 +198,93 @@ def _plan_output(source: Path, out: Path, many: bool, fmt: str):
     return out / f"{stem}_denoised{OUTPUT_FORMATS[fmt]}", False
 
 
+def _written(args: argparse.Namespace) -> List[Path]:
+    """The outputs this run completed so far (for the summary after a failure or an interrupt)."""
+    if not hasattr(args, "written_outputs"):
+        args.written_outputs = []
+    return args.written_outputs
+
+
 # ---------------------------------------------------------------- commands
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
     from . import engine, modelfile
-    from .io import imagefiles
+    from .io import imagefiles, outputs
 
     inputs = [Path(p) for p in args.inputs]
     out = Path(args.output)
     many = len(inputs) > 1
-    for source in inputs:
-        if not source.exists():
-            raise InputError(f"Input {source} does not exist; check the path.")
+    _check_inputs(inputs)
     if many and not out.is_dir():
         raise InputError(f"With {len(inputs)} inputs, OUT must be an existing folder; {out} is not.")
+    occupied = [p for source in inputs for p in _input_paths(source)]
     plans = []
     for source in inputs:
         target, dicom_out = _plan_output(source, out, many, args.output_format)
         if dicom_out:
-            _check_dicom_target(target, source, args.overwrite)
+            outputs.check_output(target, occupied, overwrite=args.overwrite, folder=True)
         else:
-            imagefiles.check_output_path(target, inputs, overwrite=args.overwrite)
+            imagefiles.check_output_path(target, occupied, overwrite=args.overwrite)
         plans.append((source, target, dicom_out))
+    outputs.check_distinct([(source, target) for source, target, _ in plans])
+    compression = None if args.dicom_compression == "auto" else args.dicom_compression
+    if compression is not None and any(dicom_out for _, _, dicom_out in plans):
+        from .io import dicomwrite
+
+        dicomwrite.resolve_compression(compression, None)
     engine.resolve_device(args.device)
     model = modelfile.load_model(args.model)
     if not args.quiet:
         print(f"model: {model.summary()}", file=sys.stderr)
+    written = _written(args)
+    failed: List[Tuple[Path, InputError]] = []
     for source, target, dicom_out in plans:
-        volume = imagefiles.read_volume(source, series_uid=args.series, force=args.force)
-        _check_finite(volume, str(source))
-        _check_ct_like(volume, str(source), args.force)
-        hu = engine.denoise_volume(
-            volume.voxels,
-            model,
-            device=args.device,
-            batch_size=args.batch_size,
-            strength=args.strength,
-            progress=_progress_bar(volume.voxels.shape[0], args.quiet, source.name),
-            spacing=volume.spacing,
-        )
-        if dicom_out:
-            from .io import dicomwrite
-
-            info = {"name": model.name, "version": model.version, "sha256": model.sha256, "strength": args.strength}
-            written = dicomwrite.write_derived_series(volume, hu, target, source=volume, model_info=info,
-                                                   overwrite=args.overwrite)
-        else:
-            written = imagefiles.write_volume(
-                volume.with_voxels(cast_like(hu, volume.pixel_type)), target, overwrite=args.overwrite
-            )
-        print(written)
+        try:
+            result = _denoise_one(args, model, source, target, dicom_out, occupied, compression)
+        except InputError as error:
+            if not many:
+                raise
+            failed.append((source, error))
+            print(f"lowdose-denoise: error: {error}", file=sys.stderr)
+            continue
+        written.append(result)
+        print(result)
+    if failed:
+        print(f"lowdose-denoise: {len(written)} of {len(plans)} input(s) denoised; failed: "
+              + "; ".join(str(source) for source, _ in failed)
+              + (". Written: " + ", ".join(str(p) for p in written) if written else ". Nothing was written."),
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     return EXIT_OK
 
 
-def _check_dicom_target(target: Path, source: Path, overwrite: bool) -> None:
-    if target.resolve() == source.resolve():
-        raise InputError(f"Output {target} is the input itself; choose another output folder.")
-    if not target.parent.is_dir():
-        raise InputError(f"Output folder {target.parent} does not exist; create it first.")
-    if target.exists() and not overwrite:
-        raise InputError(f"Output {target} already exists; pass --overwrite to replace it.")
+def _denoise_one(args, model, source: Path, target: Path, dicom_out: bool, occupied, compression) -> Path:
+    from . import engine
+    from .io import imagefiles
+
+    volume = imagefiles.read_volume(source, series_uid=args.series, force=args.force)
+    _check_shape(volume, str(source), model.min_size)
+    _check_finite(volume, str(source))
+    _check_ct_like(volume, str(source), args.force)
+    hu = engine.denoise_volume(
+        volume.voxels,
+        model,
+        device=args.device,
+        batch_size=args.batch_size,
+        strength=args.strength,
+        progress=_progress_bar(volume.voxels.shape[0], args.quiet, source.name),
+        spacing=volume.spacing,
+    )
+    _check_result(hu, str(source))
+    if dicom_out:
+        from .io import dicomwrite
+
+        info = {"name": model.name, "version": model.version, "sha256": model.sha256, "strength": args.strength}
+        return dicomwrite.write_derived_series(volume, hu, target, source=volume, model_info=info,
+                                               overwrite=args.overwrite, inputs=occupied, compression=compression)
+    return imagefiles.write_volume(volume.with_voxels(cast_like(hu, volume.pixel_type)), target,
+                                   overwrite=args.overwrite, inputs=occupied)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -171,16 +292,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .quality import simulate
 
     source, out = Path(args.input), Path(args.output)
-    imagefiles.check_output_path(out, [source], overwrite=args.overwrite)
+    _check_inputs([source])
+    occupied = _input_paths(source)
+    imagefiles.check_output_path(out, occupied, overwrite=args.overwrite)
     volume = imagefiles.read_volume(source, force=args.force)
     _check_finite(volume, str(source))
     _check_ct_like(volume, str(source), args.force)
-    texture = args.texture if args.texture == "auto" else float(args.texture)
     hu = simulate.simulate_low_dose(
-        volume.hu(), volume.spacing, args.dose, seed=args.seed, photons=args.photons, texture=texture
+        volume.hu(), volume.spacing, args.dose, seed=args.seed, photons=args.photons, texture=args.texture
     )
+    _check_result(hu, str(source))
     print(imagefiles.write_volume(volume.with_voxels(cast_like(hu, volume.pixel_type)), out,
-                                overwrite=args.overwrite))
+                                  overwrite=args.overwrite, inputs=occupied))
     return EXIT_OK
 
 
@@ -198,14 +321,21 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Synthetic low-dose abdomen -> bundled model -> input, output, reference and a PNG."""
+    """Synthetic low-dose abdomen -> bundled model -> input, output, reference and a PNG.
+
+    OUT is checked first and written in one piece (a temporary folder renamed into
+    place), so a refused or failed demo creates nothing.
+    """
     from . import engine, modelfile
-    from .io import imagefiles
+    from .io import imagefiles, outputs
     from .quality import figures, phantom
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    outputs.check_output(out, overwrite=args.overwrite, folder=True)
     model = modelfile.load_model(args.model)
+    if args.size < model.min_size:
+        raise InputError(f"--size {args.size} is below the model's minimum in-plane size of {model.min_size} "
+                         f"pixels; use --size {max(model.min_size, 64)} or more. Nothing was written.")
     print(f"model: {model.summary()}")
     truth = phantom.make_phantom(size=args.size, slices=args.slices, seed=args.seed)
     clean, low_dose, spacing = phantom.make_low_dose_phantom(
@@ -213,23 +343,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     progress = _progress_bar(low_dose.shape[0], args.quiet, "demo")
     hu = engine.denoise_volume(low_dose, model, device=args.device, progress=progress, spacing=spacing)
-    paths = {}
-    for name, voxels in (("input_low_dose", low_dose), ("denoised", hu), ("reference_full_dose", clean)):
-        volume = Volume(voxels=np.rint(voxels).astype(np.int16), spacing=tuple(spacing))
-        paths[name] = imagefiles.write_volume(volume, out / f"{name}.nrrd", overwrite=True)
-    figure = figures.comparison_figure(
-        low_dose, hu, out / "comparison.png", window="liver", spacing=spacing,
-        reference=clean, title=f"{model.name} on a synthetic abdomen at {args.dose:.0%} dose",
-    )
+    _check_result(hu, "the demo phantom")
+    names = ("input_low_dose", "denoised", "reference_full_dose")
+    with outputs.atomic_folder(out) as tmp:
+        for name, voxels in zip(names, (low_dose, hu, clean)):
+            volume = Volume(voxels=np.rint(voxels).astype(np.int16), spacing=tuple(spacing))
+            imagefiles.write_volume(volume, tmp / f"{name}.nrrd")
+        figures.comparison_figure(
+            low_dose, hu, tmp / "comparison.png", window="liver", spacing=spacing,
+            reference=clean, title=f"{model.name} on a synthetic abdomen at {args.dose:.0%} dose",
+        )
+    _written(args).append(out)
     liver = truth.labels["liver"]
     before = float(np.std((low_dose - clean)[liver]))
     after = float(np.std((hu - clean)[liver]))
     bias = float(np.mean((hu - clean)[liver]))
     print(f"liver error SD vs the noise-free phantom: {before:.1f} HU (low dose) -> {after:.1f} HU (denoised); "
           f"mean bias {bias:+.1f} HU")
-    for name, path in paths.items():
-        print(f"{name}: {path}")
-    print(f"comparison figure: {figure}")
+    for name in names:
+        print(f"{name}: {out / (name + '.nrrd')}")
+    print(f"comparison figure: {out / 'comparison.png'}")
     return EXIT_OK
 
 
@@ -273,17 +406,20 @@ def cmd_series(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Original | denoised | difference with a zoomed inset, and the two noise power spectra."""
-    from .io import imagefiles
+    from .io import imagefiles, outputs
     from .quality import figures, metrics
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise InputError(f"{out.name}: the comparison figure is a PNG; give a file name ending in .png.")
-    if not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise InputError(f"Output folder {out.parent} does not exist; create it first.")
+    sources = [Path(args.original), Path(args.denoised)]
+    _check_inputs(sources)
+    outputs.check_output(out, [p for source in sources for p in _input_paths(source)], overwrite=args.overwrite)
     figures.parse_window(args.window)
     original = imagefiles.read_volume(args.original)
     denoised = imagefiles.read_volume(args.denoised)
+    _check_finite(original, str(args.original))
+    _check_finite(denoised, str(args.denoised))
     metrics.check_same_geometry(original, denoised, ("original", "denoised"))
     depth = original.voxels.shape[0]
     index = depth // 2 if args.slice is None else args.slice
@@ -297,9 +433,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
                   f"denoised (mean {after.mean_frequency:.2f} mm⁻¹)": (after.frequency, after.nps)}
     except InputError as error:
         note = f"NPS not measured:\n{error}"
-    print(figures.comparison_figure(original.hu(), denoised.hu(), out, slice_index=index,
-                                    window=args.window, spacing=original.spacing,
-                                    nps_curves=curves, nps_note=note))
+    with outputs.atomic_file(out) as handle:
+        figures.comparison_figure(original.hu(), denoised.hu(), handle.path, slice_index=index,
+                                  window=args.window, spacing=original.spacing, nps_curves=curves, nps_note=note)
+    print(out)
     return EXIT_OK
 
 
@@ -318,22 +455,50 @@ def _json_ready(value):
     return value
 
 
+def _check_roi_spec(spec: str) -> None:
+    """A circle ROI must be four finite numbers; say which part is not (before any file is read)."""
+    from .quality.metrics import ROI_SYNTAX
+
+    body = spec.split("=", 1)[1] if "=" in spec and not Path(spec).exists() else spec
+    parts = [part.strip() for part in body.split(",")]
+    if len(parts) != 4 or Path(body).exists() or any(c in body for c in "/\\:"):
+        return
+    for label, part in zip(("Z", "Y", "X", "R"), parts):
+        try:
+            value = float(part)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value):
+            raise InputError(f"--roi {spec}: {label} is '{part}', not a finite number; a circle ROI is Z,Y,X,R "
+                             f"({ROI_SYNTAX}).")
+
+
+def _roi_files(specs: Sequence[str]) -> List[Path]:
+    """The label-map files the --roi values read (they are inputs too)."""
+    files = []
+    for spec in specs:
+        for candidate in (spec, spec.split("=", 1)[-1], spec.split("=", 1)[-1].rsplit(":", 1)[0]):
+            if candidate and Path(candidate).is_file():
+                files.append(Path(candidate))
+                break
+    return files
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Full-reference (with --reference) or no-reference image-quality metrics of a denoised volume."""
     import json
-    import os
-    import tempfile
 
-    from .io import imagefiles
+    from .io import imagefiles, outputs
     from .quality import metrics
 
+    sources = [Path(p) for p in (args.denoised, args.reference, args.input) if p]
+    _check_inputs(sources)
+    for spec in args.roi or []:
+        _check_roi_spec(spec)
+    occupied = [p for source in sources for p in _input_paths(source)] + _roi_files(args.roi or [])
     json_out = Path(args.json) if args.json else None
     if json_out is not None:
-        parent = json_out.parent if str(json_out.parent) else Path(".")
-        if not parent.is_dir():
-            raise InputError(f"Output folder {parent} does not exist; create it first.")
-        if json_out.exists() and not args.overwrite:
-            raise InputError(f"Output {json_out} already exists; pass --overwrite to replace it.")
+        outputs.check_output(json_out, occupied, overwrite=args.overwrite)
     metrics.window_bounds(args.window)
     denoised = imagefiles.read_volume(args.denoised)
     reference = imagefiles.read_volume(args.reference) if args.reference else None
@@ -352,19 +517,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for message in report["warnings"]:  # part of the report, so printed even where warnings are filtered
         print(f"warning: {message}", file=sys.stderr)
     if json_out is not None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{json_out.name}.", suffix=".partial", dir=json_out.parent or ".")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(_json_ready(report), handle, indent=1, allow_nan=False)
-            os.replace(tmp, json_out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        outputs.write_text(json_out, json.dumps(_json_ready(report), indent=1, allow_nan=False))
         print(f"metrics: {json_out}")
     return EXIT_OK
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    config = Path(args.config)
+    if config.is_file():
+        try:
+            config.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"Training config {config} is not a text file (YAML or TOML); give the .yaml or .toml "
+                             "config of the run.") from None
     from .training import trainer
 
     print(trainer.train_from_config(args.config, resume=not args.restart, progress=not args.quiet))
@@ -374,7 +539,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .training import export
 
-    print(export.export_checkpoint(args.checkpoint, args.output, name=args.name, version=args.version))
+    print(export.export_checkpoint(args.checkpoint, args.output, name=args.name, version=args.version,
+                                   overwrite=args.overwrite))
     return EXIT_OK
 
 
@@ -401,6 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-format", choices=["auto", *OUTPUT_FORMATS], default="auto",
                    help="auto: DICOM for a DICOM input, else the input's format or OUT's extension")
     p.add_argument("--series", help="Series Instance UID to read when a folder holds several series")
+    p.add_argument("--dicom-compression", choices=DICOM_COMPRESSIONS, default="auto",
+                   help="transfer syntax of a DICOM output: auto (as the source when it can be encoded losslessly, "
+                        "else none), none, rle, jpeg2000 (lossless) or jpeg-ls (needs pyjpegls)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--force", action="store_true", help="process input that does not look like CT")
     p.set_defaults(func=cmd_denoise)
@@ -411,7 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dose", type=_dose, required=True, help="dose fraction of the input's dose, e.g. 0.25")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--photons", type=float, help="fixed photons per ray at full dose (default: calibrate from the input's noise)")
-    p.add_argument("--texture", default="auto", help="'auto' (match the input's noise) or an apodisation cutoff")
+    p.add_argument("--texture", type=_texture, default="auto",
+                   help="'auto' (match the input's noise) or an apodisation cutoff")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--force", action="store_true", help="process input that does not look like CT")
     p.set_defaults(func=cmd_simulate)
@@ -432,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slices", type=_positive_int, default=8)
     p.add_argument("--dose", type=_dose, default=0.25)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT folder")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("models", help="list the bundled models (name, version, summary, dose range, default)")
@@ -451,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--slice", type=int, help="axial slice index (default: middle)")
     p.add_argument("--window", default="liver", help="liver, abdomen, lung, bone or W,L in HU")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
     p.set_defaults(func=cmd_compare)
 
     from .quality.metrics import ROI_SYNTAX
@@ -476,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUT.pt")
     p.add_argument("--name")
     p.add_argument("--version")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     p.set_defaults(func=cmd_export)
 
     from .readerstudy.cli import add_parser as add_reader_study_parser
@@ -494,14 +667,52 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         warnings.simplefilter("ignore")
     else:
         warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
+    args.written_outputs = []
+    previous = _install_sigterm()
     try:
         return args.func(args)
+    except Terminated:
+        print(f"lowdose-denoise: terminated (SIGTERM); {_kept(args)}", file=sys.stderr)
+        return EXIT_TERMINATED
     except (Cancelled, KeyboardInterrupt):
-        print("lowdose-denoise: interrupted; nothing was written.", file=sys.stderr)
+        print(f"lowdose-denoise: interrupted; {_kept(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except LowDoseDenoiseError as error:
         print(f"lowdose-denoise: error: {error}", file=sys.stderr)
+        if args.written_outputs:
+            print(f"lowdose-denoise: {_kept(args)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as error:  # reading an input the library did not check (permission, I/O error)
+        where = f" {error.filename}" if error.filename else ""
+        print(f"lowdose-denoise: error:{where}: {error.strerror or error}; {_kept(args)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        _restore_sigterm(previous)
+
+
+def _kept(args: argparse.Namespace) -> str:
+    written = getattr(args, "written_outputs", [])
+    if not written:
+        return "nothing was written."
+    return (f"the output being written was removed; {len(written)} finished output(s) were kept: "
+            + ", ".join(str(p) for p in written) + ".")
+
+
+def _install_sigterm():
+    """Turn SIGTERM into :class:`Terminated` (main thread only; elsewhere signals cannot be set)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # pragma: no cover - an embedding that owns the signals
+        return None
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,6 +29,16 @@ def is_image_file(path: os.PathLike) -> bool:
     return name.endswith(IMAGE_EXTENSIONS)
 
 
+def is_dicom_file(path: os.PathLike) -> bool:
+    """True for a file with the DICOM preamble ("DICM" at byte 128), whatever its name."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
 def _to_sitk(volume: Volume):
     import SimpleITK as sitk
 
@@ -112,7 +122,7 @@ def read_volume(path: os.PathLike, series_uid: Optional[str] = None, force: bool
         from . import dicomread
 
         return dicomread.read_series(path, series_uid=series_uid, force=force)
-    if path.suffix.lower() == ".dcm":
+    if path.suffix.lower() == ".dcm" or (not is_image_file(path) and is_dicom_file(path)):
         from . import dicomread
 
         return dicomread.read_series([path], series_uid=series_uid, force=force)
