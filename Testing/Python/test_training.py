@@ -372,9 +372,9 @@ def test_corrupt_and_mismatched_checkpoint(dataset, tmp_path):
 
 
 def test_bundled_model_cuts_simulated_noise_on_phantom():
-    from LowDoseDenoiseLib.modelfile import BUNDLED_MODEL_FILE, MODELS_DIR, load_model
+    from LowDoseDenoiseLib.modelfile import MODELS_DIR, default_model_path, load_model
 
-    path = MODELS_DIR / BUNDLED_MODEL_FILE
+    path = default_model_path(MODELS_DIR)  # the registry's default (models.json), not $LOWDOSE_DENOISE_MODEL
     if not path.is_file():
         pytest.skip(f"bundled model {path} absent: export one with `lowdose-denoise export`")
     try:
