@@ -15,6 +15,9 @@ on 2 CPU cores.  What it measures:
   reference's) and the correlation of the removed part (input − output) with the
   reference's gradient magnitude and Laplacian (structure in the residual).
 
+Every number comes from the library's single definitions (``quality.metrics``, ``quality.noise``) and
+every model runs through ``engine.denoise_volume``, the path users run.
+
 Usage::
 
     python benchmarks/model_card_eval.py --model LowDoseDenoise/Resources/Models/lowdose-liver-pan.pt \\
@@ -37,18 +40,16 @@ sys.path.insert(0, str(ROOT / "LowDoseDenoise"))
 
 from LowDoseDenoiseLib.engine import denoise_volume  # noqa: E402
 from LowDoseDenoiseLib.modelfile import load_model  # noqa: E402
+from LowDoseDenoiseLib.quality import metrics  # noqa: E402
+from LowDoseDenoiseLib.quality.noise import estimate_noise_sd  # noqa: E402
 from LowDoseDenoiseLib.training import data as tdata  # noqa: E402
-from LowDoseDenoiseLib.training.trainer import (  # noqa: E402
-    CCTH_LIVER_BOX,
-    LIVER_WINDOW,
-    liver_like_roi,
-    liver_window_psnr,
-    local_noise_sd,
-)
 
 FIGURES = ROOT / "docs" / "figures"
 ROUTINE_BLOCK = (14, 20)
 REAL_BLOCK = (180, 212)
+#: Liver box (rows y0..y1, columns x0..x1) of the real low-dose block, read off the images.
+REAL_LIVER_BOX = (215, 305, 135, 245)
+LIVER_WINDOW = metrics.window_bounds("liver")
 
 
 def gaussian(hu: np.ndarray) -> np.ndarray:
@@ -70,85 +71,33 @@ def curvature_diffusion(hu: np.ndarray, spacing) -> np.ndarray:
     return sitk.GetArrayFromImage(filt.Execute(image)).astype(np.float32)
 
 
-def _window(hu: np.ndarray) -> np.ndarray:
-    return np.clip(hu, *LIVER_WINDOW)
-
-
-def _gradient(hu: np.ndarray) -> np.ndarray:
-    from scipy.ndimage import sobel
-
-    return np.stack([np.hypot(sobel(s, 0), sobel(s, 1)) for s in _window(hu).astype(np.float64)])
-
-
-def ssim_body(output: np.ndarray, reference: np.ndarray, body: np.ndarray) -> float:
-    from skimage.metrics import structural_similarity
-
-    values = []
-    for out, ref, msk in zip(output, reference, body):
-        _, full = structural_similarity(
-            _window(ref).astype(np.float64), _window(out).astype(np.float64), data_range=400.0, full=True
-        )
-        values.append(full[msk])
-    return float(np.concatenate(values).mean())
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    a = a - a.mean()
-    b = b - b.mean()
-    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum() + 1e-12))
-
-
-def residual_structure(noisy: np.ndarray, output: np.ndarray, clean: np.ndarray, body: np.ndarray) -> Dict:
-    """Correlations of the removed part with the clean image's structure (0 = pure noise).
-
-    ``grad``: local residual magnitude (Gaussian σ 2 px of |r|) vs the clean gradient
-    magnitude; ``laplacian``: the signed residual vs the clean image's Laplacian (a
-    smoothing filter removes −c·Laplacian, so it correlates strongly).
-    """
-    from scipy.ndimage import gaussian_filter, laplace
-
-    residual = (noisy - output).astype(np.float64)
-    energy = np.stack([gaussian_filter(np.abs(r), 2.0) for r in residual])
-    grad = _gradient(clean)
-    lap = np.stack([laplace(gaussian_filter(s, 1.0)) for s in _window(clean).astype(np.float64)])
-    return {"grad": _corr(energy[body], grad[body]), "laplacian": _corr(residual[body], lap[body])}
-
-
-def routine_metrics(name: str, out: np.ndarray, noisy: np.ndarray, clean: np.ndarray, liver, body) -> Dict:
-    grad_ref = _gradient(clean)
-    structure = residual_structure(noisy, out, clean, body) if name != "low-dose input" else None
+def routine_metrics(name: str, out: np.ndarray, noisy: np.ndarray, clean: np.ndarray, liver, body, spacing) -> Dict:
+    """One table row, every number from quality.metrics / quality.noise (the project's single definitions)."""
+    structure = metrics.residual_correlations(noisy, out, clean, body) if name != "low-dose input" else None
     return {
         "method": name,
-        "psnr": liver_window_psnr(out, clean, body),
-        "ssim": ssim_body(out, clean, body),
-        "noise_sd": local_noise_sd(out, liver),
-        "bias": float((out - clean)[liver].mean()),
-        "edge": _corr(_gradient(out)[body], grad_ref[body]),
+        "psnr": metrics.psnr(out, clean, window="liver", mask=body),
+        "ssim": metrics.ssim(out, clean, window="liver", mask=body),
+        "noise_sd": estimate_noise_sd(out, mask=liver),
+        "bias": metrics.bias(out, clean, liver),
+        "edge": metrics.edge_preservation(out, clean, spacing, mask=body),
         "residual_grad_corr": structure["grad"] if structure else float("nan"),
         "residual_laplacian_corr": structure["laplacian"] if structure else float("nan"),
     }
 
 
-def nps_mean_frequency(images: List[np.ndarray], spacing) -> List[float]:
-    """Mean NPS frequency (mm⁻¹) of each image, all in the ROIs flat in the first."""
-    from LowDoseDenoiseLib.quality.noise import flat_rois, mean_frequency, noise_power_spectrum_2d, radial_nps
-
-    _, positions = flat_rois(images[0], 32)
-    out = []
-    curves = []
-    for image in images:
-        rois = np.stack([image[z, r : r + 32, c : c + 32] for z, r, c in positions])
-        nps = noise_power_spectrum_2d(rois, spacing[:2])
-        freq, profile = radial_nps(nps, spacing[:2])
-        out.append(mean_frequency(freq, profile))
-        curves.append((freq, profile))
-    return out, curves, len(positions)
+def nps_mean_frequency(images: List[np.ndarray], spacing):
+    """Mean NPS frequency (mm⁻¹) of each image (detrended, no reference), all at the flat-tissue
+    tiles of the first (metrics.nps_positions / metrics.noise_power_spectrum)."""
+    positions = metrics.nps_positions(images[0])
+    results = [metrics.noise_power_spectrum(image, spacing, positions=positions) for image in images]
+    return [r.mean_frequency for r in results], [(r.frequency, r.nps) for r in results], len(positions)
 
 
 def run_model(model, hu: np.ndarray, spacing, single: bool = False) -> np.ndarray:
     if single:
         return np.stack([denoise_volume(s[None], model, device="cpu", batch_size=1)[0] for s in hu])
-    return denoise_volume(hu, model, device="cpu", batch_size=2, spacing=(spacing[1], spacing[0]))
+    return denoise_volume(hu, model, device="cpu", batch_size=2, spacing=spacing)
 
 
 #: Simulator textures of the sweep (Hann cutoff, fraction of Nyquist): three the model trained on
@@ -193,8 +142,8 @@ def robustness_sweep(models: Dict, clean: np.ndarray, liver: np.ndarray, spacing
             outputs[name] = run_model(model, noisy, sp)
         for name, out in outputs.items():
             row = rows.setdefault(name, {"method": name})
-            row[f"{case} psnr"] = liver_window_psnr(out, ref, body)
-            row[f"{case} noise"] = local_noise_sd(out, lab)
+            row[f"{case} psnr"] = metrics.psnr(out, ref, window="liver", mask=body)
+            row[f"{case} noise"] = estimate_noise_sd(out, mask=lab)
     return list(rows.values())
 
 
@@ -266,9 +215,9 @@ def main() -> None:
         for name, model in models.items():
             outputs[name] = run_model(model, noisy, routine.spacing)
         outputs["shipped model, single slices"] = run_model(shipped, noisy, routine.spacing, single=True)
-        rows = [routine_metrics(name, out, noisy, clean, liver, body) for name, out in outputs.items()]
-        rows.append({"method": "routine-dose reference", "noise_sd": local_noise_sd(clean, liver)})
-        true_noise = residual_structure(noisy, clean, clean, body)
+        rows = [routine_metrics(name, out, noisy, clean, liver, body, routine.spacing) for name, out in outputs.items()]
+        rows.append({"method": "routine-dose reference", "noise_sd": estimate_noise_sd(clean, mask=liver)})
+        true_noise = metrics.residual_correlations(noisy, clean, clean, body)
         results["routine"][f"{int(dose * 100)}%"] = {
             "rows": rows,
             "texture": info.texture,
@@ -285,7 +234,7 @@ def main() -> None:
 
     # ---------------------------------------------------------------- real low dose
     block = real.hu[REAL_BLOCK[0] : REAL_BLOCK[0] + 3 if args.quick else REAL_BLOCK[1]]
-    roi = liver_like_roi(block, CCTH_LIVER_BOX)
+    roi = metrics.flat_tissue_roi(block, REAL_LIVER_BOX)
     real_out = {
         "real low-dose input": block,
         "Gaussian σ0.8": gaussian(block),
@@ -299,8 +248,8 @@ def main() -> None:
         real_rows.append(
             {
                 "method": name,
-                "noise_sd": local_noise_sd(out, roi),
-                "hu_change": float((out - block)[roi].mean()),
+                "noise_sd": estimate_noise_sd(out, mask=roi),
+                "hu_change": metrics.bias(out, block, roi),
                 "mean_hu": float(out[roi].mean()),
                 "nps_mean_freq": freq,
             }
