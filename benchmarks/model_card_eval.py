@@ -80,7 +80,7 @@ def routine_metrics(name: str, out: np.ndarray, noisy: np.ndarray, clean: np.nda
         "ssim": metrics.ssim(out, clean, window="liver", mask=body),
         "noise_sd": estimate_noise_sd(out, mask=liver),
         "bias": metrics.bias(out, clean, liver),
-        "edge": metrics.edge_preservation(out, clean, spacing, mask=body),
+        "edge": metrics.edge_preservation(out, clean, spacing, mask=body, window="liver"),
         "residual_grad_corr": structure["grad"] if structure else float("nan"),
         "residual_laplacian_corr": structure["laplacian"] if structure else float("nan"),
     }

@@ -228,7 +228,7 @@ def measure(case: Case, output: np.ndarray, seconds: Optional[float], tiles) -> 
         "ssim": metrics.ssim(output, ref, window="liver"),
         "noise_sd": noise.estimate_noise_sd(output, mask=case.liver),
         "bias": metrics.bias(output, ref, case.liver),
-        "edge": metrics.edge_preservation(output, ref, spacing),
+        "edge": metrics.edge_preservation(output, ref, spacing, window="liver"),
         "seconds": seconds if seconds is not None else float("nan"),
     }
     if case.exact_reference:
@@ -350,8 +350,10 @@ def write_results(out_dir: Path, results, skipped: List[str], model, presets, ar
         "−160…240 HU, data range 400 HU), over the whole slices.  SSIM: Gaussian weights σ 1.5 px, 2D per slice.",
         "* **Liver noise SD**: the mode of the 11 × 11-pixel local SDs inside the liver (vessels and lesions do not "
         "inflate it).  **Liver bias**: mean (output − reference) over the liver.",
-        "* **Edge preservation**: correlation of gradient magnitudes (σ 1 mm) of output and reference inside the "
-        "body; 1 is perfect, blur and residual noise both lower it.",
+        "* **Edge preservation**: correlation of gradient magnitudes (σ 1 mm) of output and reference, both clipped "
+        "to the liver window, inside the body; 1 is perfect, blur and residual noise both lower it.",
+        "* Every measure is the library's single definition (`quality.metrics`, `quality.noise`), the same as in the "
+        "model card's evaluation and training validation; the model runs through `engine.denoise_volume`.",
         "* **NPS mean frequency**: of the radially averaged noise power spectrum in 32 × 32-pixel flat liver ROIs "
         "(the same ROIs for every method): of (output − ground truth) for the phantom; of the plane-detrended output "
         "for real CT, whose reference has noise of its own (compare with the full-dose reference row).  Lower than "

@@ -310,3 +310,12 @@ def test_nan_and_no_flat_region_are_refused():
         metrics.rmse(image, np.zeros_like(image))
     with pytest.raises(InputError, match="No flat soft-tissue region"):
         metrics.noise_power_spectrum(np.full((1, 64, 64), -1000.0), (1, 1))
+
+
+def test_edge_preservation_in_a_window_sees_soft_tissue_blur():
+    clean, noisy, body, _ = abdomen(size=160)
+    blurred = ndimage.gaussian_filter(clean, (0, 2, 2))
+    full = metrics.edge_preservation(blurred, clean, SPACING, mask=body)
+    liver_window = metrics.edge_preservation(blurred, clean, SPACING, mask=body, window="liver")
+    assert metrics.edge_preservation(clean, clean, SPACING, window="liver") == pytest.approx(1.0)
+    assert liver_window < full  # the body outline no longer hides the blur of the 40/100 HU edges
