@@ -550,3 +550,310 @@ def test_scene_module_is_qt_free_and_imports_torch_lazily():
     assert not imported & {"qt", "ctk", "PythonQt", "torch"}
     top_level = {alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
     assert "torch" not in top_level
+
+
+# -- issue 13: source reference, transform, naming, CT check, worker warnings -------------------
+
+
+def test_output_references_its_source_and_copies_the_parent_transform(app, ct, model):
+    from LowDoseDenoiseLib.slicer.scene import SOURCE_REFERENCE_ROLE, source_volume
+
+    transform = app.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "patient to table")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 12.5)
+    matrix.SetElement(2, 3, -7.0)
+    transform.SetMatrixTransformToParent(matrix)
+    ct.SetAndObserveTransformNodeID(transform.GetID())
+    logic = DenoiseLogic(app.scene, app.app_logic)
+    out = logic.process(ct, model=model, device="cpu")
+    assert source_volume(out) is ct
+    assert out.GetNodeReferenceID(SOURCE_REFERENCE_ROLE) == ct.GetID()
+    assert out.GetTransformNodeID() == transform.GetID()
+    logic.show_comparison(ct, out, layout="with-difference")
+    assert logic.difference_node.GetTransformNodeID() == transform.GetID()
+    logic.end_comparison()
+    # the reference survives a reused output: it now points at the new source
+    other = add_volume(app.scene, ct_voxels(seed=9), "CT other", oblique_matrix())
+    again = logic.process(other, output_node=out, model=model, device="cpu")
+    assert again is out and source_volume(out) is other and out.GetTransformNodeID() is None
+
+
+def test_new_outputs_are_named_after_model_and_strength(app, ct, model):
+    logic = DenoiseLogic(app.scene)
+    half = logic.process(ct, model=model, device="cpu", strength=0.5)
+    full = logic.process(ct, model=model, device="cpu", strength=1.0)
+    full_again = logic.process(ct, model=model, device="cpu", strength=1.0)
+    assert half.GetName() == "CT denoised (scene-test 0.0.2, strength 0.5)"
+    assert full.GetName() == "CT denoised (scene-test 0.0.2, strength 1)"
+    assert full_again.GetName() != full.GetName() and full_again.GetName().startswith(full.GetName())
+    chosen = add_volume(app.scene, np.zeros((2, 8, 8), np.int16), "my result")
+    logic.process(ct, output_node=chosen, model=model, device="cpu", strength=0.25)
+    assert chosen.GetName() == "my result"
+
+
+@pytest.mark.parametrize(
+    "voxels, reason",
+    [
+        (np.random.default_rng(0).integers(0, 255, (4, 24, 24)).astype(np.uint8), "8-bit"),
+        (np.full((4, 24, 24), -3, np.int16) + np.eye(24, dtype=np.int16)[None], "mask or map"),
+    ],
+)
+def test_non_ct_values_are_refused_or_warned_when_allowed(app, model, voxels, reason):
+    from LowDoseDenoiseLib.slicer.scene import NotCTError
+
+    node = add_volume(app.scene, voxels, "MR T1")
+    logic = DenoiseLogic(app.scene)
+    ids = app.node_ids()
+    with pytest.raises(NotCTError, match=reason) as caught:
+        logic.process(node, model=model, device="cpu")
+    assert "MR T1" in str(caught.value) and isinstance(caught.value, InputError)
+    assert app.node_ids() == ids
+    job = logic.prepare(node, model=model, device="cpu", allow_non_ct=True)
+    assert any(reason in text for text in job.messages.warnings)
+    job.run()
+    assert logic.finish(job).GetScene() is app.scene
+
+
+def test_warning_raised_in_the_worker_thread_reaches_the_main_thread(app, model):
+    wide_pixels = np.diag([3.0, 3.0, 2.5, 1.0])  # outside the model's 0.5-1.5 mm training range
+    node = add_volume(app.scene, ct_voxels(), "coarse CT", wide_pixels)
+    logic = DenoiseLogic(app.scene)
+    job = logic.prepare(node, model=model, device="cpu")
+    assert job.messages.warnings == []  # nothing warned before the engine runs
+    job.start()
+    assert job._thread.ident != threading.get_ident()  # the engine runs in a worker thread
+    assert job.wait(60) and job.state == "done"
+    drained = job.messages.drain()
+    warnings_ = [m.text for m in drained if m.level == "warning"]
+    assert any("pixel size" in text and "3.00" in text for text in warnings_), drained
+    assert any("sha256" in m.text for m in drained if m.level == "info")  # the run summary
+    assert job.messages.drain() == []  # drained once
+    logic.finish(job)
+
+
+def test_run_summary_measures_noise_on_the_same_central_slices(app, model):
+    from LowDoseDenoiseLib.quality.noise import measure_noise
+
+    voxels = ct_voxels((9, 48, 56))
+    node = add_volume(app.scene, voxels, "CT")
+    logic = DenoiseLogic(app.scene)
+    job = logic.prepare(node, model=model, device="cpu", strength=0.75)
+    job.run()
+    out = logic.finish(job)
+    summary = job.summary
+    assert summary.strength == 0.75 and summary.device == "cpu" and summary.slices == 9
+    assert summary.sha256 == model.sha256 and summary.seconds > 0
+    assert summary.noise_in == pytest.approx(measure_noise(voxels[2:7].astype(np.float32)).sd)
+    assert summary.noise_out == pytest.approx(measure_noise(job.result[2:7]).sd)
+    assert 20 < summary.noise_in < 40  # ct_voxels has SD 30 noise in its flat body
+    assert f"{summary.noise_in:.1f}" in summary.line() and model.sha256[:12] in summary.line()
+    assert volume_array(out).shape == voxels.shape
+
+
+def test_message_log_captures_only_its_own_thread():
+    import logging
+
+    from LowDoseDenoiseLib.slicer.messages import MessageLog, capture_thread_logs
+
+    log = MessageLog()
+    logger = logging.getLogger("LowDoseDenoiseLib.engine")
+    with capture_thread_logs(log):
+        logger.warning("seen %s", "here")
+        other = threading.Thread(target=lambda: logger.warning("from another run"))
+        other.start()
+        other.join()
+        logger.info("below warning level")
+        logger.warning("seen here")  # same text: kept once
+    logger.warning("after the run")
+    assert log.warnings == ["seen here"]
+    assert log.drain()[0].line().endswith("Warning: seen here")
+
+
+def test_subject_hierarchy_fallback_for_slicer_5_6_drops_dicom_uids(app, ct):
+    from LowDoseDenoiseLib.slicer import compat
+
+    sh = app.sh
+    patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Patient")
+    study = sh.CreateStudyItem(patient, "Study")
+    item = sh.CreateItem(study, ct)
+    sh.SetItemUID(item, "DICOM", "1.2.3.9")
+    sh.SetItemAttribute(item, "DICOM.Modality", "CT")
+    new_item = compat._recreate_if_it_has_dicom_uids(sh, item, study)
+    assert new_item != item and sh.GetItemByDataNode(ct) == new_item
+    assert sh.GetItemUID(new_item, "DICOM") == "" and sh.GetItemParent(new_item) == study
+    assert compat._recreate_if_it_has_dicom_uids(sh, new_item, study) == new_item  # nothing to drop: kept
+    # the 5.8+ path removes UIDs and DICOM attributes in place
+    sh.SetItemUID(new_item, "DICOM", "1.2.3.10")
+    sh.SetItemAttribute(new_item, "DICOM.Modality", "CT")
+    assert compat.clear_item_dicom_identity(sh, new_item, study) == new_item
+    assert sh.GetItemUID(new_item, "DICOM") == "" and "DICOM.Modality" not in sh.GetItemAttributeNames(new_item)
+
+
+# -- issue 13: DICOM export from the output's own source ---------------------------------------
+
+
+def node_from_volume(scene, volume, name):
+    """A volume node with a Volume's voxels and geometry (LPS -> RAS)."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.asarray(volume.direction).reshape(3, 3) * np.asarray(volume.spacing)[None, :]
+    matrix[:3, 3] = volume.origin
+    return add_volume(scene, volume.voxels, name, np.diag([-1.0, -1.0, 1.0, 1.0]) @ matrix)
+
+
+@pytest.fixture
+def two_patients(app, tmp_path):
+    """Patient A and patient B, each a real DICOM series loaded as a node with its instance UIDs."""
+    pydicom = pytest.importorskip("pydicom")
+    from dicom_fixtures import write_ct_series
+
+    from LowDoseDenoiseLib.io import dicomread
+
+    nodes = {}
+    for label, name in (("A", "Alpha^Anna"), ("B", "Beta^Bert")):
+        series = write_ct_series(tmp_path / f"dicom-{label}", shape=(4, 24, 28), patient_name=name, seed=ord(label))
+        volume = dicomread.read_series(series.folder)
+        node = node_from_volume(app.scene, volume, f"CT {label}")
+        node.SetAttribute("DICOM.instanceUIDs", " ".join(series.sop_uids))
+        nodes[label] = (node, series)
+    return pydicom, nodes
+
+
+def test_dicom_export_files_the_result_into_its_own_source_study(app, model, tmp_path, two_patients):
+    from LowDoseDenoiseLib.slicer import dicomexport
+
+    pydicom, nodes = two_patients
+    (node_a, series_a), (node_b, series_b) = nodes["A"], nodes["B"]
+    logic = DenoiseLogic(app.scene)
+    out_a = logic.process(node_a, model=model, device="cpu")
+    out_b = logic.process(node_b, model=model, device="cpu")  # B is now the last input the GUI used
+    assert dicomexport.check_source(out_b) is node_b
+    plan = dicomexport.plan_export(app.scene, out_a, source_files=series_a.paths)
+    assert plan.route is dicomexport.ExportRoute.DERIVED and plan.source_id == node_a.GetID()
+    folder = dicomexport.write_derived(app.scene, plan, tmp_path / "export")
+    files = sorted(folder.glob("*.dcm"))
+    assert len(files) == 4
+    headers = [pydicom.dcmread(str(f)) for f in files]
+    assert {str(h.StudyInstanceUID) for h in headers} == {series_a.study_uid}
+    assert {str(h.PatientName) for h in headers} == {"Alpha^Anna"}
+    referenced = {h.SourceImageSequence[0].ReferencedSOPInstanceUID for h in headers}
+    assert referenced == set(series_a.sop_uids) and not referenced & set(series_b.sop_uids)
+    assert all(h.SeriesInstanceUID != series_a.series_uid for h in headers)
+    # source files that do not match the output's grid are refused before anything is written
+    from dicom_fixtures import write_ct_series
+
+    wrong_files = write_ct_series(tmp_path / "dicom-wrong", shape=(3, 24, 28), patient_name="Beta^Bert").paths
+    wrong = dicomexport.plan_export(app.scene, out_a, source_files=wrong_files)
+    with pytest.raises(InputError, match="3 slices"):
+        dicomexport.write_derived(app.scene, wrong, tmp_path / "export-wrong")
+    assert not (tmp_path / "export-wrong").exists()
+
+
+def test_dicom_export_refuses_a_missing_or_changed_source(app, ct, model):
+    from LowDoseDenoiseLib.slicer import dicomexport
+
+    logic = DenoiseLogic(app.scene)
+    out = logic.process(ct, model=model, device="cpu")
+    assert dicomexport.check_source(out) is ct
+    ct.SetOrigin(ct.GetOrigin()[0] + 5.0, *ct.GetOrigin()[1:])
+    with pytest.raises(InputError, match="no longer matches"):
+        dicomexport.plan_export(app.scene, out)
+    ct.SetOrigin(ct.GetOrigin()[0] - 5.0, *ct.GetOrigin()[1:])
+    assert dicomexport.plan_export(app.scene, out).source_id == ct.GetID()
+    app.scene.RemoveNode(ct)
+    with pytest.raises(InputError, match="no longer in the scene"):
+        dicomexport.plan_export(app.scene, out)
+    stranger = add_volume(app.scene, ct_voxels(), "imported result")
+    with pytest.raises(InputError, match="not made by Low-Dose CT Denoise"):
+        dicomexport.check_source(stranger)
+
+
+def test_dicom_export_plan_takes_patient_and_study_from_the_hierarchy(app, ct, model, tmp_path):
+    import slicer as slicer_module
+
+    from LowDoseDenoiseLib.slicer import dicomexport
+
+    constants = slicer_module.vtkMRMLSubjectHierarchyConstants
+    sh = app.sh
+    patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Doe^Jane")
+    sh.SetItemAttribute(patient, constants.GetDICOMPatientIDAttributeName(), "MRN-42")
+    sh.SetItemAttribute(patient, constants.GetDICOMPatientBirthDateAttributeName(), "19700101")
+    study = sh.CreateStudyItem(patient, "CT abdomen")
+    sh.SetItemUID(study, constants.GetDICOMUIDName(), "1.2.826.0.1.3680043.8.498.1")
+    sh.SetItemAttribute(study, constants.GetDICOMStudyDateAttributeName(), "20240102")
+    sh.CreateItem(study, ct)
+    out = DenoiseLogic(app.scene).process(ct, model=model, device="cpu")
+    assert sh.GetItemParent(sh.GetItemByDataNode(out)) == study
+
+    plan = dicomexport.plan_export(app.scene, out, source_files=[tmp_path / "gone.dcm"])  # a missing file is ignored
+    assert plan.route is dicomexport.ExportRoute.SLICER_EXPORTER
+    tags = dicomexport.exporter_tags(plan)
+    assert tags[constants.GetDICOMPatientNameTagName()] == "Doe^Jane"
+    assert tags[constants.GetDICOMPatientIDTagName()] == "MRN-42"
+    assert tags[constants.GetDICOMPatientBirthDateTagName()] == "19700101"
+    assert tags["StudyInstanceUID"] == "1.2.826.0.1.3680043.8.498.1"
+    assert tags[constants.GetDICOMStudyDateTagName()] == "20240102"
+    assert tags[constants.GetDICOMStudyDescriptionTagName()] == "CT abdomen"
+    assert tags["SeriesDescription"] == out.GetName() and tags["Modality"] == "CT"
+    assert dicomexport.exporter_folder(tmp_path, 17) == tmp_path / "ScalarVolume_17"
+    with pytest.raises(InputError, match="Slicer's DICOM exporter"):
+        dicomexport.write_derived(app.scene, plan, tmp_path / "x")
+
+
+def test_dicom_export_outside_any_study_starts_a_new_one_and_says_so(app, ct, model, tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from LowDoseDenoiseLib.slicer import dicomexport
+
+    out = DenoiseLogic(app.scene).process(ct, model=model, device="cpu")
+    plan = dicomexport.plan_export(app.scene, out)
+    assert plan.route is dicomexport.ExportRoute.NEW_STUDY and "anonymous" in plan.notes[0]
+    with pytest.raises(InputError):
+        dicomexport.exporter_tags(plan)
+    folder = dicomexport.write_derived(app.scene, plan, tmp_path / "new")
+    header = pydicom.dcmread(str(sorted(folder.glob("*.dcm"))[0]))
+    assert str(header.PatientName) == "Anonymous" and header.Modality == "CT"
+    assert len(list(folder.glob("*.dcm"))) == volume_array(out).shape[0]
+
+
+# -- issue 11 item 6: dependency checks and reload, out of the module file ----------------------
+
+
+def test_torch_status_comes_from_package_metadata():
+    import importlib.metadata
+
+    import torch
+
+    from LowDoseDenoiseLib.slicer import dependencies
+
+    status = dependencies.torch_status()
+    assert status.version == importlib.metadata.version("torch") and status.recent_enough and not status.problem()
+    assert dependencies.version_tuple("2.4.1+cu121") == (2, 4, 1)
+    assert dependencies.version_tuple("2.6.0.dev20241001") == (2, 6, 0)
+    old = dependencies.TorchStatus(version="2.0.1")
+    assert not old.recent_enough and "2.0.1" in old.problem() and "PyTorch Utils" in old.problem()
+    assert "not installed" in dependencies.TorchStatus(version=None).problem()
+    assert any("torchvision" in line for line in dependencies.install_list(status))
+    assert dependencies.package_version("no-such-package-lowdose") is None
+    env = dependencies.torch_environment()
+    assert env.torch_version == torch.__version__ and not env.error
+    assert env.lines()[0].startswith(f"PyTorch {torch.__version__}")
+    choices = dependencies.device_choices()
+    assert [name for name, _ in choices[:2]] == ["auto", "cpu"]
+
+
+def test_forget_library_modules_drops_the_package_and_its_submodules(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from LowDoseDenoiseLib.slicer.reloading import forget_library_modules
+
+    package = tmp_path / "reloadme"
+    package.mkdir()
+    (package / "__init__.py").write_text("VALUE = 1\n")
+    (package / "part.py").write_text("VALUE = 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("reloadme.part")
+    (package / "part.py").write_text("VALUE = 3\n")
+    assert forget_library_modules("reloadme") == ["reloadme", "reloadme.part"]
+    assert "reloadme.part" not in sys.modules
+    importlib.invalidate_caches()
+    assert importlib.import_module("reloadme.part").VALUE == 3
