@@ -153,9 +153,13 @@ def _is_dicom_input(source: Path) -> bool:
     return source.is_dir() or source.suffix.lower() == ".dcm" or is_dicom_file(source)
 
 
-def _input_paths(source: Path) -> List[Path]:
-    """What an input occupies: the path, and for a single DICOM file also its series folder."""
-    if source.is_file() and _is_dicom_input(source):
+def _input_paths(source: Path, dicom_output: bool = False) -> List[Path]:
+    """What an input occupies: the path, and for a DICOM output from a DICOM file also its folder.
+
+    A derived series written into the folder of a source DICOM file would be read with
+    it next time; an image file written there would not.
+    """
+    if dicom_output and source.is_file() and _is_dicom_input(source):
         return [source, source.parent]
     return [source]
 
@@ -223,7 +227,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     for source in inputs:
         target, dicom_out = _plan_output(source, out, many, args.output_format)
         if dicom_out:
-            outputs.check_output(target, occupied, overwrite=args.overwrite, folder=True)
+            folders = [p for s in inputs for p in _input_paths(s, dicom_output=True)]
+            outputs.check_output(target, folders, overwrite=args.overwrite, folder=True)
         else:
             imagefiles.check_output_path(target, occupied, overwrite=args.overwrite)
         plans.append((source, target, dicom_out))

@@ -451,7 +451,7 @@ def resolve_compression(compression: Optional[str], info: Optional[DicomSource])
 
 def _can_encode(syntax: str) -> bool:
     try:
-        from pydicom.pixels.utils import get_encoder
+        from pydicom.pixels import get_encoder
     except ImportError:  # pragma: no cover - pydicom < 3
         return syntax == EXPLICIT_VR_LITTLE_ENDIAN
     try:

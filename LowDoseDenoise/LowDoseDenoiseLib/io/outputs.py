@@ -91,12 +91,12 @@ def check_output(
     if not target.name or target.name in (".", ".."):
         raise InputError(f"{what} {target} names no {'folder' if folder else 'file'}; give a path with a name.")
     resolved = _resolved(target)
-    for source in inputs:
-        source = _as_path(source)
-        source_resolved = _resolved(source)
+    sources = [(_as_path(source), _resolved(_as_path(source))) for source in inputs]
+    for source, source_resolved in sources:
         if resolved == source_resolved:
             raise InputError(f"{what} {target} is the input {source} itself; inputs are never overwritten, so "
                              "choose another output path.")
+    for source, source_resolved in sources:
         if source.is_dir() and source_resolved in resolved.parents:
             raise InputError(f"{what} {target} lies inside the input folder {source}; a later read of that folder "
                              "would mix the output into the input, so choose a location outside it.")
