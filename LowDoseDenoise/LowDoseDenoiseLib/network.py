@@ -21,7 +21,7 @@ back.  The last convolution starts at zero, so an untrained generator is the ide
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -146,7 +146,8 @@ class Generator(nn.Module):
         )
         self.tail = nn.Conv2d(w, 4, 3, padding=1)
         nn.init.zeros_(self.tail.weight)
-        nn.init.zeros_(self.tail.bias)
+        if self.tail.bias is not None:
+            nn.init.zeros_(self.tail.bias)
 
     def predict_noise(self, x: torch.Tensor) -> torch.Tensor:
         """The noise estimate for the centre slice, (B, 1, H, W), any H, W ≥ min_size."""
@@ -207,7 +208,7 @@ def count_flops(model: nn.Module, shape: Tuple[int, int, int, int]) -> int:
     """
     total = [0]
 
-    def conv_hook(module: nn.Module, inputs, output):
+    def conv_hook(module: Any, inputs, output):
         out = output
         kernel = module.kernel_size[0] * module.kernel_size[1]
         if isinstance(module, nn.ConvTranspose2d):

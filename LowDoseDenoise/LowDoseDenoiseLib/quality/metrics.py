@@ -130,6 +130,14 @@ def _mask(mask: Any, shape: Tuple[int, ...], name: str = "mask") -> Optional[np.
     return array
 
 
+def _region(mask: Any, shape: Tuple[int, ...], name: str = "mask") -> np.ndarray:
+    """:func:`_mask` of a mask that is given (never None)."""
+    array = _mask(mask, shape, name)
+    if array is None:
+        raise InputError(f"The {name} is missing; give a region.")
+    return array
+
+
 def window_bounds(window: Window = DEFAULT_WINDOW) -> Tuple[float, float]:
     """(low, high) HU of a display window given as a name ('liver'), 'W,L' or (W, L)."""
     from .figures import parse_window
@@ -309,7 +317,7 @@ def circle_roi(shape: Sequence[int], spacing: Spacing, z: int, y: int, x: int, r
         )
     rows, cols = np.ogrid[0:ny, 0:nx]
     disc = ((rows - y) * sy) ** 2 + ((cols - x) * sx) ** 2 <= radius_mm**2
-    mask = np.zeros(shape, dtype=bool)
+    mask: np.ndarray = np.zeros(shape, dtype=bool)
     mask[z] = disc
     return Roi(name, mask, f"circle z={z}, y={y}, x={x}, r={radius_mm:g} mm")
 
@@ -363,7 +371,7 @@ def label_rois(labels, target, wanted: Optional[Sequence[int]] = None, name: str
     if not np.issubdtype(values.dtype, np.integer):
         if not np.allclose(values, np.rint(values)):
             raise InputError("The label map holds non-integer values; give a segmentation (label map) file.")
-    grid = resample_labels(labels, target).astype(np.int64)
+    grid: np.ndarray = resample_labels(labels, target).astype(np.int64)
     present = sorted(int(v) for v in np.unique(grid) if v != 0)
     chosen = list(wanted) if wanted else present
     if not chosen:
@@ -606,7 +614,7 @@ def edge_preservation(image: Any, reference: Any, spacing: Spacing, mask: Any = 
     body outline and bone do not dominate; the benchmarks use the liver window.
     """
     a, b = _pair(image, reference)
-    m = body_mask(b) if mask is None else _mask(mask, a.shape)
+    m = body_mask(b) if mask is None else _region(mask, a.shape)
     if window is not None:
         lo, hi = window_bounds(window)
         a, b = np.clip(a, lo, hi), np.clip(b, lo, hi)
@@ -684,7 +692,7 @@ def residual_correlations(input_hu: Any, output: Any, anatomy: Any, mask: Any = 
 
     before, after = _pair(input_hu, output, ("input", "output"))
     ref = _pair(before, anatomy, ("input", "anatomy"))[1]
-    m = body_mask(ref) if mask is None else _mask(mask, before.shape)
+    m = body_mask(ref) if mask is None else _region(mask, before.shape)
     lo, hi = window_bounds(window)
     residual, windowed, region = (np.atleast_3d(a.T).T for a in (before - after, np.clip(ref, lo, hi), m))
     energy = np.stack([gaussian_filter(np.abs(r), 2.0) for r in residual])
