@@ -419,3 +419,24 @@ def test_real_jpegls_lowdose_series_subset(shared_data, tmp_path):
     np.testing.assert_allclose(back.origin, volume.origin, atol=1e-4)
     np.testing.assert_allclose(back.spacing, volume.spacing, atol=1e-4)
     assert _hashes(subset) == before
+
+
+@pytest.mark.parametrize("compression, syntax", [("rle", pydicom.uid.RLELossless),
+                                                 ("jpeg2000", pydicom.uid.JPEG2000Lossless)])
+def test_compressed_derived_series_is_lossless_and_valid(tmp_path, compression, syntax):
+    series = write_ct_series(tmp_path / "src", shape=(2, 128, 128))
+    source = dicomread.read_series(series.folder)
+    out = dicomwrite.write_derived_series(source, None, tmp_path / "out", model_info=MODEL, compression=compression)
+    files = sorted(out.glob("*.dcm"))
+    assert pydicom.dcmread(files[0]).file_meta.TransferSyntaxUID == syntax
+    assert _dciodvfy_errors(files[0]) == []
+    np.testing.assert_array_equal(dicomread.read_series(out).voxels, source.voxels)
+
+
+def test_unencodable_compression_is_refused_before_writing(tmp_path):
+    series = write_ct_series(tmp_path / "src", shape=(2, 16, 16))
+    source = dicomread.read_series(series.folder)
+    with pytest.raises(InputError, match="jpeg-ls|Cannot encode"):
+        dicomwrite.write_derived_series(source, None, tmp_path / "out", compression=(
+            "jpeg-ls" if not dicomwrite._can_encode(dicomwrite.JPEG_LS_LOSSLESS) else "jpeg2000"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

@@ -404,7 +404,13 @@ def _slice_dataset(plan: _SeriesPlan, k: int, stored: np.ndarray):
     _derivation_and_references(ds, plan, k)
     _file_meta(ds, plan, k)
     if plan.transfer_syntax != EXPLICIT_VR_LITTLE_ENDIAN:
-        ds.compress(plan.transfer_syntax, stored, generate_instance_uid=False)
+        try:
+            ds.compress(plan.transfer_syntax, stored, generate_instance_uid=False)
+        except (RuntimeError, ValueError) as error:
+            name = next(k for k, v in COMPRESSIONS.items() if v == plan.transfer_syntax)
+            reason = str(error).strip().splitlines()[-1].strip()
+            raise InputError(f"Cannot encode the {plan.columns}x{plan.rows} slices as {name} ({reason}); choose "
+                             "--dicom-compression none or rle.") from None
     return ds
 
 
