@@ -1,8 +1,13 @@
 """3D Slicer module: denoise a loaded low-dose CT, compare it side by side, export the result.
 
-Slicer glue only.  The work is done by ``LowDoseDenoiseLib``: ``scene.DenoiseLogic``
-(MRML, tested headless on slicer-core) and ``engine`` (arrays, torch).  torch is not
-imported here: it is installed through the PyTorch extension on the first Apply.
+Slicer glue only: the module description, a widget that wires the .ui to a parameter
+node and runs jobs without freezing the GUI, and a logic that calls the library.  The
+work is in ``LowDoseDenoiseLib``: ``slicer.scene`` (output node, comparison views),
+``slicer.dicomexport`` (DICOM export into the source's study), ``slicer.dependencies``
+(torch checked from package metadata, install list, GPU info), ``slicer.modelchoice``
+(the model menu) and ``engine`` (arrays, torch).  Neither torch nor the library is
+imported when the module loads; torch is installed through the PyTorch extension on the
+first Apply.  Supported: Slicer 5.6 and newer (see docs/slicer-api-versions.md).
 """
 
 import enum
@@ -26,12 +31,14 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-#: Minimum torch version the engine is tested with.
-MINIMUM_TORCH_VERSION = "2.1"
 #: Strength presets (fraction of the predicted noise that is removed).
 STRENGTH_PRESETS = {"low": 0.5, "medium": 0.75, "high": 1.0}
 #: Milliseconds between two looks at a running job.
 POLL_INTERVAL_MS = 200
+#: QSettings group of the remembered choices.
+SETTINGS_GROUP = "LowDoseDenoise"
+#: The extension's documentation.
+HOMEPAGE = "https://github.com/LowDoseDenoise/SlicerLowDoseDenoise#readme"
 
 
 #
@@ -40,46 +47,27 @@ POLL_INTERVAL_MS = 200
 
 
 class LowDoseDenoise(ScriptedLoadableModule):
-    """Module description: title, category, help, acknowledgement and sample data."""
+    """Module description: title, category, help and acknowledgement."""
 
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("Low-Dose CT Denoise")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Filtering")]
         self.parent.dependencies = []
-        self.parent.contributors = ["LowDoseDenoise contributors"]
+        self.parent.contributors = ["LowDoseDenoise maintainers"]
         self.parent.helpText = _(
-            "Reduces noise in low-dose CT with a deep-learning generator (U-Net with attention fusion and a "
-            "residual transform, trained without paired scans). Choose a CT volume, press Apply, and review the "
-            "result side by side with the original in linked views; then export it as NRRD/NIfTI or as a "
-            "DICOM derived series. The original volume is never changed. The result is a processed image: "
+            "Makes low-dose CT scans less grainy with a trained deep-learning model. Choose a CT volume, press "
+            "Apply, and compare the result with the original in linked views; then save it as a file or as a "
+            "DICOM series in the same study. The original is never changed. The result is a processed image: "
             "review it against the original before relying on it."
         )
-        self.parent.helpText += self.getDefaultModuleDocumentationLink()
+        self.parent.helpText += _('<p>Documentation: <a href="{url}">{url}</a></p>').format(url=HOMEPAGE)
         self.parent.acknowledgementText = _(
             "The method follows J. Pu, T. Liu, Z. Guan, S. Li, Y. Ming, Z. Cong, W. Zhang, F. Li: "
             "<i>Unsupervised Denoising of Real Clinical Low Dose Liver CT with Perceptual Attention Networks</i>, "
             "arXiv:2605.00793 (2026). Cite it, and the data sets named in the model card, when you use this "
             "module. PyTorch is provided through the PyTorch extension."
         )
-        slicer.app.connect("startupCompleted()", registerSampleData)
-
-
-def registerSampleData():
-    """Offer Slicer's CTLiver sample in the Sample Data module under this module's category."""
-    import SampleData
-
-    iconsPath = os.path.join(os.path.dirname(__file__), "Resources", "Icons")
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(
-        category="LowDoseDenoise",
-        sampleName="CTLiver",
-        thumbnailFileName=os.path.join(iconsPath, "LowDoseDenoise.png"),
-        uris="https://github.com/Slicer/SlicerTestingData/releases/download/SHA256/"
-        "e16eae0ae6fefa858c5c11e58f0f1bb81834d81b7102e021571056324ef6f37e",
-        fileNames="CTLiver.nrrd",
-        checksums="SHA256:e16eae0ae6fefa858c5c11e58f0f1bb81834d81b7102e021571056324ef6f37e",
-        nodeNames="CTLiver",
-    )
 
 
 #
@@ -99,13 +87,13 @@ class CompareLayout(enum.Enum):
 
 @parameterNodeWrapper
 class LowDoseDenoiseParameterNode:
-    """All GUI state; the .ui widgets bind to these fields through SlicerParameterName.
+    """All GUI state; most .ui widgets bind to these fields through SlicerParameterName.
 
     inputVolume - the CT volume to denoise.
-    outputVolume - where the result goes; None creates "<input> denoised".
-    useBundledModel - use the model shipped with the module instead of modelPath.
-    modelPath - a TorchScript model file written by `lowdose-denoise export`.
-    device - "auto", "cpu", "cuda:N" or "mps" (the combo box is filled at run time).
+    outputVolume - where the result goes; None creates a new volume named after model and strength.
+    model - a bundled model's name ("" for the default) or "file" for modelFile (menu filled at run time).
+    modelFile - a TorchScript model file written by `lowdose-denoise export` ("" when none is chosen).
+    device - "auto", "cpu", "cuda:N" or "mps" (menu filled at run time).
     strength - fraction of the predicted noise that is removed, 0..1.
     compareLayout - side by side, or with a third view of the difference.
     linkViews - link panning, zooming and scrolling of the comparison views.
@@ -114,13 +102,17 @@ class LowDoseDenoiseParameterNode:
 
     inputVolume: vtkMRMLScalarVolumeNode
     outputVolume: vtkMRMLScalarVolumeNode
-    useBundledModel: bool = True
-    modelPath: Path
+    model: str = ""
+    modelFile: str = ""
     device: str = "auto"
     strength: Annotated[float, WithinRange(0.0, 1.0)] = 1.0
     compareLayout: CompareLayout = CompareLayout.SIDE_BY_SIDE
     linkViews: bool = True
     showComparison: bool = True
+
+
+#: Parameter-node fields remembered across sessions (qt.QSettings).
+REMEMBERED = ("model", "modelFile", "device", "strength", "compareLayout", "linkViews", "showComparison")
 
 
 #
@@ -138,26 +130,35 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode: Optional[LowDoseDenoiseParameterNode] = None
         self._parameterNodeGuiTag = None
         self._job = None
+        self._versionProblem = ""
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.connect("timeout()", self._pollJob)
-        self._modelInfoCache = {}
 
     def setup(self) -> None:
+        from LowDoseDenoiseLib.slicer import compat
+
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/LowDoseDenoise.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = LowDoseDenoiseLogic()
+        self._versionProblem = compat.slicer_version_problem(slicer.app.majorVersion, slicer.app.minorVersion)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.modelPathLineEdit.filters = ctk.ctkPathLineEdit.Files
         self.ui.modelPathLineEdit.nameFilters = [_("TorchScript model (*.pt)")]
-        self._fillDeviceComboBox()
+        self.ui.modelPathLineEdit.settingKey = SETTINGS_GROUP + "/ModelFileHistory"
+        self._fillModelComboBox()
+        self._fillDeviceComboBox(checkGpus=False)  # listing GPUs imports torch: only on request or Apply
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelFileChanged)
+        self.ui.modelCardButton.connect("clicked()", self.onShowModelCard)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
+        self.ui.checkEnvironmentButton.connect("clicked()", self.onCheckEnvironment)
         self.ui.lowStrengthButton.connect("clicked()", lambda: self.setStrength(STRENGTH_PRESETS["low"]))
         self.ui.mediumStrengthButton.connect("clicked()", lambda: self.setStrength(STRENGTH_PRESETS["medium"]))
         self.ui.highStrengthButton.connect("clicked()", lambda: self.setStrength(STRENGTH_PRESETS["high"]))
@@ -168,10 +169,13 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportFileButton.connect("clicked(bool)", self.onExportFile)
         self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicom)
         self.ui.progressBar.hide()
+        self.ui.environmentLabel.text = self.logic.packageSummary()
+        if self._versionProblem:
+            self._log("error", self._versionProblem)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self._cancelJob(wait=True)
+        self._cancelJob()
         self.removeObservers()
         self.setParameterNode(None)
 
@@ -184,8 +188,18 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
 
+    def onReload(self) -> None:
+        """Restore the views, stop a run and reload LowDoseDenoiseLib too (not only this file)."""
+        from LowDoseDenoiseLib.slicer.reloading import forget_library_modules
+
+        self._cancelJob()
+        if self.logic is not None and self.logic.denoise.comparing:
+            self.logic.denoise.end_comparison()
+        forget_library_modules()
+        ScriptedLoadableModuleWidget.onReload(self)
+
     def onSceneStartClose(self, caller, event) -> None:
-        self._cancelJob(wait=True)
+        self._cancelJob()  # no wait: the worker touches no MRML and its result is dropped
         if self.logic:
             self.logic.denoise.forget_comparison()
         self.setParameterNode(None)
@@ -196,6 +210,7 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
+        self._restoreSettingsOnce()
         if not self._parameterNode.inputVolume:
             firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if firstVolume and not firstVolume.IsA("vtkMRMLLabelMapVolumeNode"):
@@ -211,27 +226,69 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
             self._updateGui()
 
+    # -- remembered settings ------------------------------------------------------------------------
+    def _restoreSettingsOnce(self) -> None:
+        """Fill a new parameter node (one per scene) with the choices of the last session."""
+        node = self._parameterNode
+        marker = SETTINGS_GROUP + ".SettingsRestored"
+        if node is None or node.parameterNode.GetAttribute(marker):
+            return
+        node.parameterNode.SetAttribute(marker, "1")
+        settings = qt.QSettings()
+        for name in REMEMBERED:
+            key = f"{SETTINGS_GROUP}/{name}"
+            if not settings.contains(key):
+                continue
+            value = settings.value(key)
+            try:
+                if name == "strength":
+                    value = min(max(float(value), 0.0), 1.0)
+                elif name == "compareLayout":
+                    value = CompareLayout(str(value))
+                elif name in ("linkViews", "showComparison"):
+                    value = str(value).lower() in ("true", "1")
+                setattr(node, name, value)
+            except (TypeError, ValueError):
+                settings.remove(key)  # a value from an older version: forget it
+        self._selectDevice(node.device)
+
+    def _saveSettings(self) -> None:
+        node = self._parameterNode
+        settings = qt.QSettings()
+        for name in REMEMBERED:
+            value = getattr(node, name)
+            settings.setValue(f"{SETTINGS_GROUP}/{name}", value.value if isinstance(value, enum.Enum) else value)
+
     # -- GUI state --------------------------------------------------------------------------------
     def _updateGui(self, caller=None, event=None) -> None:
+        from LowDoseDenoiseLib.slicer.modelchoice import MODEL_FILE_KEY, model_details
+
         node = self._parameterNode
         if node is None:
             return
+        self._saveSettings()
         running = self._job is not None
-        self.ui.modelPathLineEdit.enabled = not node.useBundledModel and not running
-        index = self.ui.deviceComboBox.findData(node.device)
-        if index >= 0 and index != self.ui.deviceComboBox.currentIndex:
-            self.ui.deviceComboBox.currentIndex = index
-        self.ui.modelInfoLabel.text = self._modelInfo()
+        usesFile = node.model == MODEL_FILE_KEY
+        self.ui.modelPathLineEdit.enabled = usesFile and not running
+        self.ui.modelPathLabel.enabled = usesFile
+        index = self.ui.modelComboBox.findData(node.model or self._defaultModelKey())
+        if index >= 0 and index != self.ui.modelComboBox.currentIndex:
+            self.ui.modelComboBox.currentIndex = index
+        if self.ui.modelPathLineEdit.currentPath != node.modelFile:
+            self.ui.modelPathLineEdit.currentPath = node.modelFile
+        self._selectDevice(node.device)
+        self.ui.modelInfoLabel.text = model_details(self.logic.modelPathOrNone(node))
         if running:
             self.ui.applyButton.text = _("Cancel")
             self.ui.applyButton.toolTip = _("Stop denoising; nothing is added to the scene.")
             self.ui.applyButton.enabled = True
         else:
             self.ui.applyButton.text = _("Apply")
-            ready = node.inputVolume is not None
+            ready = node.inputVolume is not None and not self._versionProblem
             self.ui.applyButton.enabled = ready
             self.ui.applyButton.toolTip = (
-                _("Denoise the input volume.") if ready else _("Select an input CT volume first.")
+                self._versionProblem
+                or (_("Denoise the input volume.") if ready else _("Select an input CT volume first."))
             )
         result = node.outputVolume
         comparable = node.inputVolume is not None and result is not None and not running
@@ -239,40 +296,90 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.endComparisonButton.enabled = self.logic is not None and self.logic.denoise.comparing
         self.ui.exportFileButton.enabled = result is not None and not running
         self.ui.exportDicomButton.enabled = result is not None and not running
-        for widget in (self.ui.inputSection, self.ui.modelSection, self.ui.deviceComboBox):
+        for widget in (self.ui.inputSection, self.ui.modelSection, self.ui.strengthSection):
             widget.enabled = not running
 
-    def _modelInfo(self) -> str:
-        """Name, version, SHA-256 prefix and training dose of the chosen model, when torch is there."""
-        node = self._parameterNode
-        from LowDoseDenoiseLib import modelfile
+    def _log(self, level: str, text: str) -> None:
+        """Append a line to the log box (and Slicer's log)."""
+        from LowDoseDenoiseLib.slicer.messages import Message
 
-        path = modelfile.bundled_model_path() if node.useBundledModel else Path(str(node.modelPath))
-        if not node.useBundledModel and str(node.modelPath) in ("", "."):
-            return _("Choose a model file (.pt).")
-        if not path.is_file():
-            return _("Model file not found: {path}").format(path=path)
-        if not self.logic.torchAvailable():
-            return _("{name} (details after the first Apply installs PyTorch)").format(name=path.name)
-        key = (str(path), path.stat().st_mtime)
-        if key not in self._modelInfoCache:
-            try:
-                self._modelInfoCache[key] = modelfile.load_model(path, probe=False).summary()
-            except Exception as error:
-                self._modelInfoCache[key] = _("Cannot use this model: {error}").format(error=error)
-        return self._modelInfoCache[key]
+        line = Message(level, text).line()
+        self.ui.logTextEdit.appendPlainText(line)
+        if level == "info":
+            print(f"LowDoseDenoise: {line}")
+        else:
+            import logging
 
-    def _fillDeviceComboBox(self) -> None:
+            logging.getLogger("LowDoseDenoise").warning(line)
+
+    def _drainMessages(self, job) -> None:
+        for message in job.messages.drain():
+            self._log(message.level, message.text)
+
+    def _fillModelComboBox(self) -> None:
+        from LowDoseDenoiseLib.slicer.modelchoice import model_choices
+
+        combo = self.ui.modelComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        for choice in model_choices():
+            combo.addItem(choice.label, choice.key)
+            combo.setItemData(combo.count - 1, choice.details, qt.Qt.ToolTipRole)
+        combo.blockSignals(wasBlocked)
+
+    def _defaultModelKey(self) -> str:
+        from LowDoseDenoiseLib.slicer.modelchoice import model_choices
+
+        defaults = [c.key for c in model_choices() if c.default]
+        return defaults[0] if defaults else ""
+
+    def _fillDeviceComboBox(self, checkGpus: bool) -> None:
         combo = self.ui.deviceComboBox
         wasBlocked = combo.blockSignals(True)
         combo.clear()
-        for name, label in self.logic.deviceChoices():
+        for name, label in self.logic.deviceChoices(checkGpus):
             combo.addItem(label, name)
         combo.blockSignals(wasBlocked)
+
+    def _selectDevice(self, device: str) -> None:
+        combo = self.ui.deviceComboBox
+        index = combo.findData(device)
+        if index < 0 and device not in ("", "auto", "cpu"):  # a remembered GPU, not listed yet
+            wasBlocked = combo.blockSignals(True)
+            combo.addItem(_("{device} (checked on Apply)").format(device=device), device)
+            combo.blockSignals(wasBlocked)
+            index = combo.findData(device)
+        if index >= 0 and index != combo.currentIndex:
+            wasBlocked = combo.blockSignals(True)
+            combo.currentIndex = index
+            combo.blockSignals(wasBlocked)
+
+    def onModelChanged(self, index: int) -> None:
+        if self._parameterNode is not None and index >= 0:
+            self._parameterNode.model = self.ui.modelComboBox.itemData(index)
+
+    def onModelFileChanged(self, path: str) -> None:
+        if self._parameterNode is not None and self._parameterNode.modelFile != path:
+            self._parameterNode.modelFile = path
 
     def onDeviceChanged(self, index: int) -> None:
         if self._parameterNode is not None and index >= 0:
             self._parameterNode.device = self.ui.deviceComboBox.itemData(index)
+
+    def onShowModelCard(self) -> None:
+        from LowDoseDenoiseLib.slicer.modelchoice import model_card_path
+
+        path = model_card_path()
+        if path is None:
+            qt.QDesktopServices.openUrl(qt.QUrl(HOMEPAGE))
+        else:
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path)))
+
+    def onCheckEnvironment(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not check PyTorch."), waitCursor=True):
+            self.ui.environmentLabel.text = self.logic.environmentSummary()
+            self._fillDeviceComboBox(checkGpus=True)
+            self._selectDevice(self._parameterNode.device if self._parameterNode else "auto")
 
     def setStrength(self, value: float) -> None:
         if self._parameterNode is not None:
@@ -283,34 +390,52 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Start a run in a background thread, or cancel the running one."""
         if self._job is not None:
             self._job.request_cancel()
-            self.ui.statusLabel.text = _("Cancelling…")
+            self.ui.statusLabel.text = _("Cancelling after the current batch of slices…")
             return
         node = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Could not start denoising."), waitCursor=True):
-            if not self.logic.ensureDependencies():
+            if not self.logic.ensureDependencies(busyWidgets=[self.ui.applyButton, self.ui.inputSection,
+                                                               self.ui.modelSection, self.ui.strengthSection]):
                 return
-            self._fillDeviceComboBox()
-            self._updateGui()
-            job = self.logic.denoise.prepare(
-                node.inputVolume,
-                node.outputVolume,
-                model=self.logic.modelSource(node),
-                device=node.device,
-                strength=node.strength,
-            )
+            self._fillDeviceComboBox(checkGpus=True)
+            self._selectDevice(node.device)
+            job = self._prepare(node)
+            if job is None:
+                return
             job.start()
             self._job = job
             self.ui.progressBar.value = 0
             self.ui.progressBar.show()
             self.ui.statusLabel.text = _("Denoising on {device}…").format(device=job.device)
+            self._log("info", _("Started: '{input}' with {model}, strength {strength:g}, on {device}.").format(
+                input=job.input_name, model=job.model.summary(), strength=job.strength, device=job.device))
+            self._drainMessages(job)
             self._timer.start()
             self._updateGui()
+
+    def _prepare(self, node):
+        """A job for the current parameters; asks before processing values that do not look like CT."""
+        from LowDoseDenoiseLib.slicer.scene import NotCTError
+
+        arguments = dict(
+            model=self.logic.modelSource(node), device=node.device, strength=node.strength
+        )
+        try:
+            return self.logic.denoise.prepare(node.inputVolume, node.outputVolume, **arguments)
+        except NotCTError as error:
+            if not slicer.util.confirmOkCancelDisplay(
+                _("{problem}\n\nProcess it anyway?").format(problem=error), _("Not a CT volume?")
+            ):
+                self._log("warning", str(error))
+                return None
+            return self.logic.denoise.prepare(node.inputVolume, node.outputVolume, allow_non_ct=True, **arguments)
 
     def _pollJob(self) -> None:
         job = self._job
         if job is None:
             self._timer.stop()
             return
+        self._drainMessages(job)
         self.ui.progressBar.value = int(round(100 * job.fraction))
         eta = job.eta_seconds
         if not job.finished:
@@ -330,27 +455,32 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text = ""
                 output = self.logic.denoise.finish(job)
                 self._parameterNode.outputVolume = output
-                self.ui.statusLabel.text = _("Done: '{name}'.").format(name=output.GetName())
+                self.ui.statusLabel.text = _("Done: '{name}'. {summary}").format(
+                    name=output.GetName(), summary=job.summary.line() if job.summary else ""
+                )
                 if self._parameterNode.showComparison:
                     self.onShowComparison()
         finally:
+            self._drainMessages(job)
             self._updateGui()
 
-    def _cancelJob(self, wait: bool = False) -> None:
+    def _cancelJob(self) -> None:
+        """Ask a running job to stop and forget it at once (no GUI block; it adds nothing)."""
         job, self._job = self._job, None
         self._timer.stop()
         if job is not None:
             job.request_cancel()
-            if wait:
-                job.wait(30)
 
     # -- comparison -----------------------------------------------------------------------------
     def onShowComparison(self) -> None:
         node = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Could not show the comparison."), waitCursor=True):
-            self.logic.denoise.show_comparison(
-                node.inputVolume, node.outputVolume, layout=node.compareLayout.value, linked=node.linkViews
+            views = self.logic.denoise.show_comparison(
+                node.inputVolume, node.outputVolume, layout=node.compareLayout.value, linked=node.linkViews,
+                fit=False,
             )
+            slicer.app.processEvents()  # let Qt resize the views of the new layout before fitting
+            self.logic.denoise.fit_views(views)
         self._updateGui()
 
     def onEndComparison(self) -> None:
@@ -375,17 +505,21 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
             written = self.logic.denoise.export(node, path, overwrite=True)  # the dialog asked already
             self.ui.statusLabel.text = _("Saved {path}").format(path=written)
+            self._log("info", self.ui.statusLabel.text)
 
     def onExportDicom(self) -> None:
         node = self._parameterNode.outputVolume
         folder = qt.QFileDialog.getExistingDirectory(
-            slicer.util.mainWindow(), _("Folder for the DICOM derived series (an empty or new folder)")
+            slicer.util.mainWindow(), _("Folder for the DICOM series (a new subfolder is created in it)")
         )
         if not folder:
             return
         with slicer.util.tryWithErrorDisplay(_("DICOM export failed."), waitCursor=True):
-            written = self.logic.exportDicom(node, self._parameterNode.inputVolume, folder)
+            written, notes = self.logic.exportDicom(node, folder)
+            for note in notes:
+                self._log("warning", note)
             self.ui.statusLabel.text = _("DICOM series written to {path}").format(path=written)
+            self._log("info", self.ui.statusLabel.text)
 
 
 #
@@ -405,58 +539,93 @@ class LowDoseDenoiseLogic(ScriptedLoadableModuleLogic):
         from LowDoseDenoiseLib.slicer.scene import DenoiseLogic
 
         self.denoise = DenoiseLogic(slicer.mrmlScene, slicer.app.applicationLogic())
+        self._installing = False
 
     def getParameterNode(self) -> LowDoseDenoiseParameterNode:
         return LowDoseDenoiseParameterNode(super().getParameterNode())
 
-    def process(self, inputVolume, outputVolume=None, modelPath=None, device="auto", strength=1.0):
+    def process(self, inputVolume, outputVolume=None, modelPath=None, device="auto", strength=1.0,
+                allowNonCT=False):
         """Denoise ``inputVolume`` and wait for the result (scripts, self-test); returns the output node."""
         if not self.ensureDependencies():
-            raise RuntimeError(
-                _(
-                    "PyTorch is needed to denoise; install it when asked, or install the PyTorch "
-                    "extension from the Extensions Manager."
-                )
-            )
-        return self.denoise.process(inputVolume, outputVolume, model=modelPath, device=device, strength=strength)
+            raise RuntimeError(self.torchProblem() or _("PyTorch is not available."))
+        return self.denoise.process(
+            inputVolume, outputVolume, model=modelPath, device=device, strength=strength, allow_non_ct=allowNonCT
+        )
 
+    # -- model choice ---------------------------------------------------------------------------
     @staticmethod
-    def modelSource(parameterNode: LowDoseDenoiseParameterNode):
-        """None for the bundled model, else the chosen file."""
-        if parameterNode.useBundledModel:
-            return None
-        path = str(parameterNode.modelPath)
-        if not path or path == ".":
-            from LowDoseDenoiseLib.errors import InputError
+    def modelPathOrNone(parameterNode: LowDoseDenoiseParameterNode) -> Optional[Path]:
+        """The file the parameter node's model choice means, or None when none is chosen."""
+        from LowDoseDenoiseLib.slicer.modelchoice import MODEL_FILE_KEY, model_choices
 
-            raise InputError(_("No model file is chosen; pick a .pt file or tick 'Use bundled model'."))
-        return Path(path)
+        if parameterNode.model == MODEL_FILE_KEY:
+            return Path(parameterNode.modelFile) if parameterNode.modelFile else None
+        choices = [c for c in model_choices() if c.path is not None]
+        chosen = [c for c in choices if c.key == parameterNode.model] or [c for c in choices if c.default]
+        return chosen[0].path if chosen else None
+
+    def modelSource(self, parameterNode: LowDoseDenoiseParameterNode) -> Path:
+        """The model file to run; InputError with what to do when none is chosen."""
+        from LowDoseDenoiseLib.errors import InputError
+
+        path = self.modelPathOrNone(parameterNode)
+        if path is None:
+            raise InputError(_("No model file is chosen; pick a .pt file or choose a bundled model."))
+        return path
 
     # -- dependencies ---------------------------------------------------------------------------
     @staticmethod
-    def torchAvailable() -> bool:
-        import importlib.util
+    def torchProblem() -> str:
+        from LowDoseDenoiseLib.slicer.dependencies import torch_status
 
-        return importlib.util.find_spec("torch") is not None
+        return torch_status().problem()
 
-    def deviceChoices(self) -> List[tuple]:
-        """(name, label) of each device: auto, CPU, each CUDA GPU, Apple MPS (GPUs once torch is there)."""
-        choices = [("auto", _("Automatic (GPU if available)")), ("cpu", _("CPU"))]
-        if not self.torchAvailable():
-            return choices
-        import torch
+    @staticmethod
+    def packageSummary() -> str:
+        """PyTorch as the package metadata says (no import): shown when the panel opens."""
+        from LowDoseDenoiseLib.slicer.dependencies import torch_status
 
-        for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
-            choices.append(
-                (f"cuda:{index}", _("GPU {index}: {name}").format(index=index, name=torch.cuda.get_device_name(index)))
-            )
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            choices.append(("mps", _("Apple GPU (MPS)")))
-        return choices
+        status = torch_status()
+        if not status.installed:
+            return _("PyTorch: not installed (installed on the first Apply).")
+        return _("PyTorch {version} installed. Press 'Check PyTorch and GPUs' for the GPUs.").format(
+            version=status.version
+        ) + ("" if status.recent_enough else "\n" + status.problem())
 
-    def ensureDependencies(self) -> bool:
-        """Install torch through the PyTorch extension after one confirmation; False if declined."""
+    @staticmethod
+    def environmentSummary() -> str:
+        """torch version, CUDA build, GPU names and memory, upgrade hint (imports torch, guarded)."""
+        from LowDoseDenoiseLib.slicer.dependencies import torch_environment
+
+        return "\n".join(torch_environment().lines())
+
+    @staticmethod
+    def deviceChoices(checkGpus: bool) -> List[tuple]:
+        """(name, label) of each device; GPUs only when ``checkGpus`` (it imports torch)."""
+        from LowDoseDenoiseLib.slicer.dependencies import device_choices, torch_status
+
+        if checkGpus and torch_status().recent_enough:
+            return device_choices()
+        return [("auto", _("Automatic (GPU if available)")), ("cpu", _("CPU"))]
+
+    def ensureDependencies(self, busyWidgets=()) -> bool:
+        """Install torch through the PyTorch extension after one confirmation; False if declined.
+
+        Never installs in testing mode.  ``busyWidgets`` are disabled during the
+        installation, during which Slicer processes events (no second click).
+        """
+        from LowDoseDenoiseLib.slicer.dependencies import MINIMUM_TORCH, install_list, torch_status
+
+        if self._installing:
+            return False
+        status = torch_status()
+        if status.recent_enough:
+            return True
+        if slicer.app.testingEnabled():
+            slicer.util.errorDisplay(_("{problem} (Nothing is installed in testing mode.)").format(
+                problem=status.problem()))
+            return False
         try:
             import PyTorchUtils
         except ModuleNotFoundError:
@@ -467,111 +636,85 @@ class LowDoseDenoiseLogic(ScriptedLoadableModuleLogic):
                 )
             )
             return False
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if torchLogic.torchInstalled():
-            from packaging import version
-
-            if version.parse(torchLogic.torch.__version__.split("+")[0]) < version.parse(MINIMUM_TORCH_VERSION):
-                slicer.util.errorDisplay(
-                    _(
-                        "PyTorch {found} is installed but this module needs {minimum} or newer. Update it in the "
-                        "PyTorch Utils module."
-                    ).format(found=torchLogic.torch.__version__, minimum=MINIMUM_TORCH_VERSION)
-                )
-                return False
-            return True
+        if status.installed:  # too old: PyTorch Utils updates it, a restart is needed
+            slicer.util.errorDisplay(status.problem())
+            return False
         if not slicer.util.confirmOkCancelDisplay(
             _(
-                "Denoising needs these Python packages, which will be installed now:\n\n"
-                "  • PyTorch {minimum} or newer (through the PyTorch extension; CPU or GPU build chosen for this "
-                "computer)\n\nThis needs a network connection and may take several minutes."
-            ).format(minimum=MINIMUM_TORCH_VERSION),
+                "Denoising needs these Python packages, which will be installed now through the PyTorch "
+                "extension:\n\n{packages}\n\nThis needs a network connection and may take several minutes."
+            ).format(packages="\n".join(f"  • {line}" for line in install_list(status))),
             _("Install Python packages"),
         ):
             return False
-        with slicer.util.WaitCursor():
-            torch = torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=f">={MINIMUM_TORCH_VERSION}")
+        self._installing = True
+        enabled = [(widget, widget.enabled) for widget in busyWidgets]
+        for widget, _wasEnabled in enabled:
+            widget.enabled = False
+        try:
+            with slicer.util.WaitCursor():
+                torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                    askConfirmation=False, torchVersionRequirement=f">={MINIMUM_TORCH}"
+                )
+        finally:
+            self._installing = False
+            for widget, wasEnabled in enabled:
+                widget.enabled = wasEnabled
         if torch is None:
             slicer.util.errorDisplay(_("PyTorch could not be installed. Install it from the PyTorch Utils module."))
             return False
         return True
 
-    @staticmethod
-    def ensurePythonPackages(requirements: List[str], requester: str) -> None:
-        """Install pip packages after one confirmation: slicer.packaging where available."""
-        packaging = getattr(slicer, "packaging", None)
-        if packaging is not None and hasattr(packaging, "pip_ensure"):
-            packaging.pip_ensure(requirements, requester=requester)
-            return
-        import importlib.util
-
-        missing = [r for r in requirements if importlib.util.find_spec(r.split(">")[0].split("=")[0].strip()) is None]
-        if missing and slicer.util.confirmOkCancelDisplay(
-            _("{requester} needs these Python packages, which will be installed now:\n\n{packages}").format(
-                requester=requester, packages="\n".join(f"  • {r}" for r in missing)
-            ),
-            _("Install Python packages"),
-        ):
-            slicer.util.pip_install(missing)
-
     # -- DICOM export -----------------------------------------------------------------------------
-    def exportDicom(self, outputVolume, inputVolume, folder) -> str:
-        """Write ``outputVolume`` as a DICOM derived series into ``folder``; returns the folder.
+    def exportDicom(self, outputVolume, folder):
+        """Write ``outputVolume`` as a DICOM series in a new subfolder of ``folder``; return (path, notes).
 
-        With the input's DICOM files in Slicer's database: a derived series of the same
-        study (LowDoseDenoiseLib.io.dicomwrite, with source image references).  Without them,
-        when the volume sits in a study of the subject hierarchy: Slicer's own DICOM
-        scalar volume exporter.  Otherwise dicomio starts a new anonymous study.
+        The series goes into the patient and study of the volume the output was made
+        from (its source reference), never the current selection; see
+        LowDoseDenoiseLib.slicer.dicomexport for the three routes.  The written series is
+        added to Slicer's DICOM database when one is open, so it can be sent to PACS.
         """
-        sourceFiles = self._sourceDicomFiles(inputVolume)
-        if not sourceFiles and self._inStudy(outputVolume):
-            return self._exportWithSlicerPlugin(outputVolume, folder)
-        self.ensurePythonPackages(["pydicom"], requester=_("DICOM export"))
-        from LowDoseDenoiseLib.io import dicomread, dicomwrite
-        from LowDoseDenoiseLib.slicer.scene import volume_from_node
+        from LowDoseDenoiseLib.slicer import dicomexport
 
-        source = dicomread.read_series([Path(f) for f in sourceFiles]) if sourceFiles else None
-        volume = volume_from_node(outputVolume)
-        modelInfo = {
-            "name": outputVolume.GetAttribute("LowDoseDenoise.ModelName") or "",
-            "version": outputVolume.GetAttribute("LowDoseDenoise.ModelVersion") or "",
-            "sha256": outputVolume.GetAttribute("LowDoseDenoise.ModelSHA256") or "",
-            "strength": outputVolume.GetAttribute("LowDoseDenoise.Strength") or "",
-        }
-        written = dicomwrite.write_derived_series(volume, volume.voxels, folder, source=source, model_info=modelInfo)
-        return str(written)
+        source = dicomexport.check_source(outputVolume)
+        database = getattr(slicer, "dicomDatabase", None)
+        files = dicomexport.instance_files(database, dicomexport.source_instance_uids(source))
+        plan = dicomexport.plan_export(slicer.mrmlScene, outputVolume, files)
+        if plan.route is dicomexport.ExportRoute.SLICER_EXPORTER:
+            written = self._exportWithSlicerPlugin(outputVolume, plan, folder)
+        else:
+            written = dicomexport.write_derived(
+                slicer.mrmlScene, plan, dicomexport.series_folder(folder, outputVolume.GetName())
+            )
+        notes = list(plan.notes)
+        if database is not None and database.isOpen:
+            from DICOMLib import DICOMUtils
 
-    @staticmethod
-    def _sourceDicomFiles(volumeNode) -> List[str]:
-        if volumeNode is None or not hasattr(slicer, "dicomDatabase") or slicer.dicomDatabase is None:
-            return []
-        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
-        files = [slicer.dicomDatabase.fileForInstance(uid) for uid in uids]
-        return [f for f in files if f and os.path.isfile(f)]
+            if not DICOMUtils.importDicom(str(written), database):
+                notes.append(_("The series was written but could not be added to the DICOM database."))
+        return str(written), notes
 
     @staticmethod
-    def _inStudy(volumeNode) -> bool:
-        shNode = slicer.mrmlScene.GetSubjectHierarchyNode()
-        item = shNode.GetItemByDataNode(volumeNode)
-        parent = shNode.GetItemParent(item) if item else 0
-        return bool(parent) and shNode.GetItemLevel(parent) == "Study"
-
-    @staticmethod
-    def _exportWithSlicerPlugin(volumeNode, folder) -> str:
+    def _exportWithSlicerPlugin(volumeNode, plan, folder) -> Path:
         import DICOMScalarVolumePlugin
 
-        shNode = slicer.mrmlScene.GetSubjectHierarchyNode()
+        from LowDoseDenoiseLib.slicer import dicomexport
+
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+        item = shNode.GetItemByDataNode(volumeNode)
         exporter = DICOMScalarVolumePlugin.DICOMScalarVolumePluginClass()
-        exportables = exporter.examineForExport(shNode.GetItemByDataNode(volumeNode))
+        exportables = exporter.examineForExport(item)
         if not exportables:
             raise RuntimeError(_("Slicer's DICOM exporter cannot export '{name}'.").format(name=volumeNode.GetName()))
+        tags = dicomexport.exporter_tags(plan)  # examineForExport leaves patient and study empty
         for exportable in exportables:
-            exportable.directory = folder
-            exportable.setTag("SeriesDescription", volumeNode.GetName())
+            exportable.directory = str(folder)
+            for tag, value in tags.items():
+                exportable.setTag(tag, value)
         message = exporter.export(exportables)
         if message:
             raise RuntimeError(message)
-        return folder
+        return dicomexport.exporter_folder(folder, item)
 
 
 #
@@ -580,17 +723,18 @@ class LowDoseDenoiseLogic(ScriptedLoadableModuleLogic):
 
 
 class LowDoseDenoiseTest(ScriptedLoadableModuleTest):
-    """Loads CTLiver, keeps a few slices, denoises on CPU, checks geometry, change and layout."""
+    """Loads CTLiver, keeps a few slices and runs the widget's own path: Apply, progress, Cancel,
+    compare, export to a temporary folder. Installs nothing: without PyTorch it fails with the reason."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_DenoiseCTLiver()
+        self.test_WidgetPath()
 
     def _tinyModel(self) -> str:
-        """The bundled model when it is trained, else a small generator with random last weights."""
+        """The default bundled model when it is trained, else a small generator with random last weights."""
         from LowDoseDenoiseLib import modelfile
 
         bundled = modelfile.bundled_model_path()
@@ -610,52 +754,88 @@ class LowDoseDenoiseTest(ScriptedLoadableModuleTest):
         modelfile.save_model(generator, metadata, path)
         return path
 
-    def test_DenoiseCTLiver(self):
-        import numpy as np
+    def _slab(self):
         import SampleData
 
-        self.delayDisplay("Loading CTLiver")
-        registerSampleData()
-        fullVolume = SampleData.downloadSample("CTLiver")
-        # a few slices keep the test fast on CPU
+        fullVolume = SampleData.downloadSample("CTLiver")  # SampleData's own entry (not registered again)
         voxels = slicer.util.arrayFromVolume(fullVolume)
         middle = voxels.shape[0] // 2
         inputVolume = slicer.modules.volumes.logic().CloneVolume(slicer.mrmlScene, fullVolume, "CTLiver slab")
         ijkToRas = vtk.vtkMatrix4x4()
         fullVolume.GetIJKToRASMatrix(ijkToRas)
-        origin = ijkToRas.MultiplyPoint((0, 0, middle - 2, 1))
-        slicer.util.updateVolumeFromArray(inputVolume, voxels[middle - 2 : middle + 2].copy())
+        origin = ijkToRas.MultiplyPoint((0, 0, middle - 3, 1))
+        slicer.util.updateVolumeFromArray(inputVolume, voxels[middle - 3: middle + 3].copy())
         inputVolume.SetOrigin(origin[:3])
+        return inputVolume
+
+    def _waitForJob(self, widget, seconds=300):
+        import time
+
+        deadline = time.monotonic() + seconds
+        while widget._job is not None and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        slicer.app.processEvents()
+        self.assertIsNone(widget._job, "the run did not finish in time")
+
+    def test_WidgetPath(self):
+        import tempfile
+
+        import numpy as np
+
+        from LowDoseDenoiseLib.slicer.dependencies import torch_status
+
+        self.assertFalse(torch_status().problem(), "the self-test needs PyTorch; it installs nothing")
+        self.delayDisplay("Loading CTLiver")
+        inputVolume = self._slab()
         before = slicer.util.arrayFromVolume(inputVolume).copy()
 
-        self.delayDisplay("Denoising on CPU")
-        logic = LowDoseDenoiseLogic()
-        self.assertTrue(logic.ensureDependencies())
-        outputVolume = logic.process(inputVolume, modelPath=self._tinyModel(), device="cpu", strength=1.0)
+        slicer.util.selectModule("LowDoseDenoise")
+        widget = slicer.modules.lowdosedenoise.widgetRepresentation().self()
+        node = widget._parameterNode
+        node.inputVolume = inputVolume
+        node.outputVolume = None
+        node.model, node.modelFile = "file", self._tinyModel()
+        node.device, node.strength, node.showComparison = "cpu", 0.75, True
 
+        self.delayDisplay("Apply, then Cancel at once: nothing is added")
+        volumesBefore = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+        widget.onApplyButton()
+        self.assertIsNotNone(widget._job)
+        self.assertEqual(widget.ui.applyButton.text, _("Cancel"))
+        self.assertFalse(widget.ui.strengthSection.enabled)
+        widget.onApplyButton()  # the Apply button is Cancel now
+        self._waitForJob(widget)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), volumesBefore)
+
+        self.delayDisplay("Apply on CPU with progress")
+        widget.onApplyButton()
+        self._waitForJob(widget)
+        outputVolume = node.outputVolume
+        self.assertIsNotNone(outputVolume)
+        self.assertIn("strength 0.75", outputVolume.GetName())
+        self.assertIn("sha256", widget.ui.logTextEdit.toPlainText())
         after = slicer.util.arrayFromVolume(outputVolume)
         self.assertEqual(after.shape, before.shape)
-        self.assertEqual(after.dtype, before.dtype)
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(inputVolume), before)
         self.assertGreater(np.abs(after.astype(float) - before).max(), 0)
-        inMatrix, outMatrix = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
-        inputVolume.GetIJKToRASMatrix(inMatrix)
-        outputVolume.GetIJKToRASMatrix(outMatrix)
-        for r in range(4):
-            for c in range(4):
-                self.assertAlmostEqual(inMatrix.GetElement(r, c), outMatrix.GetElement(r, c))
 
-        self.delayDisplay("Comparison layout")
+        self.delayDisplay("Comparison shown, then restored")
         layoutManager = slicer.app.layoutManager()
-        previousLayout = layoutManager.layout
-        logic.denoise.show_comparison(inputVolume, outputVolume, layout="with-difference")
         red = layoutManager.sliceWidget("Red").mrmlSliceCompositeNode()
         yellow = layoutManager.sliceWidget("Yellow").mrmlSliceCompositeNode()
         self.assertEqual(red.GetBackgroundVolumeID(), inputVolume.GetID())
         self.assertEqual(yellow.GetBackgroundVolumeID(), outputVolume.GetID())
-        self.assertTrue(red.GetLinkedControl() and yellow.GetHotLinkedControl())
-        self.assertIsNotNone(logic.denoise.difference_node)
-        logic.denoise.end_comparison()
-        self.assertEqual(layoutManager.layout, previousLayout)
-        self.assertIsNone(logic.denoise.difference_node)
+        node.compareLayout = CompareLayout.WITH_DIFFERENCE
+        widget.onShowComparison()
+        self.assertIsNotNone(widget.logic.denoise.difference_node)
+        widget.onEndComparison()
+        self.assertIsNone(widget.logic.denoise.difference_node)
+
+        self.delayDisplay("Export to a temporary folder")
+        with tempfile.TemporaryDirectory() as folder:
+            written = widget.logic.denoise.export(outputVolume, os.path.join(folder, "denoised.nrrd"))
+            self.assertTrue(os.path.isfile(written))
+            series, _notes = widget.logic.exportDicom(outputVolume, folder)
+            self.assertEqual(len([f for f in os.listdir(series) if f.endswith(".dcm")]), before.shape[0])
         self.delayDisplay("Test passed")

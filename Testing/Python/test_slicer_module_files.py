@@ -26,7 +26,11 @@ MODULE_FILE = MODULE_DIR / "LowDoseDenoise.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "LowDoseDenoise.ui"
 
 #: Parameter-node fields that no .ui widget binds, and why.
-UNBOUND_FIELDS = {"device": "the device combo box is filled at run time (one entry per GPU) and synced by hand"}
+UNBOUND_FIELDS = {
+    "device": "the device combo box is filled at run time (one entry per GPU) and synced by hand",
+    "model": "the model combo box is filled at run time from the bundled-model registry and synced by hand",
+    "modelFile": "a str synced by hand: a Path-bound ctkPathLineEdit shows '.' for no file",
+}
 #: Widget class in the .ui -> annotation names it can represent (slicer.parameterNodeWrapper.guiConnectors).
 WIDGET_TYPES = {
     "qMRMLNodeComboBox": lambda annotation: annotation.startswith("vtkMRML"),
@@ -74,10 +78,13 @@ def test_cmake_lists_every_resource():
     resources = MODULE_DIR / "Resources"
     needed = {
         str(path.relative_to(MODULE_DIR))
-        for folder, pattern in (("Icons", "*"), ("UI", "*.ui"), ("Models", "*.pt"), ("Models", "*.md"))
+        for folder, pattern in (("Icons", "*"), ("UI", "*.ui"), ("Models", "*.pt"), ("Models", "*.md"),
+                                ("Models", "*.json"), ("Models", "*.npz"))
         for path in (resources / folder).glob(pattern)
         if path.is_file()
     }
+    # the training configs are read by `lowdose-denoise train` from the installed library
+    needed |= {str(path.relative_to(MODULE_DIR)) for path in (LIB_DIR / "training" / "configs").glob("*.yaml")}
     missing = sorted(needed - set(listed))
     assert not missing, f"add to MODULE_PYTHON_RESOURCES in LowDoseDenoise/CMakeLists.txt: {missing}"
 
@@ -96,7 +103,7 @@ def test_extension_metadata_and_catalog_entry_agree():
     project = re.search(r"project\((\w+)\)", text).group(1)
     assert project == "LowDoseDenoise"
     assert "add_subdirectory(LowDoseDenoise)" in text
-    assert cmake_set(top, "EXTENSION_CATEGORY") == "Filtering"
+    assert not re.search(r"set\(\s*EXTENSION_CATEGORY", text), "obsolete: the category lives in the catalog entry (JSON)"
     assert cmake_set(top, "EXTENSION_DEPENDS").split() == ["PyTorch"]
     for variable in ("EXTENSION_HOMEPAGE", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION"):
         assert cmake_set(top, variable).strip(), variable
@@ -118,7 +125,9 @@ def test_extension_metadata_and_catalog_entry_agree():
         "tier",
     }
     assert set(entry) <= allowed, f"the catalog schema forbids {set(entry) - allowed}"
-    assert entry["category"] == cmake_set(top, "EXTENSION_CATEGORY")
+    assert entry["category"] == "Filtering"
+    description = cmake_set(top, "EXTENSION_DESCRIPTION")
+    assert description.count(". ") <= 2 and len(description) < 300, "one or two plain sentences"
     assert entry["build_dependencies"] == ["PyTorch"]
     homepage = cmake_set(top, "EXTENSION_HOMEPAGE").split("#")[0].rstrip("/")
     assert entry["scm_url"].removesuffix(".git") == homepage
@@ -199,7 +208,7 @@ def test_module_uses_only_widgets_in_the_ui():
 def test_ui_custom_widgets_are_declared():
     root = ET.parse(UI_FILE).getroot()
     declared = {item.findtext("class") for item in root.iter("customwidget")}
-    qt_classes = {"QWidget", "QLabel", "QPushButton", "QCheckBox", "QComboBox", "QProgressBar"}
+    qt_classes = {"QWidget", "QLabel", "QPushButton", "QCheckBox", "QComboBox", "QProgressBar", "QPlainTextEdit"}
     used = {cls for cls, _ in ui_widgets().values()}
     assert used - qt_classes <= declared
 
@@ -244,6 +253,7 @@ def test_module_file_imports_no_torch_and_wraps_callbacks():
             "onEndComparison",
             "onExportFile",
             "onExportDicom",
+            "onCheckEnvironment",
         ):
             assert "tryWithErrorDisplay" in ast.unparse(method), method.name
 
@@ -257,3 +267,129 @@ def test_slicer_imports_the_lib_without_torch():
     pytest.importorskip("slicer", reason="slicer-core is not installed")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# -- conventions (issue 13 items 14-17) --------------------------------------------------------------
+
+
+def test_module_follows_slicer_conventions():
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    assert "getDefaultModuleDocumentationLink" not in source, "it links a Slicer core page; link the homepage"
+    homepage = cmake_set(REPO / "CMakeLists.txt", "EXTENSION_HOMEPAGE")
+    assert f'HOMEPAGE = "{homepage}"' in source
+    assert "registerCustomSampleDataSource" not in source, "SampleData already has CTLiver"
+    assert "slicer.packaging" not in source and "pip_install" not in source, "pydicom ships with Slicer"
+    assert "testingEnabled()" in source, "nothing may be installed in testing mode"
+    assert "def onReload" in source and "forget_library_modules" in source
+
+
+# -- every Slicer/MRML API called exists in the slicer-core wheel ---------------------------------------
+
+#: Files whose MRML/VTK calls are checked.
+API_FILES = [MODULE_FILE] + [LIB_DIR / "slicer" / f"{name}.py" for name in ("scene", "dicomexport", "compat", "headless")]
+#: Receiver names whose type is known -> the MRML/VTK class a call on them must exist on.
+RECEIVER_CLASSES = {
+    "sh": "vtkMRMLSubjectHierarchyNode",
+    "shNode": "vtkMRMLSubjectHierarchyNode",
+    "constants": "vtkMRMLSubjectHierarchyConstants",
+    "layout_node": "vtkMRMLLayoutNode",
+    "composite": "vtkMRMLSliceCompositeNode",
+    "red": "vtkMRMLSliceCompositeNode",
+    "yellow": "vtkMRMLSliceCompositeNode",
+    "slice_node": "vtkMRMLSliceNode",
+    "slice_logic": "vtkMRMLSliceLogic",
+    "storage": "vtkMRMLVolumeArchetypeStorageNode",
+    "display": "vtkMRMLScalarVolumeDisplayNode",
+    "src": "vtkMRMLScalarVolumeDisplayNode",
+    "dst": "vtkMRMLScalarVolumeDisplayNode",
+    "input_node": "vtkMRMLScalarVolumeNode",
+    "output_node": "vtkMRMLScalarVolumeNode",
+    "inputVolume": "vtkMRMLScalarVolumeNode",
+    "outputVolume": "vtkMRMLScalarVolumeNode",
+    "volumeNode": "vtkMRMLScalarVolumeNode",
+    "image": "vtkImageData",
+    "new_image": "vtkImageData",
+    "matrix": "vtkMatrix4x4",
+}
+#: Calls on objects of Qt, CTK, Slicer's Python modules or the application: not in the wheel.
+NOT_MRML = {"qt", "ctk", "combo", "widget", "settings", "exporter", "exportable", "database", "layoutManager",
+            "PyTorchUtils", "DICOMScalarVolumePlugin", "DICOMUtils", "SampleData", "torch", "np", "self",
+            "tempfile", "threading"}
+#: Slicer's Python API (not in the wheel): checked against the Slicer sources, see docs/slicer-api-versions.md.
+PYTHON_API_PREFIXES = ("slicer.util", "slicer.app", "slicer.modules")
+
+
+def _mrml_calls(path: Path):
+    """(receiver, method) of every CamelCase method call (the VTK convention) in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            method, value = node.func.attr, node.func.value
+            if not method[:1].isupper() or method.startswith(("vtk", "Q", "ctk")):
+                continue
+            receiver = value.id if isinstance(value, ast.Name) else ast.unparse(value)
+            yield receiver, method
+
+
+def test_every_mrml_api_called_exists_in_slicer_core():
+    slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+    vtk = pytest.importorskip("vtk")
+    classes = [getattr(slicer, name) for name in dir(slicer) if name.startswith("vtk")]
+    classes += [vtk.vtkMatrix4x4, vtk.vtkImageData, vtk.vtkCollection, vtk.vtkPointData, vtk.vtkDataArray]
+    missing, checked = [], 0
+    for path in API_FILES:
+        for receiver, method in _mrml_calls(path):
+            head = receiver.split(".")[0].split("(")[0]
+            if (head in NOT_MRML and receiver not in ("self.scene",)) or receiver.startswith(PYTHON_API_PREFIXES):
+                continue
+            checked += 1
+            if receiver in RECEIVER_CLASSES:
+                owner = getattr(slicer, RECEIVER_CLASSES[receiver], None) or getattr(vtk, RECEIVER_CLASSES[receiver])
+                if not hasattr(owner, method):
+                    missing.append(f"{path.name}: {receiver}.{method} ({owner.__name__})")
+            elif not any(hasattr(cls, method) for cls in classes):
+                missing.append(f"{path.name}: {receiver}.{method}")
+    assert checked > 80, f"only {checked} MRML calls found: the collector is broken"
+    assert not missing, f"not in slicer-core (misspelt or removed API): {missing}"
+
+
+def test_slicer_attributes_used_by_the_logic_exist():
+    slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+    for path in API_FILES[1:]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "slicer":
+                assert hasattr(slicer, node.attr), f"{path.name}: slicer.{node.attr}"
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Attribute)
+                and isinstance(node.value.value, ast.Name)
+                and node.value.value.id == "slicer"
+            ):
+                assert hasattr(getattr(slicer, node.value.attr), node.attr), f"{path.name}: {ast.unparse(node)}"
+
+
+def test_newer_apis_are_listed_in_the_docs_and_exist():
+    slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+    import sys
+
+    sys.path.insert(0, str(MODULE_DIR))
+    from LowDoseDenoiseLib.slicer import compat
+
+    doc = (REPO / "docs" / "slicer-api-versions.md").read_text(encoding="utf-8")
+    minimum = f"{compat.MINIMUM_SLICER[0]}.{compat.MINIMUM_SLICER[1]}"
+    assert f"Slicer {minimum}" in doc
+    for api in compat.NEWER_APIS:
+        label = f"{api.owner}.{api.name}" if api.name else api.owner
+        assert f"`{label}`" in doc and api.since in doc, f"{label} is not in docs/slicer-api-versions.md"
+        if api.owner.startswith("vtk"):
+            assert hasattr(getattr(slicer, api.owner), api.name), label
+    # the newer APIs are only called through compat's feature tests
+    for path in API_FILES:
+        if path.name == "compat.py":
+            continue
+        calls = {method for _, method in _mrml_calls(path)}
+        newer = {api.name for api in compat.NEWER_APIS if api.owner.startswith("vtk")}
+        assert not calls & newer, f"{path.name} calls {calls & newer} directly; use compat"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert f"Slicer {minimum}" in readme

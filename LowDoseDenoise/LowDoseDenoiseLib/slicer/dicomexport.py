@@ -43,6 +43,7 @@ __all__ = [
     "hierarchy_tags",
     "instance_files",
     "plan_export",
+    "series_folder",
     "source_instance_uids",
     "write_derived",
 ]
@@ -262,3 +263,17 @@ def instance_files(database, uids: Sequence[str]) -> List[Path]:
             found.append(Path(path))
     return found
 
+
+
+def series_folder(parent: Union[str, Path], name: str) -> Path:
+    """A new, not yet existing folder in ``parent`` for one series, named after ``name``."""
+    import re
+
+    parent = Path(parent)
+    if not parent.is_dir():
+        raise InputError(f"Folder {parent} does not exist; choose an existing folder for the DICOM series.")
+    stem = re.sub(r"[^\w.-]+", "_", name).strip("._")[:60] or "denoised"
+    candidate, number = parent / stem, 2
+    while candidate.exists():
+        candidate, number = parent / f"{stem}_{number}", number + 1
+    return candidate

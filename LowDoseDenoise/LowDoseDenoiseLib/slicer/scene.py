@@ -465,6 +465,7 @@ class DenoiseLogic:
         layout: str = "side-by-side",
         linked: bool = True,
         orientation: str = "Axial",
+        fit: bool = True,
     ) -> List[str]:
         """Show ``original`` and ``denoised`` side by side in linked views; return the view names.
 
@@ -472,6 +473,9 @@ class DenoiseLogic:
         original's window/level.  ``with-difference`` adds a third view of (denoised −
         original), a temporary volume with a symmetric window that :meth:`end_comparison`
         removes.  :meth:`end_comparison` also restores the previous layout and views.
+        ``fit`` False leaves fitting to the caller: inside Slicer the views get their new
+        size only after Qt has processed the layout change, so the GUI processes events
+        first and then calls :meth:`fit_views` (as CompareVolumes does).
         """
         if layout not in COMPARISON_LAYOUTS:
             raise InputError(f"Unknown comparison layout '{layout}'; use one of {', '.join(COMPARISON_LAYOUTS)}.")
@@ -515,7 +519,8 @@ class DenoiseLogic:
             composite.SetForegroundVolumeID(None)
             composite.SetLabelVolumeID(None)
             slices[name].SetOrientation(orientation)
-        self._fit_views(names)
+        if fit:
+            self.fit_views(names)
         self.set_linked(linked)
         return names
 
@@ -790,7 +795,10 @@ class DenoiseLogic:
             dst.SetAutoWindowLevel(0)
             dst.SetWindowLevel(src.GetWindow(), src.GetLevel())
 
-    def _fit_views(self, names: List[str]) -> None:
+    def fit_views(self, names: Optional[List[str]] = None) -> None:
+        """Fit the slice views ``names`` (default: the comparison's) to their volumes."""
+        if names is None:
+            names = self._comparison_view_names() if self._comparison is not None else []
         logic = self.application_logic
         if logic is None:
             return
