@@ -1,0 +1,95 @@
+"""Peak memory of `lowdose-denoise denoise` and `evaluate` on a 512x512x300 series (issue 15 item 19).
+
+Each command runs in its own process on a synthetic int16 CT volume (NRRD, gzip), which
+reports its own peak resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``) at exit.
+Targets: denoise <= input + output + 0.5 GB (voxels in their stored int16 type),
+evaluate <= 1.5 GB.  Usage::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/memory.py [--slices 300] [--size 512] [--model NAME|FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "LowDoseDenoise"))
+
+GB = 1024 ** 3
+
+
+def _synthetic_ct(slices: int, size: int) -> np.ndarray:
+    """A body-like int16 HU volume (air, soft tissue, a bone ring) with noise."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    c = size / 2
+    body = ((yy - c) / (0.42 * size)) ** 2 + ((xx - c) / (0.46 * size)) ** 2 < 1
+    ring = np.abs(np.hypot(yy - c, xx - c) - 0.3 * size) < 0.02 * size
+    plane = np.where(body, 50.0, -1000.0) + np.where(ring, 650.0, 0.0)
+    out = np.empty((slices, size, size), np.int16)
+    for k in range(slices):
+        out[k] = np.rint(plane + rng.normal(0, 20, plane.shape) * body)
+    return out
+
+
+_CHILD = (
+    "import resource, sys\n"
+    "from LowDoseDenoiseLib import cli\n"
+    "code = cli.main(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+    "sys.exit(code)\n"
+)
+
+
+def _peak_rss(argv, report: Path) -> tuple:
+    """Run the CLI in a child that reports its own peak RSS; (bytes, seconds)."""
+    started = time.perf_counter()
+    env = dict(os.environ, PYTHONPATH=str(REPO / "LowDoseDenoise"))
+    result = subprocess.run([sys.executable, "-c", _CHILD, str(report), "-q", *map(str, argv)], env=env,
+                            capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, argv))} failed:\n{result.stderr}")
+    return int(report.read_text()) * 1024, seconds  # ru_maxrss is in KiB on Linux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--model", help="model NAME or FILE for denoise (default: the default model)")
+    args = parser.parse_args()
+
+    from LowDoseDenoiseLib.io.imagefiles import write_volume
+    from LowDoseDenoiseLib.volume import Volume
+
+    voxels = _synthetic_ct(args.slices, args.size)
+    volume_bytes = voxels.nbytes
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        source = write_volume(Volume(voxels, spacing=(0.7, 0.7, 2.5)), tmp / "in.nrrd")
+        del voxels
+        peak, seconds = _peak_rss(["evaluate", "--denoised", source, "--input", source, "--json", tmp / "m.json"],
+                                  tmp / "rss-evaluate")
+        rows.append(("evaluate (no-reference, with --input)", peak, 1.5 * GB, seconds))
+        model = ["--model", args.model] if args.model else []
+        peak, seconds = _peak_rss(["denoise", source, tmp / "out.nrrd", "--device", "cpu", *model], tmp / "rss-denoise")
+        rows.append(("denoise (NRRD in, NRRD out)", peak, 2 * volume_bytes + 0.5 * GB, seconds))
+    print(f"peak RSS on a {args.size}x{args.size}x{args.slices} int16 series ({volume_bytes / GB:.2f} GB of voxels)")
+    print(f"{'command':40s} {'peak RSS':>10s} {'target':>10s} {'met':>4s} {'time':>8s}")
+    for name, peak, target, seconds in rows:
+        print(f"{name:40s} {peak / GB:8.2f} GB {target / GB:8.2f} GB {'yes' if peak <= target else 'no':>4s} "
+              f"{seconds:7.1f}s")
+
+
+if __name__ == "__main__":
+    main()
