@@ -857,3 +857,19 @@ def test_forget_library_modules_drops_the_package_and_its_submodules(tmp_path, m
     assert "reloadme.part" not in sys.modules
     importlib.invalidate_caches()
     assert importlib.import_module("reloadme.part").VALUE == 3
+
+
+def test_model_menu_lists_every_bundled_model_and_rereads_a_fixed_file(tmp_path):
+    from LowDoseDenoiseLib import modelfile
+    from LowDoseDenoiseLib.slicer.modelchoice import MODEL_FILE_KEY, model_choices, model_details
+
+    choices = model_choices()
+    bundled = sorted(Path(modelfile.MODELS_DIR).glob("*.pt"))
+    assert sorted(c.path for c in choices if c.path is not None) == bundled
+    assert choices[-1].key == MODEL_FILE_KEY and sum(c.default for c in choices) == 1
+    path = tmp_path / "mine.pt"
+    path.write_bytes(b"not a model")
+    assert model_details(path).startswith("Cannot use this model")
+    make_model(path)  # fixed in place: read again, nothing cached
+    assert model_details(path).startswith("scene-test 0.0.2, trained on 10%–50% dose")
+    assert model_details(None) == "Choose a model file (.pt)."

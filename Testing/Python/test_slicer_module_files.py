@@ -262,7 +262,13 @@ def test_slicer_imports_the_lib_without_torch():
     code = (
         f"import sys; sys.path.insert(0, {str(MODULE_DIR)!r})\n"
         "import LowDoseDenoiseLib.slicer.scene, LowDoseDenoiseLib.modelfile, LowDoseDenoiseLib.errors\n"
+        "from LowDoseDenoiseLib.slicer import dicomexport, dependencies, modelchoice, messages, compat\n"
         "assert 'torch' not in sys.modules, 'torch imported at load time'\n"
+        "# what the panel does when it opens: status from metadata, the model menu, no torch\n"
+        "assert dependencies.torch_status().installed\n"
+        "assert len(modelchoice.model_choices()) >= 2\n"
+        "modelchoice.model_details(modelchoice.model_choices()[0].path)\n"
+        "assert 'torch' not in sys.modules, 'opening the panel imported torch'\n"
     )
     pytest.importorskip("slicer", reason="slicer-core is not installed")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
