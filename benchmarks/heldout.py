@@ -56,7 +56,7 @@ HELD_OUT_LOW_DOSE = ("ge-study2", "acrin-flt-breast-ct/dicom/ge-study2-80mA", "G
 #: Pixel-size rows: (label, source scan, target pixel size mm).
 PIXEL_ROWS = (("0.5 mm", "siemens-B40f", 0.5), ("2 mm", "pancreas", 2.0), ("3 mm", "pancreas", 3.0))
 DOSES = (0.25, 0.10)
-LIVER_WINDOW = (-160.0, 240.0)
+LIVER_WINDOW = "liver"  # W400 / L40
 
 Method = Callable[[np.ndarray, Sequence[float]], np.ndarray]
 
