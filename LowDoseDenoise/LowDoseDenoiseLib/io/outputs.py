@@ -30,7 +30,7 @@ import stat
 import threading
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..errors import InputError, OutputError
 
@@ -133,7 +133,7 @@ def check_distinct(targets: Sequence[Tuple[PathLike, PathLike]]) -> None:
     ``targets`` holds (input, output) pairs; raises :class:`InputError` naming both
     inputs and the shared output before anything is read or written.
     """
-    seen = {}
+    seen: Dict[str, PathLike] = {}
     for source, target in targets:
         key = os.path.normcase(str(_resolved(_as_path(target))))
         if key in seen:

@@ -296,7 +296,7 @@ def _noise_roi(liver: np.ndarray, clear: np.ndarray, spacing: float) -> np.ndarr
         w = max(3, 2 * int(round(radius_mm / spacing)) + 1)
         if w > min(good.shape):
             continue
-        valid = sliding_extreme(good, w, np.min).astype(bool)
+        valid: np.ndarray = sliding_extreme(good, w, np.min).astype(bool)
         ys, xs = np.nonzero(valid)
         if len(ys):
             cy, cx = np.nonzero(liver)
@@ -333,7 +333,7 @@ def make_phantom(
     hu = np.empty((slices, size, size), np.float32)
     names = ("body", "fat", "liver", "liver_parenchyma", "lesions", "vessels", "bone", "kidneys", "spleen",
              "bowel_air")  # fmt: skip
-    labels = {name: np.zeros((slices, size, size), bool) for name in names}
+    labels: Dict[str, np.ndarray] = {name: np.zeros((slices, size, size), bool) for name in names}
     labels["noise_roi"] = np.zeros((slices, size, size), bool)
     for k in range(slices):
         z = (k - (slices - 1) / 2) * sz

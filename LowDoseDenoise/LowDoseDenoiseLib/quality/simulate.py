@@ -142,10 +142,16 @@ def _check_dose(dose_fraction: float) -> float:
     return dose
 
 
-def _check_texture(texture: Texture, allow_auto: bool = True) -> Union[str, float]:
+def _check_texture(texture: Texture) -> Union[str, float]:
+    """``'auto'`` or a valid Hann cutoff (see :func:`_check_texture_value`)."""
+    if isinstance(texture, str) and texture == "auto":
+        return "auto"
+    return _check_texture_value(texture)
+
+
+def _check_texture_value(texture: Texture) -> float:
+    """A Hann cutoff fraction of Nyquist > 0 (``inf`` = ramp filter); 'auto' is refused."""
     if isinstance(texture, str):
-        if allow_auto and texture == "auto":
-            return "auto"
         raise InputError(f"texture must be 'auto' or a Hann cutoff fraction of Nyquist > 0; got {texture!r}.")
     try:
         value = float(texture)
@@ -157,8 +163,13 @@ def _check_texture(texture: Texture, allow_auto: bool = True) -> Union[str, floa
 
 
 def _check_photons(photons: Optional[float]) -> Optional[float]:
+    """None (calibrate from the input's noise) or a valid photon count."""
     if photons is None:
         return None
+    return _check_photon_count(photons)
+
+
+def _check_photon_count(photons: float) -> float:
     try:
         value = float(photons)
     except (TypeError, ValueError):
@@ -325,8 +336,8 @@ def noise_field(
 
     array = _check_hu(hu)
     sx, sy = spacing_xy(spacing)
-    value = _check_texture(texture, allow_auto=False)
-    n0 = _check_photons(photons)
+    value = _check_texture_value(texture)
+    n0 = _check_photon_count(photons)
     volume = array[None] if array.ndim == 2 else array
     nz, ny, nx = volume.shape
     geometry = _Geometry(ny, nx, sx, sy, int(views) if views else default_views((ny, nx)))
@@ -531,6 +542,7 @@ def simulate_low_dose(
         scales = [gain / math.sqrt(n0)] * volume.shape[0]
         info.photons = [n0] * volume.shape[0]
     else:
+        assert sigma is not None  # without photons the input's noise was measured (or refused) above
         by_mode = input_noise_hu is None and not noiseless
         unit_sds = [_unit_sd(unit[z], volume[z], window, sigma, not by_mode) for z in range(volume.shape[0])]
         known = [v for v in unit_sds if v]
@@ -539,13 +551,12 @@ def simulate_low_dose(
         else:  # no flat tissue anywhere: use the noise SD inside the body
             body = volume > -500
             pooled = float(unit[body].std()) if body.any() else float(unit.std())
-        unit_sds = [v if v else pooled for v in unit_sds]
-        scales = [gain * sigma / v for v in unit_sds]
-        info.photons = [(v / sigma) ** 2 for v in unit_sds]
+        filled = [v if v else pooled for v in unit_sds]
+        scales = [gain * sigma / v for v in filled]
+        info.photons = [(v / sigma) ** 2 for v in filled]
+        info.added_noise_hu = gain * sigma
     for z in range(volume.shape[0]):
         out[z] = volume[z] + scales[z] * unit[z]
-    if n0 is None:
-        info.added_noise_hu = gain * sigma
     for note in info.notes:
         log.info(note)
     log.info(

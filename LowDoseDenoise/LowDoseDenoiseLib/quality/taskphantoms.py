@@ -224,7 +224,7 @@ def _apply(method: Method, images: np.ndarray) -> np.ndarray:
 def contrast_ratio(insert: Insert, absent_out: np.ndarray, present_out: np.ndarray) -> float:
     """Least-squares gain of the mean paired difference on the true signal inside the ROI."""
     diff = (present_out - absent_out).mean(axis=0)[insert.roi]
-    template = insert.signal[insert.roi].astype(np.float64)
+    template: np.ndarray = insert.signal[insert.roi].astype(np.float64)
     return float((diff * template).sum() / max((template * template).sum(), 1e-12))
 
 
@@ -234,7 +234,7 @@ def npw_detectability(insert: Insert, absent_out: np.ndarray, present_out: np.nd
     The test statistic of image g is t = Σ_ROI s·g; d′ = (⟨t⟩present − ⟨t⟩absent) /
     sqrt((var_present + var_absent)/2), AUC = Φ(d′/√2).
     """
-    template = insert.signal[insert.roi].astype(np.float64)
+    template: np.ndarray = insert.signal[insert.roi].astype(np.float64)
     t_absent = (absent_out[:, insert.roi[0], insert.roi[1]] * template).sum(axis=(1, 2))
     t_present = (present_out[:, insert.roi[0], insert.roi[1]] * template).sum(axis=(1, 2))
     spread = sqrt(max(0.5 * (t_absent.var(ddof=1) + t_present.var(ddof=1)), 1e-12))
@@ -245,7 +245,7 @@ def npw_detectability(insert: Insert, absent_out: np.ndarray, present_out: np.nd
 def pattern_energy_kept(insert: Insert, absent_out: np.ndarray, present_out: np.ndarray) -> float:
     """Share of the true pattern's content in its band that survives, in phase (identity = 1)."""
     band = insert.band or (0.1, 0.5)
-    template = insert.signal[insert.roi].astype(np.float64)
+    template: np.ndarray = insert.signal[insert.roi].astype(np.float64)
     diff = (present_out - absent_out)[:, insert.roi[0], insert.roi[1]]
     h, w = template.shape
     window = np.hanning(h)[:, None] * np.hanning(w)[None, :]
