@@ -44,6 +44,7 @@ __all__ = [
     "bundled_model_path",
     "default_model_path",
     "describe",
+    "error_summary",
     "file_sha256",
     "list_models",
     "load_model",
@@ -401,6 +402,58 @@ def validate_metadata(metadata: Any, source: str = "model file") -> Dict[str, An
     return metadata
 
 
+#: Lines of torch's error texts that say nothing about this file (TorchScript trace headers, advice
+#: about checkpoints that this program's messages replace).
+_TORCH_BOILERPLATE = (
+    "The following operation failed in the TorchScript interpreter",
+    "Traceback of TorchScript",
+    "This is an internal miniz error",
+    "If you are seeing this error, there is a high likelihood",
+    "This can happen if the checkpoint was not saved properly",
+)
+
+
+def _shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a sentence end or between words, never mid-word."""
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 1]
+    sentence = head.rfind(". ")
+    if sentence >= limit // 2:
+        return head[: sentence + 1]
+    space = head.rfind(" ")
+    return (head[:space] if space > 0 else head).rstrip(" ,;:") + "…"
+
+
+def error_summary(error: BaseException, limit: int = 300) -> str:
+    """The useful part of a long error text (torch's load and TorchScript errors), for a one-line message.
+
+    TorchScript errors put the cause last, after a trace of serialized code; loader errors
+    put it first and append generic advice.  Kept: the first and the last meaningful line
+    (trace lines, code, ``<--- HERE`` markers and the boilerplate sentences dropped), each
+    cut at a sentence end or between words, together at most about ``limit`` characters.
+    """
+    text = str(error).strip()
+    meaningful = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if (not line or raw[:1].isspace() or line.startswith(("File \"", "~", "^")) or "<--- HERE" in line
+                or line.startswith(_TORCH_BOILERPLATE)):
+            continue
+        for phrase in _TORCH_BOILERPLATE:  # boilerplate appended to a meaningful sentence
+            at = line.find(phrase)
+            if at > 0:
+                line = line[:at].rstrip()
+        meaningful.append(line)
+    if not meaningful:
+        return type(error).__name__
+    first, last = meaningful[0], meaningful[-1]
+    if first == last:
+        return _shorten(first, limit)
+    half = max(limit // 2, 40)
+    return f"{_shorten(first, half)} … {_shorten(last, limit - min(len(first), half))}"
+
+
 def save_model(model, metadata: Dict[str, Any], path: Union[str, Path]) -> Path:
     """Script ``model`` (a torch.nn.Module) and write it with ``metadata`` inside, atomically."""
     import torch
@@ -432,7 +485,7 @@ def load_model(path: Union[str, Path, None] = None, probe: bool = True) -> Loade
     try:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as error:  # torch raises RuntimeError or ValueError, with long texts
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        reason = error_summary(error).rstrip(".")
         raise ModelError(
             f"{path} is not a TorchScript model file ({reason}). Export a trained network with "
             "`lowdose-denoise export CHECKPOINT OUT.pt`, or script it yourself with torch.jit.script "
@@ -465,7 +518,7 @@ def _probe(model: LoadedModel) -> None:
         with torch.inference_mode():
             out = model.module(torch.zeros(1, channels, size, size + model.min_size))
     except Exception as error:
-        reason = str(error).strip().splitlines()[0][:200]
+        reason = error_summary(error).rstrip(".")
         raise ModelError(
             f"{model.path}: the network fails on a one-slice probe of {channels} channels "
             f"(context_slices={model.context}): {reason}. The metadata may not match the network."

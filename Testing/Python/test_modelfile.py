@@ -15,6 +15,7 @@ from LowDoseDenoiseLib.modelfile import (
     MODELS_INDEX,
     default_model_path,
     describe,
+    error_summary,
     file_sha256,
     list_models,
     load_model,
@@ -207,3 +208,50 @@ def test_models_command_lists_the_bundled_models(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines and "[default]" in lines[0]
     assert {e.name for e in list_models()} <= {line.split()[0] for line in lines}
+
+
+class _WrongChannels(torch.nn.Module):
+    """A network built for 7 input slices, saved with metadata that says 3."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(7, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_probe_error_keeps_torchs_cause_not_its_trace(tmp_path):
+    _, config = make_test_generator()
+    metadata = make_metadata(config, name="m", version="1", description="d")
+    path = save_model(_WrongChannels(), metadata, tmp_path / "wrong.pt")
+    with pytest.raises(ModelError) as caught:
+        load_model(path)
+    message = str(caught.value)
+    # The cause is the last line of TorchScript's text; the whole of it survives, uncut.
+    assert "to have 7 channels, but got 3 channels instead" in message
+    assert "TorchScript interpreter" not in message and "<--- HERE" not in message and "code/" not in message
+    assert "\n" not in message
+
+
+def test_load_error_drops_torchs_checkpoint_advice(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a model" * 100)
+    with pytest.raises(ModelError) as caught:
+        load_model(garbage)
+    message = str(caught.value)
+    assert "failed reading zip archive: failed finding central directory)" in message
+    assert "miniz" not in message and "high likelihood" not in message
+    assert "lowdose-denoise export" in message
+
+
+def test_error_summary_never_cuts_a_word():
+    words = [f"word{i}" for i in range(200)]
+    summary = error_summary(RuntimeError(" ".join(words)), limit=120)
+    assert len(summary) <= 120 and summary.endswith("…")
+    assert summary[:-1].split()[-1] in words  # the last word kept is a whole word
+    two = error_summary(RuntimeError("Loading failed.\n  File \"x.py\", line 3\n    code\n" + " ".join(words)),
+                        limit=120)
+    head, _, tail = two.partition(" … ")
+    assert head == "Loading failed." and tail.split()[0] == "word0" and tail[:-1].split()[-1] in words
+    assert error_summary(RuntimeError("")) == "RuntimeError"
