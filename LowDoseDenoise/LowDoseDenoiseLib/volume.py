@@ -7,12 +7,16 @@ the quality code and the MRML logic can all import it without importing each oth
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 if TYPE_CHECKING:  # the type only: volume.py imports no I/O module at run time
+    from numpy.typing import DTypeLike
+
     from .io.dicomsource import DicomSource
+
+__all__ = ["Volume", "as_xyz", "cast_like"]
 
 
 @dataclass
@@ -49,7 +53,13 @@ class Volume:
         return replace(self, voxels=voxels, metadata=dict(self.metadata))
 
 
-def cast_like(hu: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def as_xyz(values: Sequence[float]) -> Tuple[float, float, float]:
+    """Three plain floats, e.g. a spacing or origin from SimpleITK, VTK or DICOM (exactly three values)."""
+    x, y, z = values
+    return (float(x), float(y), float(z))
+
+
+def cast_like(hu: np.ndarray, dtype: DTypeLike) -> np.ndarray:
     """Float HU back to ``dtype``: rounded and clipped to its range for integer types."""
     dtype = np.dtype(dtype)
     if np.issubdtype(dtype, np.integer):

@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import InputError
-from ..volume import Volume
+from ..volume import Volume, as_xyz
 from .dicomsource import COPIED_KEYWORDS, DicomSource
 from .dicomsource import note as _note
 from .dicomsource import require_pydicom as _pydicom
@@ -60,6 +60,20 @@ class _Frame:
     intercept: float
     is_localizer: bool
     acquisition_number: Optional[str] = None
+
+    @property
+    def placed_orientation(self) -> Tuple[float, ...]:
+        """Image Orientation (Patient) of a plane that :func:`_check_uniform` accepted (so present)."""
+        if self.orientation is None:
+            raise ValueError(f"{self.path.name} has no Image Orientation (Patient); _check_uniform refuses it")
+        return self.orientation
+
+    @property
+    def placed_position(self) -> Tuple[float, float, float]:
+        """Image Position (Patient) of a plane that :func:`_check_uniform` accepted (so present)."""
+        if self.position is None:
+            raise ValueError(f"{self.path.name} has no Image Position (Patient); _check_uniform refuses it")
+        return self.position
 
 
 @dataclass
@@ -126,6 +140,18 @@ def _floats(value, count: int) -> Optional[Tuple[float, ...]]:
     except (TypeError, ValueError):
         return None
     return out if len(out) == count else None
+
+
+def _point(value) -> Optional[Tuple[float, float, float]]:
+    """Three floats (an Image Position), or None when the value is not three numbers."""
+    out = _floats(value, 3)
+    return None if out is None else (out[0], out[1], out[2])
+
+
+def _pair(value) -> Optional[Tuple[float, float]]:
+    """Two floats (a Pixel Spacing), or None when the value is not two numbers."""
+    out = _floats(value, 2)
+    return None if out is None else (out[0], out[1])
 
 
 def _first(value):
@@ -205,8 +231,8 @@ def _frames_of(ds, path: Path) -> List[_Frame]:
                 path=path, frame=index, sop_instance_uid=instance, sop_class_uid=klass,
                 rows=rows, columns=columns,
                 orientation=_floats(orientation, 6) if orientation is not None else None,
-                position=_floats(position, 3) if position is not None else None,
-                pixel_spacing=_floats(spacing, 2) if spacing is not None else None,
+                position=_point(position) if position is not None else None,
+                pixel_spacing=_pair(spacing) if spacing is not None else None,
                 slope=float(slope) if slope not in (None, "") else base_slope,
                 intercept=float(intercept) if intercept not in (None, "") else base_intercept,
                 is_localizer=localizer,
@@ -219,8 +245,8 @@ def _frames_of(ds, path: Path) -> List[_Frame]:
     return [_Frame(
         path=path, frame=None, sop_instance_uid=instance, sop_class_uid=klass, rows=rows, columns=columns,
         orientation=_floats(orientation, 6) if orientation is not None else None,
-        position=_floats(position, 3) if position is not None else None,
-        pixel_spacing=_floats(spacing, 2) if spacing is not None else None,
+        position=_point(position) if position is not None else None,
+        pixel_spacing=_pair(spacing) if spacing is not None else None,
         slope=slope, intercept=intercept, is_localizer=localizer,
         acquisition_number=str(ds.get("AcquisitionNumber", "") or "") or None,
     )]
@@ -398,7 +424,7 @@ def _check_uniform(frames: List[_Frame], label: str) -> None:
 
 def _sort_and_check(frames: List[_Frame], label: str, notes: List[str]) -> Tuple[List[_Frame], float, np.ndarray]:
     """Sort along the slice normal; warn about duplicates, gaps and tilt. Returns (frames, dz, normal)."""
-    _, _, normal = _orientation_axes(frames[0].orientation)
+    _, _, normal = _orientation_axes(frames[0].placed_orientation)
     # The same instance twice (a copied file): keep one silently-ish.
     seen: Dict[Tuple[str, Optional[int]], _Frame] = {}
     for frame in frames:
@@ -486,8 +512,8 @@ def _pixels(frames: List[_Frame], label: str, notes: List[str]) -> Tuple[np.ndar
     for index, frame in enumerate(frames):
         by_file.setdefault(frame.path, []).append(index)
     rows, columns = frames[0].rows, frames[0].columns
-    stored = np.empty((len(frames), rows, columns), dtype=np.float64)
-    kept = np.zeros(len(frames), dtype=bool)
+    stored: np.ndarray = np.empty((len(frames), rows, columns), dtype=np.float64)
+    kept: np.ndarray = np.zeros(len(frames), dtype=bool)
     datasets: Dict[Path, Any] = {}
     failures: List[InputError] = []
     monochrome1 = 0
@@ -611,7 +637,7 @@ def read_series(
     if len(kept) < len(frames):  # re-check the spacing around the skipped slices
         frames, dz, normal = _sort_and_check(kept, label, notes)
 
-    row, col, _ = _orientation_axes(frames[0].orientation)
+    row, col, _ = _orientation_axes(frames[0].placed_orientation)
     row_spacing, column_spacing = frames[0].pixel_spacing or (1.0, 1.0)
     if frames[0].pixel_spacing is None:
         _note(f"No Pixel Spacing in {label}; assuming 1 mm pixels, so sizes in mm are unreliable.", notes)
@@ -643,8 +669,8 @@ def read_series(
         sop_class_uids=[f.sop_class_uid for f in frames],
         frame_numbers=[None if f.frame is None else f.frame + 1 for f in frames],
         source_files=[str(f.path) for f in frames],
-        positions=[tuple(float(v) for v in f.position) for f in frames],
-        orientation=tuple(float(v) for v in frames[0].orientation),
+        positions=[as_xyz(f.placed_position) for f in frames],
+        orientation=tuple(float(v) for v in frames[0].placed_orientation),
         rescale_slope=frames[0].slope,
         rescale_intercept=frames[0].intercept,
         window_center=_optional_plain(ds, "WindowCenter"),
@@ -661,7 +687,7 @@ def read_series(
     return Volume(
         voxels=voxels,
         spacing=(float(column_spacing), float(row_spacing), float(dz)),
-        origin=tuple(float(v) for v in frames[0].position),
+        origin=as_xyz(frames[0].placed_position),
         direction=direction,
         metadata={"source": label, "format": "dicom", "notes": notes},
         dicom=source,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -27,7 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
-from ..volume import Volume
+from ..volume import Volume, as_xyz
 from .dicomsource import (
     CT_IMAGE_STORAGE,
     EQUIPMENT_KEYWORDS,
@@ -37,7 +36,7 @@ from .dicomsource import (
 )
 from .dicomsource import note as _note
 from .dicomsource import require_pydicom as _pydicom
-from .outputs import atomic_folder, check_output
+from .outputs import PathLike, atomic_folder, check_output
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +234,7 @@ def _plan(volume: Volume, hu: np.ndarray, info: Optional[DicomSource], model_inf
         source=info, attributes=attributes, study_uid=study_uid, series_uid=new_uid(uid_root), frame_uid=frame_uid,
         series_number=(int(source_number) if source_number is not None else 0) + 1000,
         description=description, derivation=derivation, slope=slope, intercept=intercept,
-        rows=int(hu.shape[1]), columns=int(hu.shape[2]), spacing=tuple(float(s) for s in volume.spacing),
+        rows=int(hu.shape[1]), columns=int(hu.shape[2]), spacing=as_xyz(volume.spacing),
         row=direction[:, 0], col=direction[:, 1],
         positions=_slice_positions(volume, info, per_slice, notes), per_slice=per_slice,
         date=now.strftime("%Y%m%d"), time=now.strftime("%H%M%S"), transfer_syntax=transfer_syntax,
@@ -474,12 +473,12 @@ def _encoder_hint(syntax: str) -> str:
 def write_derived_series(
     volume: Volume,
     hu_or_voxels: Optional[np.ndarray],
-    out_folder: os.PathLike,
+    out_folder: PathLike,
     source: Optional[Volume] = None,
     model_info: Optional[Mapping[str, Any]] = None,
     overwrite: bool = False,
     uid_root: str = UID_ROOT,
-    inputs: Sequence[os.PathLike] = (),
+    inputs: Sequence[PathLike] = (),
     compression: Optional[str] = "none",
 ) -> Path:
     """Write ``hu_or_voxels`` (z, y, x HU; ``None``: ``volume.voxels``) as a derived CT series.
@@ -507,7 +506,7 @@ def write_derived_series(
     if not np.all(np.isfinite(hu)):
         raise InputError("The denoised volume holds NaN or infinite values; nothing was written.")
     info = _source_of(volume, source)
-    check_output(out_folder, list(inputs) + source_folders(info), overwrite=overwrite, folder=True)
+    check_output(out_folder, [*inputs, *source_folders(info)], overwrite=overwrite, folder=True)
     syntax = resolve_compression(compression, info)
     plan = _plan(volume, hu, info, model_info or {}, uid_root, syntax, notes)
     stored = _stored_values(hu, plan.slope, plan.intercept, notes)
