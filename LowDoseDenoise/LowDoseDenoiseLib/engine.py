@@ -38,6 +38,7 @@ __all__ = [
     "CancelCheck",
     "Predictor",
     "ProgressCallback",
+    "check_cancel",
     "check_pixel_size",
     "check_strength",
     "check_volume",
@@ -62,9 +63,26 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 # --------------------------------------------------------------------------- shared checks
 
 
+def check_cancel(cancel: CancelCheck) -> CancelCheck:
+    """``cancel`` itself when it is a cancel request the engine understands, else InputError.
+
+    Accepted: None (never cancel), a callable taking no arguments that returns True to
+    stop, or an object whose ``is_set()`` says so (a ``threading.Event``).  Checked before
+    any work, so that a wrong value (``cancel="yes"``, ``cancel=True``) is not found only
+    at the first batch, as a bare TypeError.
+    """
+    if cancel is None or callable(getattr(cancel, "is_set", None)) or callable(cancel):
+        return cancel
+    raise InputError(
+        f"cancel must be None, a function taking no arguments that returns True to stop, or an object with "
+        f"is_set() such as threading.Event(); got {cancel!r} ({type(cancel).__name__})."
+    )
+
+
 def is_cancelled(cancel: CancelCheck) -> bool:
-    """True when ``cancel`` asks to stop: a callable that returns True, or an Event that is set."""
-    if cancel is None:
+    """True when ``cancel`` asks to stop: a callable that returns True, or an Event that is set
+    (InputError for anything else, see :func:`check_cancel`)."""
+    if check_cancel(cancel) is None:
         return False
     if hasattr(cancel, "is_set"):
         return bool(cancel.is_set())
@@ -289,8 +307,9 @@ def denoise_volume(
     ``spacing`` is the pixel size (x, y[, z]) in mm, as ``Volume.spacing``; it is used
     only to warn when the in-plane size lies outside the model's training range.
     """
-    predictor = Predictor.of(model, normalisation)
     strength = check_strength(strength)
+    check_cancel(cancel)
+    predictor = Predictor.of(model, normalisation)
     if batch_size != "auto":
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise InputError(f"Batch size must be a whole number of at least 1, got {batch_size!r}.")

@@ -266,6 +266,17 @@ def test_strength_and_cancel_checks():
     assert not is_cancelled(None) and not is_cancelled(event) and not is_cancelled(lambda: False)
     event.set()
     assert is_cancelled(event) and is_cancelled(lambda: True)
+    for bad in ("yes", True, 1, object()):
+        with pytest.raises(InputError, match=r"cancel must be None, a function .* threading\.Event\(\); got"):
+            is_cancelled(bad)
+
+
+def test_a_wrong_cancel_value_is_refused_before_any_work():
+    calls = []
+    with pytest.raises(InputError, match=r"got 'yes' \(str\)"):
+        # no model is loaded and no slice is run: the check comes first
+        denoise_volume(_volume(2), "no-such-model", device="cpu", cancel="yes", progress=lambda *a: calls.append(a))
+    assert calls == []
 
 
 def test_device_list_offers_what_resolve_device_accepts():
