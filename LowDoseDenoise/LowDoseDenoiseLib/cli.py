@@ -352,7 +352,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     names = ("input_low_dose", "denoised", "reference_full_dose")
     with outputs.atomic_folder(out) as tmp:
         for name, voxels in zip(names, (low_dose, hu, clean)):
-            volume = Volume(voxels=np.rint(voxels).astype(np.int16), spacing=tuple(spacing))
+            volume = Volume(voxels=np.rint(voxels).astype(np.int16), spacing=spacing)
             imagefiles.write_volume(volume, tmp / f"{name}.nrrd")
         figures.comparison_figure(
             low_dose, hu, tmp / "comparison.png", window="liver", spacing=spacing,
@@ -574,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", help="Series Instance UID to read when a folder holds several series")
     p.add_argument("--dicom-compression", choices=DICOM_COMPRESSIONS, default="auto",
                    help="transfer syntax of a DICOM output: auto (as the source when it can be encoded losslessly, "
-                        "else none), none, rle, jpeg2000 (lossless) or jpeg-ls (needs pyjpegls)")
+                        "else none), none, rle, jpeg2000 or jpeg-ls (all lossless)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--force", action="store_true", help="process input that does not look like CT")
     p.set_defaults(func=cmd_denoise)

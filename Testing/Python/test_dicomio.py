@@ -422,7 +422,8 @@ def test_real_jpegls_lowdose_series_subset(shared_data, tmp_path):
 
 
 @pytest.mark.parametrize("compression, syntax", [("rle", pydicom.uid.RLELossless),
-                                                 ("jpeg2000", pydicom.uid.JPEG2000Lossless)])
+                                                 ("jpeg2000", pydicom.uid.JPEG2000Lossless),
+                                                 ("jpeg-ls", pydicom.uid.JPEGLSLossless)])
 def test_compressed_derived_series_is_lossless_and_valid(tmp_path, compression, syntax):
     series = write_ct_series(tmp_path / "src", shape=(2, 128, 128))
     source = dicomread.read_series(series.folder)
@@ -431,6 +432,27 @@ def test_compressed_derived_series_is_lossless_and_valid(tmp_path, compression, 
     assert pydicom.dcmread(files[0]).file_meta.TransferSyntaxUID == syntax
     assert _dciodvfy_errors(files[0]) == []
     np.testing.assert_array_equal(dicomread.read_series(out).voxels, source.voxels)
+
+
+def test_jpegls_source_gives_a_jpegls_derived_series_by_default(tmp_path):
+    """Issue 15 item 20: the default is 'as the source' (here JPEG-LS Lossless, via pyjpegls)."""
+    series = write_ct_series(tmp_path / "src", shape=(3, 64, 64), unsigned=False, intercept=0.0)
+    for path in series.paths:
+        ds = pydicom.dcmread(path)
+        ds.compress(pydicom.uid.JPEGLSLossless)
+        ds.save_as(path)
+    before = _hashes(series.paths)
+    source = dicomread.read_series(series.folder)
+    assert source.dicom.transfer_syntax == pydicom.uid.JPEGLSLossless
+    assert source.voxels.min() < 0  # signed pixels, as real CT stores them
+    out = dicomwrite.write_derived_series(source, None, tmp_path / "out", model_info=MODEL, compression=None)
+    files = sorted(out.glob("*.dcm"))
+    assert len(files) == 3
+    for path in files:
+        assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == pydicom.uid.JPEGLSLossless
+        assert _dciodvfy_errors(path) == [], path
+    np.testing.assert_array_equal(dicomread.read_series(out).voxels, source.voxels)
+    assert _hashes(series.paths) == before
 
 
 def test_unencodable_compression_is_refused_before_writing(tmp_path):
