@@ -11,8 +11,12 @@ from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import InputError
+
+#: One radial NPS curve: (frequency in mm⁻¹, NPS in HU²·mm²), lists or arrays.
+NPSCurve = Tuple[ArrayLike, ArrayLike]
 
 #: Named display windows as (width, level) in HU.
 WINDOWS: Dict[str, Tuple[float, float]] = {
@@ -57,7 +61,7 @@ def comparison_figure(
     reference: Optional[np.ndarray] = None,
     title: Optional[str] = None,
     zoom: Optional[Tuple[int, int, int]] = None,
-    nps_curves: Optional[Mapping[str, Tuple[Sequence[float], Sequence[float]]]] = None,
+    nps_curves: Optional[Mapping[str, NPSCurve]] = None,
     nps_note: Optional[str] = None,
 ) -> Path:
     """Write a PNG panel: original | denoised | difference (| reference) (| NPS), one axial slice.
@@ -131,7 +135,7 @@ def comparison_figure(
     return out_png
 
 
-def plot_nps_curves(axis, curves: Mapping[str, Tuple[Sequence[float], Sequence[float]]],
+def plot_nps_curves(axis, curves: Mapping[str, NPSCurve],
                     note: Optional[str] = None, log: bool = False, legend_outside: bool = False) -> None:
     """Draw radial NPS curves (label -> (frequency mm⁻¹, NPS HU²·mm²)) on a matplotlib axis."""
     styles = ["-", "--", "-.", ":"]
@@ -153,7 +157,7 @@ def plot_nps_curves(axis, curves: Mapping[str, Tuple[Sequence[float], Sequence[f
         axis.text(0.5, 0.5, note, ha="center", va="center", wrap=True, fontsize=9, transform=axis.transAxes)
 
 
-def nps_figure(curves: Mapping[str, Tuple[Sequence[float], Sequence[float]]], out_png: Union[str, os.PathLike],
+def nps_figure(curves: Mapping[str, NPSCurve], out_png: Union[str, os.PathLike],
                title: Optional[str] = None, log: bool = False) -> Path:
     """Write a PNG of radial noise power spectra, one curve per label."""
     import matplotlib

@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import InputError
-from ..volume import Volume, cast_like
+from ..volume import Volume, as_xyz, cast_like
 from . import protocol as p
 
 #: Classical filters available as methods, with the parameters they run with.
@@ -175,6 +175,7 @@ def _method_image(method: Method, volume: Volume, models: _ModelCache) -> Tuple[
     if method.kind == "original":
         return hu, {}
     if method.kind == "filter":
+        assert method.filter is not None  # parse_method names the filter of every "filter" method
         return apply_filter(method.filter, hu, volume.spacing), {"filter": FILTERS[method.filter]}
     from .. import engine
 
@@ -197,8 +198,8 @@ def neutral_volume(volume: Volume, hu: np.ndarray) -> Volume:
     """int16 HU with the case's geometry and nothing else: no metadata, same pixel type for every method."""
     return Volume(
         voxels=cast_like(hu, np.int16),
-        spacing=tuple(float(s) for s in volume.spacing),
-        origin=tuple(float(o) for o in volume.origin),
+        spacing=as_xyz(volume.spacing),
+        origin=as_xyz(volume.origin),
         direction=tuple(float(d) for d in volume.direction),
     )
 
@@ -300,8 +301,8 @@ def plan_study(
         (work / p.KEY_DIR).mkdir()
         design = _pairs(labels, pairs)
         # every (case, pair, side) appearance gets its own image file; numbers are assigned after shuffling
-        appearances = []
-        items = []
+        appearances: List[Tuple[Dict[str, Any], str]] = []
+        items: List[Dict[str, Any]] = []
         for case_index in range(len(case_paths)):
             for first, second in design:
                 swap = bool(rng.integers(2))

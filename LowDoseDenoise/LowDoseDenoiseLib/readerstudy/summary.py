@@ -149,7 +149,7 @@ def paired_test(method: Sequence[float], reference: Sequence[float]) -> Dict[str
 
     difference = np.asarray(method, dtype=float) - np.asarray(reference, dtype=float)
     nonzero = difference[difference != 0]
-    result = {
+    result: Dict[str, Any] = {
         "n_pairs": int(difference.size),
         "n_nonzero": int(nonzero.size),
         "mean_difference": float(difference.mean()) if difference.size else None,
@@ -188,6 +188,8 @@ def agreement(ratings: Dict[str, Dict[str, int]], level: str = "ordinal") -> Dic
     if len(readers) < 2 or not shared:
         result["note"] = "needs at least two readers who scored the same images"
         return result
+    values: List[Any]  # scores 1-5 (ordinal) or preferences "A"/"B"/"equal" (nominal)
+    encode: Dict[Any, int]
     if level == "ordinal":
         values = list(p.SCALE)
         encode = {v: v for v in values}
