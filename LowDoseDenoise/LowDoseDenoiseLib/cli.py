@@ -272,7 +272,11 @@ def _denoise_one(args, model, source: Path, target: Path, dicom_out: bool, occup
     _check_shape(volume, str(source), model.min_size)
     _check_finite(volume, str(source))
     _check_ct_like(volume, str(source), args.force)
-    hu = engine.denoise_volume(
+    # The result goes straight into an array of the input's type (int16 stays int16, rounded and
+    # clipped batch by batch; the engine refuses a non-finite result), and the input is let go
+    # before writing: memory stays near input + output (benchmarks/memory.py).
+    denoised = volume.with_voxels(np.empty_like(volume.voxels))
+    engine.denoise_volume(
         volume.voxels,
         model,
         device=args.device,
@@ -280,16 +284,16 @@ def _denoise_one(args, model, source: Path, target: Path, dicom_out: bool, occup
         strength=args.strength,
         progress=_progress_bar(volume.voxels.shape[0], args.quiet, source.name),
         spacing=volume.spacing,
+        out=denoised.voxels,
     )
-    _check_result(hu, str(source))
+    del volume
     if dicom_out:
         from .io import dicomwrite
 
         info = {"name": model.name, "version": model.version, "sha256": model.sha256, "strength": args.strength}
-        return dicomwrite.write_derived_series(volume, hu, target, source=volume, model_info=info,
+        return dicomwrite.write_derived_series(denoised, None, target, model_info=info,
                                                overwrite=args.overwrite, inputs=occupied, compression=compression)
-    return imagefiles.write_volume(volume.with_voxels(cast_like(hu, volume.pixel_type)), target,
-                                   overwrite=args.overwrite, inputs=occupied)
+    return imagefiles.write_volume(denoised, target, overwrite=args.overwrite, inputs=occupied)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

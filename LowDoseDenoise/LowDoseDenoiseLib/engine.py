@@ -8,8 +8,11 @@ says, runs the network in batches, and subtracts ``strength`` times the predicte
 from the input.  Voxels at or beyond the model's HU window (padding, air outside the
 field of view, metal) pass through unchanged.  On CUDA out-of-memory the batch is
 halved, and at batch 1 the run continues on the CPU with a warning.  The output array is
-allocated once; beyond it, only one batch of float copies lives at a time.  On error or
-cancel nothing is returned, so no half-made result can escape.
+allocated once (or given by the caller, in the input's own type: a 512×512×300 int16
+series then needs its input and output and one batch of float32 copies, not a float32
+volume); beyond it, only one batch of float copies lives at a time.  A non-finite result
+(an input far outside any CT range) is refused batch by batch.  On error or cancel
+nothing is returned, so no half-made result can escape.
 
 The network is a :class:`~.modelfile.LoadedModel` (a model file), or a bare
 ``torch.nn.Module`` with its HU normalisation (training validation runs the generator
@@ -32,6 +35,7 @@ import numpy as np
 
 from .errors import Cancelled, DeviceError, InputError
 from .modelfile import HUNormalisation, LoadedModel, load_model
+from .volume import cast_like
 
 __all__ = [
     "DEVICES",
@@ -296,6 +300,7 @@ def denoise_volume(
     cancel: CancelCheck = None,
     spacing: Optional[Sequence[float]] = None,
     normalisation: Optional[HUNormalisation] = None,
+    out: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """Denoise a (z, y, x) HU volume (or one 2D slice) and return float32 HU of the same shape.
 
@@ -306,6 +311,11 @@ def denoise_volume(
     an object with ``is_set()``) is checked between batches and raises Cancelled.
     ``spacing`` is the pixel size (x, y[, z]) in mm, as ``Volume.spacing``; it is used
     only to warn when the in-plane size lies outside the model's training range.
+    ``out``: an array of the input's shape to write the result into and return instead
+    (any real type; integer types get the values rounded and clipped as
+    :func:`~.volume.cast_like` does), e.g. ``np.empty_like(hu)`` to keep the stored type
+    without a float32 copy of the volume.  It is filled batch by batch: after an error or
+    a cancel its content is undefined.  Raises InputError when a result is not finite.
     """
     strength = check_strength(strength)
     check_cancel(cancel)
@@ -326,14 +336,18 @@ def denoise_volume(
         warnings.warn(message, stacklevel=2)
         log.warning(message)
 
+    result = _output_array(out, hu.shape)
     target = resolve_device(device)
     depth = volume.shape[0]
-    out = np.empty(volume.shape, dtype=np.float32)
+    written = result[None] if squeeze else result
     if strength == 0.0:
-        out[...] = volume
+        for start in range(0, depth, 16):
+            block = volume[start : start + 16]
+            written[start : start + 16] = block if block.dtype == written.dtype else cast_like(
+                block.astype(np.float32), written.dtype)
         if progress:
             progress(depth, depth)
-        return out[0] if squeeze else out
+        return result
 
     batch = _auto_batch(target, *volume.shape[1:]) if batch_size == "auto" else int(batch_size)
     runner = _Runner(predictor, target)
@@ -350,12 +364,29 @@ def denoise_volume(
                     raise
                 batch, runner = runner.after_out_of_memory(stop - done)
                 continue
-            centre = volume[done:stop].astype(np.float32)
-            out[done:stop] = centre - strength * noise
+            with np.errstate(over="ignore"):  # a value beyond float32 becomes inf and is refused below
+                denoised = volume[done:stop].astype(np.float32)
+            denoised -= strength * noise
+            if not np.isfinite(denoised).all():
+                raise InputError("The result holds NaN or infinite values (the input's values lie far outside the CT "
+                                 "range); nothing was returned.")
+            written[done:stop] = cast_like(denoised, written.dtype)
             done = stop
             if progress:
                 progress(done, depth)
-    return out[0] if squeeze else out
+    return result
+
+
+def _output_array(out: Optional[np.ndarray], shape: Tuple[int, ...]) -> np.ndarray:
+    """The caller's ``out`` checked against the input's shape, or a new float32 array."""
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if not isinstance(out, np.ndarray) or out.shape != shape:
+        got = out.shape if isinstance(out, np.ndarray) else type(out).__name__
+        raise InputError(f"out must be a numpy array of the input's shape {shape}, got {got}.")
+    if not np.issubdtype(out.dtype, np.number) or np.iscomplexobj(out) or not out.flags.writeable:
+        raise InputError(f"out must be a writeable array of a real number type, got {out.dtype}.")
+    return out
 
 
 @contextmanager

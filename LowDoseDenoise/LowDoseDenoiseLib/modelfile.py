@@ -90,7 +90,8 @@ class HUNormalisation:
     def to_model(self, hu: np.ndarray) -> np.ndarray:
         """HU -> model units (float32; a new array)."""
         lo, hi = self.clip
-        out = np.clip(np.asarray(hu, dtype=np.float32), lo, hi)
+        with np.errstate(over="ignore"):  # beyond float32 is beyond the window: clipped like any other
+            out = np.clip(np.asarray(hu, dtype=np.float32), lo, hi)
         out -= self.offset
         out /= self.scale
         return out

@@ -19,6 +19,7 @@ from LowDoseDenoiseLib.engine import (
 )
 from LowDoseDenoiseLib.errors import Cancelled, DeviceError, InputError
 from LowDoseDenoiseLib.modelfile import HUNormalisation
+from LowDoseDenoiseLib.volume import cast_like
 
 
 def _volume(depth=5, rows=40, cols=36, seed=0):
@@ -322,3 +323,35 @@ def test_ct_range_check():
     assert ct_range_problem(np.array([0, 128, 255])) is not None
     assert ct_range_problem(np.array([3.0, 4.0, 5.0])) is not None
     assert ct_range_problem(np.array([-1000, 40, 1200])) is None
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float64])
+def test_out_in_the_input_type_holds_the_cast_result(test_model, dtype):
+    """out=np.empty_like(input): the same numbers as casting the float32 result afterwards, in place."""
+    hu = np.rint(_volume(5) * 3 - 200).astype(dtype)  # -> a few hundred HU of spread
+    reference = denoise_volume(hu, test_model, device="cpu", batch_size=2)
+    out = np.empty_like(hu)
+    returned = denoise_volume(hu, test_model, device="cpu", batch_size=2, out=out)
+    assert returned is out and out.dtype == dtype
+    np.testing.assert_array_equal(out, cast_like(reference, dtype))
+    zero = np.empty_like(hu)
+    denoise_volume(hu, test_model, strength=0.0, out=zero)
+    np.testing.assert_array_equal(zero, hu)
+    one = np.empty_like(hu[0])
+    denoise_volume(hu[0], test_model, device="cpu", out=one)  # a 2D slice writes into a 2D out
+    np.testing.assert_array_equal(one, cast_like(denoise_volume(hu[0], test_model, device="cpu"), dtype))
+
+
+def test_a_wrong_out_array_is_refused(test_model):
+    hu = _volume(2)
+    for bad, text in ((np.empty((2, 40, 35), np.float32), r"shape \(2, 40, 36\)"), ([0.0], "got list"),
+                      (np.empty(hu.shape, bool), "real number type")):
+        with pytest.raises(InputError, match=text):
+            denoise_volume(hu, test_model, device="cpu", out=bad)
+
+
+def test_a_non_finite_result_is_refused(test_model):
+    hu = np.full((2, 40, 36), -1000.0)
+    hu[:, 10:30, 10:30] = np.finfo(np.float64).max  # finite, but not in float32
+    with pytest.raises(InputError, match="NaN or infinite"):
+        denoise_volume(hu, test_model, device="cpu", out=np.empty((2, 40, 36), np.int16))
