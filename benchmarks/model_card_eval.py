@@ -43,12 +43,27 @@ from LowDoseDenoiseLib.modelfile import load_model  # noqa: E402
 from LowDoseDenoiseLib.quality import metrics  # noqa: E402
 from LowDoseDenoiseLib.quality.noise import estimate_noise_sd  # noqa: E402
 from LowDoseDenoiseLib.training import data as tdata  # noqa: E402
+from LowDoseDenoiseLib.training.config import SeriesConfig, load_config  # noqa: E402
 
 FIGURES = ROOT / "docs" / "figures"
-ROUTINE_BLOCK = (14, 20)
-REAL_BLOCK = (180, 212)
-#: Liver box (rows y0..y1, columns x0..x1) of the real low-dose block, read off the images.
-REAL_LIVER_BOX = (215, 305, 135, 245)
+#: The shipped recipe's config names the evaluation series, their held-out blocks and the real block's liver box.
+RECIPE = ROOT / "LowDoseDenoise" / "LowDoseDenoiseLib" / "training" / "configs" / "shipped.yaml"
+
+
+def _recipe_series(name: str) -> SeriesConfig:
+    data = load_config(str(RECIPE)).data
+    for entry in data.normal_dose + data.low_dose:
+        if entry.name == name:
+            return entry
+    raise SystemExit(f"{RECIPE} lists no series named {name!r}.")
+
+
+ROUTINE_SERIES = _recipe_series("totalseg")
+REAL_SERIES = _recipe_series("ccth")
+ROUTINE_BLOCK = (ROUTINE_SERIES.holdout[0], ROUTINE_SERIES.holdout[1])
+REAL_BLOCK = (REAL_SERIES.holdout[0], REAL_SERIES.holdout[1])
+#: Liver box (rows y0..y1, columns x0..x1) of the real low-dose block: SeriesConfig.roi in the recipe.
+REAL_LIVER_BOX = REAL_SERIES.roi_box()
 LIVER_WINDOW = metrics.window_bounds("liver")
 
 
@@ -179,10 +194,8 @@ def main() -> None:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     root = tdata.shared_data_root()
-    routine = tdata.load_series(
-        root / "totalseg-abdomen-ct/dicom", "totalseg", root / "totalseg-abdomen-ct/segmentation.nii.gz"
-    )
-    real = tdata.load_series(root / "ccth-a01-lowdose-ct/dicom", "ccth")
+    routine = tdata.load_series(root / ROUTINE_SERIES.path, ROUTINE_SERIES.name, root / ROUTINE_SERIES.labels)
+    real = tdata.load_series(root / REAL_SERIES.path, REAL_SERIES.name)
     shipped = load_model(args.model)
     models = {"shipped model": shipped}
     if args.paired:

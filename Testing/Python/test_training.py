@@ -318,6 +318,31 @@ def test_shipped_configs_parse():
         assert load_config(str(CONFIGS / name)).optim.steps >= 1
 
 
+def test_library_defaults_name_no_data_set():
+    """The series (and the real block's liver box) live in the shipped configs, not in DataConfig."""
+    from LowDoseDenoiseLib.training.config import DataConfig
+
+    assert DataConfig().normal_dose == [] and DataConfig().low_dose == []
+    with pytest.raises(InputError, match="normal_dose must list at least one"):
+        config_from_dict({})
+    shipped = load_config(str(CONFIGS / "shipped.yaml")).data
+    assert [s.name for s in shipped.normal_dose] == ["totalseg"]
+    assert shipped.low_dose[0].name == "ccth" and shipped.low_dose[0].roi_box() == (215, 305, 135, 245)
+
+
+def test_real_low_dose_validation_roi_comes_from_the_series_config(dataset, tmp_path):
+    low = {"path": "low.nrrd", "name": "low", "holdout": [7, 10], "gap": 1}
+    boxed = Trainer(_config(dataset, tmp_path / "a", mode="cyclegan",
+                            data={"low_dose": [{**low, "roi": [16, 48, 8, 40]}]}), progress=False)
+    whole = Trainer(_config(dataset, tmp_path / "b", mode="cyclegan", data={"low_dose": [low]}), progress=False)
+    in_box, anywhere = boxed.validation.real_roi, whole.validation.real_roi
+    outside = np.ones(in_box.shape[1:], bool)
+    outside[16:48, 8:40] = False
+    assert in_box.any() and not in_box[:, outside].any()
+    assert anywhere[:, outside].any()  # no roi: flat tissue anywhere on the slice
+    assert not (in_box & ~anywhere).any()
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -326,6 +351,10 @@ def test_bad_config_and_data(dataset, tmp_path):
         config_from_dict({"optim": {"stepz": 3}})
     with pytest.raises(InputError, match="patch"):
         config_from_dict({"data": {"patch": 30}})
+    with pytest.raises(InputError, match="validation_texture was removed"):
+        config_from_dict({"data": {"validation_texture": "standard"}})
+    with pytest.raises(InputError, match=r"roi must be \[\] or \[y0, y1, x0, x1\]"):
+        config_from_dict({"data": {"normal_dose": [{"path": "x", "roi": [40, 10, 0, 5]}]}})
     with pytest.raises(InputError, match="not found"):
         load_config(str(tmp_path / "missing.yaml"))
     empty = tmp_path / "empty"

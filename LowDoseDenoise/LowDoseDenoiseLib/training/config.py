@@ -1,8 +1,9 @@
 """Training configuration: dataclasses with documented defaults, read from YAML or TOML.
 
-Every field has a default, so an empty file is a valid config (the shipped recipe's
-data, a CycleGAN).  Unknown keys are refused so that a typo never silently falls back
-to a default.  Relative data paths are resolved against ``data.shared_data`` (default:
+Every field has a default except the data: ``data.normal_dose`` (and for CycleGAN or the
+real-low-dose options ``data.low_dose``) must list the series, as the shipped configs in
+``training/configs/`` do; the library defaults name no data set.  Unknown keys are refused
+so that a typo never silently falls back to a default.  Relative data paths are resolved against ``data.shared_data`` (default:
 $LOWDOSE_SHARED_DATA, else ``../shared/data`` beside the repository).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import InputError
 
@@ -31,22 +32,16 @@ class SeriesConfig:
     #: use every n-th training slice as a patch centre (neighbours stay available as 2.5D
     #: context); bounds the noise-bank cost of long series
     stride: int = 1
+    #: [y0, y1, x0, x1] rows and columns of the box (e.g. the liver) in which a real low-dose
+    #: series' held-out block is validated (flat tissue inside it); [] = the whole slice
+    roi: List[int] = field(default_factory=list)
 
-
-def _default_normal() -> List[SeriesConfig]:
-    return [
-        SeriesConfig(
-            path="totalseg-abdomen-ct/dicom",
-            name="totalseg",
-            labels="totalseg-abdomen-ct/segmentation.nii.gz",
-            holdout=[14, 20],
-            gap=2,
-        )
-    ]
-
-
-def _default_low() -> List[SeriesConfig]:
-    return [SeriesConfig(path="ccth-a01-lowdose-ct/dicom", name="ccth", holdout=[180, 212], gap=4)]
+    def roi_box(self) -> Optional[Tuple[int, int, int, int]]:
+        """``roi`` as the (y0, y1, x0, x1) box :func:`~..quality.metrics.flat_tissue_roi` takes; None = whole slice."""
+        if not self.roi:
+            return None
+        y0, y1, x0, x1 = self.roi
+        return (int(y0), int(y1), int(x0), int(x1))
 
 
 @dataclass
@@ -55,8 +50,8 @@ class DataConfig:
 
     shared_data: str = ""  #: root of relative paths; "" = $LOWDOSE_SHARED_DATA or ../shared/data
     cache_dir: str = ""  #: decoded-series cache; "" = ~/.cache/lowdose-denoise/data
-    normal_dose: List[SeriesConfig] = field(default_factory=_default_normal)  #: routine-dose series
-    low_dose: List[SeriesConfig] = field(default_factory=_default_low)  #: real low-dose series (CycleGAN)
+    normal_dose: List[SeriesConfig] = field(default_factory=list)  #: routine-dose series (at least one)
+    low_dose: List[SeriesConfig] = field(default_factory=list)  #: real low-dose series (CycleGAN, R2R, "measured")
     phantom_slices: int = 0  #: synthetic phantom slices added to the normal-dose domain (needs phantom.py)
     phantom_weight: float = 0.5  #: per-slice sampling weight of phantom slices
     simulated_low_dose: float = 0.5  #: CycleGAN: share of low-dose samples simulated from normal dose
@@ -99,8 +94,7 @@ class DataConfig:
     #: how R2R's own-noise fields are made: "simulator" (projection-domain, calibrated per block;
     #: ~1–2 s per slice) or "measured" (stationary noise with the series' measured NPS and SD; FFT-cheap)
     recorrupt_noise: str = "simulator"
-    validation_dose: float = 0.25  #: dose fraction of the held-out validation
-    validation_texture: str = "standard"  #: texture of the validation noise (stand-in simulator only)
+    validation_dose: float = 0.25  #: dose fraction of the held-out validation (texture fitted to the block)
 
 
 @dataclass
@@ -194,10 +188,21 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+#: Fields that older configs may still carry: what to do instead.
+_REMOVED = {
+    "data.validation_texture": "it never had an effect: the validation noise's texture is fitted to the held-out "
+    "block by the simulator. Delete the line.",
+}
+
+
 def _build(cls, data: Any, where: str):
     if not isinstance(data, dict):
         raise InputError(f"Config section '{where}' should be a mapping, got {type(data).__name__}.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        removed = _REMOVED.get(f"{where}.{key}" if where else key)
+        if removed:
+            raise InputError(f"Config field {where}.{key} was removed: {removed}")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise InputError(
@@ -294,6 +299,10 @@ def validate(config: TrainConfig) -> None:
     for entry in list(d.normal_dose) + list(d.low_dose):
         if entry.stride < 1:
             raise InputError(f"Series {entry.name or entry.path}: stride must be 1 or more.")
+        if entry.roi and (len(entry.roi) != 4 or any(not isinstance(v, int) or v < 0 for v in entry.roi)
+                          or not (entry.roi[0] < entry.roi[1] and entry.roi[2] < entry.roi[3])):
+            raise InputError(f"Series {entry.name or entry.path}: roi must be [] or [y0, y1, x0, x1] pixel rows and "
+                             f"columns with y0 < y1 and x0 < x1, got {entry.roi}.")
     if d.recorrupt_alpha <= 0 or d.recorrupt_stride < 1 or d.own_noise_realisations < 1:
         raise InputError(
             "data.recorrupt_alpha must be > 0, data.recorrupt_stride and data.own_noise_realisations >= 1."
@@ -305,7 +314,8 @@ def validate(config: TrainConfig) -> None:
     if config.mode == "cyclegan" and d.recorrupt > 0 and config.loss.paired <= 0:
         raise InputError("data.recorrupt in CycleGAN mode recorrupts the paired anchor; set loss.paired > 0.")
     if not d.normal_dose:
-        raise InputError("data.normal_dose must list at least one routine-dose series.")
+        raise InputError("data.normal_dose must list at least one routine-dose series (path, name, holdout, ...); "
+                         "see the configs in LowDoseDenoiseLib/training/configs/ for examples.")
     if config.mode == "cyclegan" and not d.low_dose and d.simulated_low_dose <= 0:
         raise InputError("CycleGAN training needs data.low_dose series or data.simulated_low_dose > 0.")
     if config.optim.steps < 1 or config.optim.batch_size < 1:

@@ -145,10 +145,6 @@ class Validation:
     real_roi: Optional[np.ndarray] = None
 
 
-#: Liver box of the real low-dose series' held-out block (rows, columns), read off the images.
-CCTH_LIVER_BOX = (215, 305, 135, 245)
-
-
 def simulate_block(clean: np.ndarray, spacing, dose: float, seed: int) -> np.ndarray:
     """Low-dose version of a held-out block: simulate.simulate_low_dose (self-calibrated on the
     block's own noise, texture fitted to it)."""
@@ -297,7 +293,7 @@ class Trainer:
                 _, held = tdata.split_blocks(series.hu.shape[0], tuple(entry.holdout), entry.gap)
                 block = series.hu[held[len(held) // 2 - 2 : len(held) // 2 + 2]]
                 self.validation.real_low = block
-                self.validation.real_roi = flat_tissue_roi(block, CCTH_LIVER_BOX)
+                self.validation.real_roi = flat_tissue_roi(block, entry.roi_box())
         textures = [t for t in d.textures if t != "measured" or measured is not None]
         cache = Path(d.cache_dir).expanduser() if d.cache_dir else tdata.DEFAULT_CACHE
         self.bank = self._noise_bank(clean_slices, textures, measured, cache)
