@@ -11,8 +11,7 @@ The pipeline, in the order data flows:
    neighbours would leak into training through the 2.5D context).
 3. :class:`NoiseBank` holds unit-SD noise fields per training slice and texture, made
    by :func:`noise_fields` — the one function that turns a clean slice into low-dose
-   noise (the project's projection-domain simulator when present; a ramp-filtered
-   stand-in otherwise).  Scaling by the wanted SD happens per sample, so one bank
+   noise (the projection-domain simulator, or a measured scanner texture).  Scaling by the wanted SD happens per sample, so one bank
    serves every dose.
 4. :class:`PatchSampler` draws seeded patches: 2k+1 slice context, copied-neighbour
    samples (every channel = the centre slice, as the engine feeds single slices and
@@ -219,18 +218,6 @@ def split_blocks(n_slices: int, holdout: Tuple[int, int], gap: int) -> Tuple[Lis
 # --------------------------------------------------------------------------- noise
 
 
-def _ramp_standin(shape: Tuple[int, int], cutoff: float, rng: np.random.Generator) -> np.ndarray:
-    """Stationary FBP-like noise: white noise shaped by sqrt(|f|)·Hann apodisation (cutoff in
-    cycles/pixel, 0.5 = Nyquist); unit SD."""
-    fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.rfftfreq(shape[1])[None, :]
-    radius = np.sqrt(fx**2 + fy**2)
-    apod = np.where(radius < cutoff, 0.5 + 0.5 * np.cos(np.pi * radius / cutoff), 0.0)
-    spectrum = np.fft.rfft2(rng.standard_normal(shape)) * np.sqrt(radius) * apod
-    noise = np.fft.irfft2(spectrum, s=shape)
-    return (noise / max(noise.std(), 1e-8)).astype(np.float32)
-
-
 def measured_texture_filter(hu: np.ndarray, size: int = 64, lo: float = 0.0, hi: float = 120.0,
                             band: Tuple[float, float] = (-200.0, 250.0)) -> np.ndarray:
     """An amplitude filter sqrt(NPS) measured from flat soft tissue of a noisy series.
@@ -298,11 +285,10 @@ def noise_fields(
 ) -> np.ndarray:
     """Unit-SD low-dose noise for one clean slice (y, x) at a named texture.
 
-    The one place noise is made: uses the project's projection-domain simulator
-    (``simulate.py``: Poisson noise on the sinogram, FBP of the noise with the texture's
-    apodisation; non-stationary, with streaks near bone) when it is installed, and a
-    stationary ramp-filtered stand-in otherwise.  ``measured`` is the amplitude filter
-    of a real scanner's noise (texture "measured").
+    The one place noise is made: the projection-domain simulator (``quality.simulate``:
+    Poisson noise on the sinogram, FBP of the noise with the texture's apodisation;
+    non-stationary, with streaks near bone).  ``measured`` is the amplitude filter of a
+    real scanner's noise (texture "measured"), used as stationary noise.
     """
     rng = np.random.default_rng(seed)
     if texture == "measured":
@@ -311,31 +297,17 @@ def noise_fields(
         return _filtered_noise(clean.shape, measured, rng)
     if texture not in TEXTURES:
         raise InputError(f"Unknown noise texture '{texture}'; choose from {sorted(TEXTURES)} or 'measured'.")
-    simulated = _simulator_noise(clean, spacing, texture, seed)
-    if simulated is not None:
-        return simulated
-    return _ramp_standin(clean.shape, min(0.5 * TEXTURES[texture], 0.75), rng)
+    return _simulator_noise(clean, spacing, texture, seed)
 
 
-def simulator_available() -> bool:
-    """True when the projection-domain simulator (simulate.noise_field) can be imported."""
-    try:
-        from ..quality.simulate import noise_field  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _simulator_noise(clean: np.ndarray, spacing: Sequence[float], texture: str, seed: int) -> Optional[np.ndarray]:
-    """Unit noise from simulate.noise_field (projection domain), or None when unavailable.
+def _simulator_noise(clean: np.ndarray, spacing: Sequence[float], texture: str, seed: int) -> np.ndarray:
+    """Unit noise from simulate.noise_field (projection domain).
 
     The field keeps its non-stationarity (more noise behind bone and through long paths);
     it is scaled to unit SD over the body so a per-sample SD can be applied.
     """
-    try:
-        from ..quality.simulate import noise_field
-    except ImportError:
-        return None
+    from ..quality.simulate import noise_field
+
     noise = np.asarray(
         noise_field(clean, (float(spacing[0]), float(spacing[1])), texture=TEXTURES[texture], photons=1.0, seed=seed),
         dtype=np.float32,
@@ -550,11 +522,6 @@ class PatchSampler:
     def key(self, geometry: Dict) -> str:
         source = self.sources[geometry["source"]]
         return f"{source.name}:{geometry['centre']}"
-
-
-def normalise(hu: np.ndarray, clip: Tuple[float, float], offset: float, scale: float) -> np.ndarray:
-    """Model units: (clip(hu) − offset) / scale, as the model file's hu_normalisation says."""
-    return ((np.clip(hu, clip[0], clip[1]) - offset) / scale).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- detail inserts

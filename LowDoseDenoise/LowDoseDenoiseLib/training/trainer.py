@@ -350,16 +350,11 @@ class Trainer:
         return {f"{series.name}:{index}": [f[j] for f in fields] for j, index in enumerate(indices)}
 
     def _add_phantom(self, normal_sources, sim_sources, clean_slices) -> None:
-        try:
-            from ..quality.phantom import make_phantom
-        except ImportError:
-            raise InputError("data.phantom_slices > 0 needs LowDoseDenoiseLib.quality.phantom; set it to 0.") from None
+        """data.phantom_slices noise-free phantom slices in the normal-dose and simulated domains."""
+        from ..quality.phantom import make_phantom
+
         d = self.config.data
-        result = make_phantom(slices=d.phantom_slices, size=256, seed=self.config.seed)
-        hu = getattr(result, "hu", None)
-        if hu is None:
-            hu = result[0] if isinstance(result, tuple) else np.asarray(result)
-        hu = np.asarray(hu, dtype=np.float32)
+        hu = np.asarray(make_phantom(slices=d.phantom_slices, size=256, seed=self.config.seed).hu, dtype=np.float32)
         idx = list(range(hu.shape[0]))
         for sources in (normal_sources, sim_sources):
             sources.append(tdata.SliceSource("phantom", hu, 1.0, idx, idx, d.phantom_weight))
@@ -375,7 +370,7 @@ class Trainer:
                 d.noise_realisations,
                 self.config.seed,
                 float(measured.sum()) if measured is not None else 0.0,
-                tdata.simulator_available(),
+                True,  # was "simulator available" (always): kept so existing noise-bank caches stay valid
             ]
             + ([sorted((k, float(v.sum())) for k, v in self.own_filters.items())] if "own" in textures else [])
         )
