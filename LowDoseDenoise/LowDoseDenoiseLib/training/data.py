@@ -27,11 +27,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..errors import InputError
+from ..volume import as_xyz
 
 #: Environment variable that points at the shared real-CT folder.
 SHARED_DATA_ENV = "LOWDOSE_SHARED_DATA"
@@ -145,7 +146,7 @@ def load_series(
             meta = json.loads((cache / "meta.json").read_text())
             hu = np.load(cache / "hu.npy").astype(np.float32)
             lab = np.load(cache / "labels.npy") if (cache / "labels.npy").is_file() else None
-            return CTSeries(name, hu, tuple(meta["spacing"]), lab, str(path))
+            return CTSeries(name, hu, as_xyz(meta["spacing"]), lab, str(path))
     image = _read_raw(path)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{path} has {image.GetNumberOfComponentsPerPixel()} components; give a scalar CT.")
@@ -161,9 +162,8 @@ def load_series(
         seg = sitk.ReadImage(str(labels_path))
         seg = sitk.Resample(seg, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
         lab = sitk.GetArrayFromImage(seg).astype(np.uint8)
-    spacing = tuple(float(s) for s in image.GetSpacing())
-    if len(spacing) == 2:
-        spacing = (spacing[0], spacing[1], 1.0)
+    raw_spacing = [float(s) for s in image.GetSpacing()]
+    spacing = as_xyz(raw_spacing if len(raw_spacing) == 3 else raw_spacing[:2] + [1.0])  # a 2D slice: 1 mm
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         np.save(cache / "hu.npy", np.clip(hu, -32768, 32767).astype(np.int16))
@@ -198,7 +198,7 @@ def load_folder(path: os.PathLike, cache_dir: Optional[os.PathLike] = DEFAULT_CA
     return series
 
 
-def split_blocks(n_slices: int, holdout: Tuple[int, int], gap: int) -> Tuple[List[int], List[int]]:
+def split_blocks(n_slices: int, holdout: Sequence[int], gap: int) -> Tuple[List[int], List[int]]:
     """Training and held-out slice indices for one series.
 
     ``holdout`` is the half-open block ``[start, stop)``; ``gap`` slices on each side of
@@ -250,8 +250,8 @@ def measured_texture_filter(hu: np.ndarray, size: int = 64, lo: float = 0.0, hi:
     return np.sqrt(power / len(tiles)).astype(np.float32)
 
 
-def _filtered_noise(shape: Tuple[int, int], amplitude: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """White noise shaped by an amplitude filter sampled on a coarser grid (interpolated)."""
+def _filtered_noise(shape: Tuple[int, ...], amplitude: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """White noise of ``shape`` (rows, columns) shaped by an amplitude filter sampled on a coarser grid (interpolated)."""
     import torch
     import torch.nn.functional as F
 
@@ -344,6 +344,7 @@ class NoiseBank:
                     series = key.rsplit(":", 1)[0]
                     if not own or series not in own:
                         raise InputError(f"Texture 'own' needs the measured noise texture of series {series}.")
+                    filt: Optional[np.ndarray]
                     texture_name, filt = "measured", own[series]
                 else:
                     texture_name, filt = texture, measured
@@ -527,7 +528,7 @@ class PatchSampler:
 # --------------------------------------------------------------------------- detail inserts
 
 
-def _disc(size: int, cy: float, cx: float, radius: float) -> np.ndarray:
+def _disc(size: int, cy: Union[float, np.ndarray], cx: Union[float, np.ndarray], radius: float) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size]
     return np.clip(0.5 - (np.hypot(yy - cy, xx - cx) - radius), 0.0, 1.0).astype(np.float32)
 

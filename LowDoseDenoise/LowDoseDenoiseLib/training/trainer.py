@@ -31,7 +31,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ from ..quality.metrics import flat_tissue_roi
 from ..quality.noise import estimate_noise_sd
 from . import data as tdata
 from . import losses
-from .config import TrainConfig, load_config
+from .config import SeriesConfig, TrainConfig, load_config
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
@@ -162,7 +162,8 @@ def _save_npz(path: Path, arrays: Dict[str, np.ndarray]) -> None:
     """Write a cache file atomically (a partial file never has the final name)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial.npz")
-    np.savez(tmp, **arrays)
+    named: Dict[str, Any] = dict(arrays)  # numpy's stub types **kwds as if they could be allow_pickle
+    np.savez(tmp, **named)
     os.replace(tmp, path)
 
 
@@ -200,7 +201,7 @@ class Trainer:
             torch.cuda.set_device(device)
         return device
 
-    def _series(self, entries) -> List[Tuple[tdata.CTSeries, object]]:
+    def _series(self, entries: List[SeriesConfig]) -> List[Tuple[tdata.CTSeries, SeriesConfig]]:
         d = self.config.data
         root = tdata.shared_data_root(d.shared_data or None)
         cache = Path(d.cache_dir).expanduser() if d.cache_dir else tdata.DEFAULT_CACHE
@@ -223,7 +224,7 @@ class Trainer:
         d = c.data
         k = d.context
         patch = tdata.PatchConfig(
-            d.patch, k, d.copy_neighbours, tuple(d.pixel_size), d.min_tissue, d.flips, d.pixel_size_log
+            d.patch, k, d.copy_neighbours, (d.pixel_size[0], d.pixel_size[1]), d.min_tissue, d.flips, d.pixel_size_log
         )
         normal = self._series(d.normal_dose)
         low = (
@@ -401,8 +402,8 @@ class Trainer:
         if c.model.init_generator:
             load_generator_weights(self.g, c.model.init_generator, self.gcfg)
         groups = [{"params": list(self.g.parameters()), "lr": c.optim.lr}]
-        self.f = None
-        self.d = None
+        self.f: Optional[Generator] = None  #: CycleGAN only, like d, opt_d and sched_d
+        self.d: Optional[Discriminators] = None
         if c.mode == "cyclegan":
             self.f = Generator(GeneratorConfig(0, c.model.f_width, c.model.levels, c.model.res_blocks))
             if c.model.init == "kaiming":
@@ -430,6 +431,7 @@ class Trainer:
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, factor) if self.opt_d is not None else None
         self.features = self._features()
         if c.mode == "cyclegan":
+            assert self.f is not None and self.d is not None  # built above for cyclegan
             self.cycle = CycleGenerators(self.g, self.f, c.data.context)
             self.cycle_run: nn.Module = self.cycle
             self.d_run: nn.Module = self.d
@@ -612,6 +614,7 @@ class Trainer:
             if w.multiscale > 0:
                 values["multiscale"] = multi
             return {key: float(value.detach()) for key, value in values.items()}
+        assert self.f is not None and self.d is not None and self.opt_d is not None and self.sched_d is not None
         x, y = batch["x"], batch["y"]
         k = c.data.context
         xc, yc = x[:, k : k + 1], y[:, k : k + 1]
@@ -743,7 +746,8 @@ class Trainer:
             )
         try:
             self.g.load_state_dict(state["g"])
-            if self.f is not None:
+            if self.f is not None:  # cyclegan: F, the discriminators and their optimiser
+                assert self.d is not None and self.opt_d is not None and self.sched_d is not None
                 self.f.load_state_dict(state["f"])
                 self.d.load_state_dict(state["d"])
                 self.opt_d.load_state_dict(state["opt_d"])
