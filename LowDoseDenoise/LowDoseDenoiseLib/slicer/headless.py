@@ -10,7 +10,7 @@ node (which makes its composite node and renders the view).  The comparison view
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 
 class ApplicationScene:
@@ -28,7 +28,7 @@ class ApplicationScene:
         slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(self.scene)
         self.layout_logic = slicer.vtkMRMLLayoutLogic()
         self.layout_logic.SetMRMLScene(self.scene)
-        self.slice_logics: Dict[str, object] = {}
+        self.slice_logics: Dict[str, Any] = {}  #: vtkMRMLSliceLogic per layout name
         collection = vtk.vtkCollection()
         for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
             slice_node = self.scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")

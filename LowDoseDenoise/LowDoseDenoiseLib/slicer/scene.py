@@ -434,7 +434,7 @@ class DenoiseLogic:
         _voxel_view(new_image)[...] = voxels
 
         created = output_node is None
-        node = output_node
+        node: Any = output_node  # a vtkMRMLScalarVolumeNode once created below
         try:
             if created:
                 name = self.scene.GenerateUniqueName(output_name(job.input_name, job.model, job.strength))
@@ -880,17 +880,17 @@ def volume_array(node) -> np.ndarray:
 
 def volume_from_node(node, voxels: Optional[np.ndarray] = None):
     """A volumeio.Volume (ITK/LPS geometry) of a volume node, for the file and DICOM writers."""
-    from ..volume import Volume
+    from ..volume import Volume, as_xyz
 
     if voxels is None:
         voxels = volume_array(node)
-    spacing = tuple(float(s) for s in node.GetSpacing())
+    spacing = as_xyz(node.GetSpacing())
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ijk_to_ras(node)
     direction = lps[:3, :3] / np.array(spacing)[None, :]
     return Volume(
         voxels=voxels,
         spacing=spacing,
-        origin=tuple(float(v) for v in lps[:3, 3]),
+        origin=as_xyz(lps[:3, 3]),
         direction=tuple(float(v) for v in direction.ravel()),
         metadata={"source": node.GetName() or ""},
     )
