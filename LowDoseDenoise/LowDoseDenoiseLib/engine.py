@@ -86,11 +86,12 @@ def check_cancel(cancel: CancelCheck) -> CancelCheck:
 def is_cancelled(cancel: CancelCheck) -> bool:
     """True when ``cancel`` asks to stop: a callable that returns True, or an Event that is set
     (InputError for anything else, see :func:`check_cancel`)."""
-    if check_cancel(cancel) is None:
+    checked = check_cancel(cancel)
+    if checked is None:
         return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
+    if hasattr(checked, "is_set"):
+        return bool(checked.is_set())
+    return bool(checked())
 
 
 def check_strength(strength: Any) -> float:
