@@ -15,6 +15,17 @@ from numpy.typing import ArrayLike
 
 from ..errors import InputError
 
+__all__ = [
+    "WINDOWS",
+    "NPSCurve",
+    "comparison_figure",
+    "method_grid_figure",
+    "nps_figure",
+    "parse_window",
+    "plot_nps_curves",
+]
+
+
 #: One radial NPS curve: (frequency in mm⁻¹, NPS in HU²·mm²), lists or arrays.
 NPSCurve = Tuple[ArrayLike, ArrayLike]
 

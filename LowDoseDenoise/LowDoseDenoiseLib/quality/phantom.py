@@ -23,6 +23,9 @@ import numpy as np
 
 from ..errors import InputError
 
+__all__ = ["DEFAULT_FOV_MM", "HU", "Phantom", "make_low_dose_phantom", "make_phantom"]
+
+
 #: Default field of view (mm) when no spacing is given: a typical abdominal display FOV.
 DEFAULT_FOV_MM = 400.0
 
@@ -374,9 +377,9 @@ def make_low_dose_phantom(
     ``full_dose_noise_hu / sqrt(dose_fraction)``, with the simulator's streaks and grain
     (``texture`` defaults to the simulator's :data:`DEFAULT_TEXTURE`).
     """
-    from .simulate import DEFAULT_TEXTURE, TYPICAL_FULL_DOSE_NOISE_HU, _check_dose, simulate_low_dose
+    from .simulate import DEFAULT_TEXTURE, TYPICAL_FULL_DOSE_NOISE_HU, check_dose, simulate_low_dose
 
-    dose = _check_dose(dose_fraction)
+    dose = check_dose(dose_fraction)
     phantom = make_phantom(size, slices, spacing, seed)
     sigma = TYPICAL_FULL_DOSE_NOISE_HU if full_dose_noise_hu is None else float(full_dose_noise_hu)
     # Added variance (1/b − 1)·σ² must equal the total σ²/a, so b = a / (1 + a).

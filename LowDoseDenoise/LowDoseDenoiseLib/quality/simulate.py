@@ -79,6 +79,24 @@ from .noise import (
     spacing_xy,
 )
 
+__all__ = [
+    "DEFAULT_TEXTURE",
+    "MU_WATER_PER_MM",
+    "NOISELESS_HU",
+    "PADDING_HU",
+    "TEXTURE_RANGE",
+    "TYPICAL_FULL_DOSE_NOISE_HU",
+    "SimulationInfo",
+    "Spacing",
+    "Texture",
+    "check_dose",
+    "default_views",
+    "fit_texture",
+    "noise_field",
+    "simulate_low_dose",
+]
+
+
 log = logging.getLogger(__name__)
 
 #: Linear attenuation of water (1/mm) at the effective energy of a 120 kV beam.
@@ -130,7 +148,8 @@ def _check_hu(hu: np.ndarray) -> np.ndarray:
     return array
 
 
-def _check_dose(dose_fraction: float) -> float:
+def check_dose(dose_fraction: float) -> float:
+    """The dose fraction as a float in (0, 1], or an InputError that says what a dose fraction is."""
     try:
         dose = float(dose_fraction)
     except (TypeError, ValueError):
@@ -483,7 +502,7 @@ def simulate_low_dose(
     """
     array = _check_hu(hu)
     sx, sy = spacing_xy(spacing)
-    dose = _check_dose(dose_fraction)
+    dose = check_dose(dose_fraction)
     n0 = _check_photons(photons)
     wanted_texture = _check_texture(texture)
     if input_noise_hu is not None:
