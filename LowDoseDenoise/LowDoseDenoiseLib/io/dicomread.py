@@ -29,6 +29,9 @@ from .dicomsource import COPIED_KEYWORDS, DicomSource
 from .dicomsource import note as _note
 from .dicomsource import require_pydicom as _pydicom
 
+__all__ = ["SeriesSummary", "list_series", "read_series"]
+
+
 logger = logging.getLogger(__name__)
 
 #: Positions closer than this along the normal (mm) count as the same position.

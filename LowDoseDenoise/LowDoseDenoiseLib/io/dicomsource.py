@@ -19,6 +19,22 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import InputError
 
+__all__ = [
+    "ACQUISITION_KEYWORDS",
+    "COPIED_KEYWORDS",
+    "CT_IMAGE_STORAGE",
+    "ENHANCED_CT_IMAGE_STORAGE",
+    "EQUIPMENT_KEYWORDS",
+    "FRAME_OF_REFERENCE_KEYWORDS",
+    "PATIENT_KEYWORDS",
+    "PATIENT_STUDY_KEYWORDS",
+    "STUDY_KEYWORDS",
+    "DicomSource",
+    "note",
+    "require_pydicom",
+]
+
+
 logger = logging.getLogger(__name__)
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"

@@ -38,6 +38,20 @@ from .dicomsource import note as _note
 from .dicomsource import require_pydicom as _pydicom
 from .outputs import PathLike, atomic_folder, check_output
 
+__all__ = [
+    "COMPRESSIONS",
+    "EXPLICIT_VR_LITTLE_ENDIAN",
+    "JPEG2000_LOSSLESS",
+    "JPEG_LS_LOSSLESS",
+    "RLE_LOSSLESS",
+    "UID_ROOT",
+    "new_uid",
+    "resolve_compression",
+    "source_folders",
+    "write_derived_series",
+]
+
+
 logger = logging.getLogger(__name__)
 
 #: Root of every UID this module creates.  ``2.25.`` is the ISO/ITU-T arc for UIDs

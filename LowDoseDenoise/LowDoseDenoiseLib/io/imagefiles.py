@@ -18,6 +18,17 @@ from ..errors import InputError
 from ..volume import Volume
 from .outputs import atomic_file, check_output
 
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "check_output_path",
+    "is_dicom_file",
+    "is_image_file",
+    "read_volume",
+    "to_sitk",
+    "write_volume",
+]
+
+
 #: File name endings this module reads and writes (lower case).
 IMAGE_EXTENSIONS = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
@@ -39,7 +50,8 @@ def is_dicom_file(path: os.PathLike) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def _to_sitk(volume: Volume):
+def to_sitk(volume: Volume):
+    """A SimpleITK image of ``volume`` (voxels as stored, ITK/LPS geometry), e.g. as a resampling grid."""
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(volume.voxels)
@@ -183,7 +195,7 @@ def write_volume(volume: Volume, out: os.PathLike, overwrite: bool = False, inpu
         if suffix == ".mhd":  # the raw data file travels with the header
             raw_tmp = handle.companion(out.with_suffix(".raw"), temporary=handle.path.with_suffix(".raw"))
         try:
-            sitk.WriteImage(_to_sitk(volume), str(handle.path),
+            sitk.WriteImage(to_sitk(volume), str(handle.path),
                             useCompression=suffix in (".nrrd", ".nii.gz", ".mha"))
         except RuntimeError as error:
             raise _write_error(out, error) from None

@@ -34,6 +34,23 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 
 from ..errors import InputError, OutputError
 
+__all__ = [
+    "OVERWRITE_HINT",
+    "PARTIAL",
+    "AtomicFile",
+    "PathLike",
+    "atomic_file",
+    "atomic_folder",
+    "check_distinct",
+    "check_output",
+    "current_umask",
+    "file_mode",
+    "remove_stale_partials",
+    "write_bytes",
+    "write_text",
+]
+
+
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]

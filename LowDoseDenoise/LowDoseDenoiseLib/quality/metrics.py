@@ -357,10 +357,10 @@ def resample_labels(labels, target) -> np.ndarray:
     """
     import SimpleITK as sitk
 
-    from ..io.imagefiles import _to_sitk
+    from ..io.imagefiles import to_sitk
 
-    source = _to_sitk(labels)
-    grid = _to_sitk(target.with_voxels(np.zeros(target.voxels.shape, np.uint8)))
+    source = to_sitk(labels)
+    grid = to_sitk(target.with_voxels(np.zeros(target.voxels.shape, np.uint8)))
     resampled = sitk.Resample(source, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     return sitk.GetArrayFromImage(resampled)
 
