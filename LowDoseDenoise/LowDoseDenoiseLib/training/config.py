@@ -71,6 +71,8 @@ class DataConfig:
     #: share of samples that get small low-contrast discs and fine patterns added to the clean
     #: image before the noise (training.data.inject_details), so erasing them costs loss
     inserts: float = 0.0
+    inserts_contrast: List[float] = field(default_factory=lambda: [3.0, 30.0])  #: disc contrast range, HU (log-uniform, ±)
+    inserts_diameter: List[float] = field(default_factory=lambda: [2.0, 12.0])  #: disc diameter range, mm (log-uniform)
     #: add the simulated noise on the patch grid after the image is rescaled (true: the grain keeps
     #: its texture at every pixel size) instead of rescaling it with the image (false: smooths it)
     noise_on_patch_grid: bool = True
@@ -294,6 +296,10 @@ def validate(config: TrainConfig) -> None:
         raise InputError("data.dose must be [] or [min, max] dose fractions with 0 < min <= max < 1.")
     if not 0.0 <= d.inserts <= 1.0:
         raise InputError("data.inserts must be a share in [0, 1].")
+    for name in ("inserts_contrast", "inserts_diameter"):
+        pair = getattr(d, name)
+        if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
+            raise InputError(f"data.{name} must be [min, max] with 0 < min <= max.")
     if d.recorrupt_noise not in ("simulator", "measured"):
         raise InputError("data.recorrupt_noise must be simulator or measured.")
     for entry in list(d.normal_dose) + list(d.low_dose):

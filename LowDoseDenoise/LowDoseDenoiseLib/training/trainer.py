@@ -496,7 +496,9 @@ class Trainer:
         clean = sampler.stack(geometry)
         source = sampler.sources[geometry["source"]]
         if d.inserts > 0 and rng.random() < d.inserts:
-            clean = tdata.inject_details(clean, geometry["pixel_size"], rng)
+            clean = tdata.inject_details(
+                clean, geometry["pixel_size"], rng, tuple(d.inserts_contrast), tuple(d.inserts_diameter)
+            )
         noisy = clean
         if add:
             texture = self.textures[int(rng.integers(len(self.textures)))]
