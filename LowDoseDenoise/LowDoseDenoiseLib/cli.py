@@ -27,6 +27,32 @@ import numpy as np
 from .errors import Cancelled, InputError, LowDoseDenoiseError
 from .volume import Volume, cast_like
 
+__all__ = [
+    "DICOM_COMPRESSIONS",
+    "EXIT_BAD_INPUT",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_TERMINATED",
+    "MODEL_HELP",
+    "OUTPUT_FORMATS",
+    "ProgressLog",
+    "Terminated",
+    "build_parser",
+    "cmd_compare",
+    "cmd_demo",
+    "cmd_denoise",
+    "cmd_evaluate",
+    "cmd_export",
+    "cmd_info",
+    "cmd_models",
+    "cmd_phantom",
+    "cmd_series",
+    "cmd_simulate",
+    "cmd_train",
+    "main",
+]
+
+
 log = logging.getLogger("lowdose_denoise")
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 130, 143

@@ -5,6 +5,8 @@ to do about it.  The CLI maps :class:`InputError` (and its :class:`OutputError`)
 code 2 and :class:`Cancelled` to 130.
 """
 
+__all__ = ["Cancelled", "DeviceError", "InputError", "LowDoseDenoiseError", "ModelError", "OutputError"]
+
 
 class LowDoseDenoiseError(Exception):
     """Base class of the errors this library raises on purpose."""

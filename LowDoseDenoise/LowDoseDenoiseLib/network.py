@@ -27,6 +27,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = [
+    "ARCHITECTURE",
+    "AttentionGate",
+    "ConvBlock",
+    "Generator",
+    "GeneratorConfig",
+    "PatchDiscriminator",
+    "ResidualBlock",
+    "UpBlock",
+    "count_flops",
+    "count_parameters",
+]
+
+
 ARCHITECTURE = "pan-unet"
 
 
