@@ -11,6 +11,8 @@ import sys
 
 from . import protocol as p
 
+__all__ = ["add_parser", "cmd_plan", "cmd_status", "cmd_summarize"]
+
 
 def _window(text: str):
     try:

@@ -30,6 +30,22 @@ from ..errors import InputError
 from ..volume import Volume, as_xyz, cast_like
 from . import protocol as p
 
+__all__ = [
+    "FILTERS",
+    "KEY_WARNING",
+    "PAIR_DESIGNS",
+    "Method",
+    "StudyPlan",
+    "apply_filter",
+    "method_label",
+    "neutral_volume",
+    "parse_method",
+    "parse_methods",
+    "plan_study",
+    "sha256_file",
+]
+
+
 #: Classical filters available as methods, with the parameters they run with.
 FILTERS = {
     "cad": "SimpleITK curvature anisotropic diffusion per slice, 5 iterations, time step 0.0625, conductance 1",

@@ -22,6 +22,27 @@ from typing import Any, Dict, List, Tuple
 
 from ..errors import InputError
 
+__all__ = [
+    "CRITERIA",
+    "CRITERION_KEYS",
+    "DEFAULT_WINDOW",
+    "FORMAT_VERSION",
+    "IMAGES_DIR",
+    "KEY_DIR",
+    "KEY_FILE",
+    "PREFERENCES",
+    "PROTOCOL_FILE",
+    "REFERENCE_METHOD",
+    "SCALE",
+    "SCORES_DIR",
+    "SIDES",
+    "WORKLIST_FILE",
+    "check_reader_id",
+    "protocol_document",
+    "read_json",
+]
+
+
 FORMAT_VERSION = 1
 WORKLIST_FILE = "worklist.json"
 PROTOCOL_FILE = "protocol.json"

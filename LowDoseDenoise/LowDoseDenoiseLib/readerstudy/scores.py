@@ -21,6 +21,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from ..errors import InputError
 from . import protocol as p
 
+__all__ = ["ReadingItem", "ReadingSession", "ScoreFile", "Study", "check_scores"]
+
+
 log = logging.getLogger(__name__)
 
 

@@ -36,6 +36,22 @@ from . import protocol as p
 from .plan import sha256_file
 from .scores import ScoreFile, Study
 
+__all__ = [
+    "ALPHA",
+    "Reading",
+    "SummaryResult",
+    "agreement",
+    "load_key",
+    "load_readings",
+    "markdown_report",
+    "mean_ci",
+    "paired_test",
+    "summarize_readings",
+    "summarize_study",
+    "summary_figure",
+]
+
+
 ALPHA = 0.05
 
 

@@ -21,6 +21,9 @@ from ..volume import Volume
 from . import protocol as p
 from .scores import ReadingItem
 
+__all__ = ["ROLE_ATTRIBUTE", "VIEW_NAMES", "ReadingViews", "item_summary", "node_name"]
+
+
 #: Slice views that show image A (left) and image B (right) in Slicer's side-by-side layout.
 VIEW_NAMES = ("Red", "Yellow")
 #: Node attribute that marks a reading image (value "A" or "B"), so the module finds its own nodes.
