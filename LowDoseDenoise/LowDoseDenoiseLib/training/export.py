@@ -15,6 +15,8 @@ from ..modelfile import DEFAULT_HU_NORMALISATION, HUNormalisation, make_metadata
 from ..network import ARCHITECTURE, Generator, GeneratorConfig
 from .trainer import read_checkpoint
 
+__all__ = ["export_checkpoint", "training_summary"]
+
 
 def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
     """The model file's ``training`` metadata from a checkpoint's config and counters."""
@@ -28,6 +30,8 @@ def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
     sds = data.get("noise_sd", [5.0, 70.0])
     own = 11.9  # routine-dose series' own soft-tissue noise (HU), for the dose range below
     dose = [round(1.0 / (1.0 + (sds[1] / own) ** 2), 3), round(1.0 / (1.0 + (sds[0] / own) ** 2), 3)]
+    if data.get("dose"):  # dose-relative noise: the fractions of each training scan's own dose
+        dose = [float(v) for v in data["dose"]]
     if mode == "cyclegan":
         weights = {k: loss.get(k) for k in ("adversarial", "cycle", "identity", "perceptual", "paired")}
         if loss.get("paired", 0) > 0:
@@ -64,6 +68,8 @@ def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
         "earlier_stages": stages,
         "recorrupt": {k: data.get(k) for k in ("recorrupt", "recorrupt_alpha", "recorrupt_low_dose")},
         "noise_on_patch_grid": data.get("noise_on_patch_grid", False),
+        "detail_inserts": {k: data.get(k) for k in ("inserts", "inserts_contrast", "inserts_diameter")}
+        if data.get("inserts", 0) > 0 else None,
         "exported": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
