@@ -16,6 +16,22 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import InputError
 
+__all__ = [
+    "DEFAULT_RUNS",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PerceptualConfig",
+    "RunConfig",
+    "SeriesConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "load_config",
+    "validate",
+]
+
+
 DEFAULT_RUNS = Path.home() / ".cache" / "lowdose-denoise" / "runs"
 
 

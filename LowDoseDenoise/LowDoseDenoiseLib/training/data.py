@@ -34,6 +34,33 @@ import numpy as np
 from ..errors import InputError
 from ..volume import as_xyz
 
+__all__ = [
+    "AIR_HU",
+    "DEFAULT_CACHE",
+    "PADDING_HU",
+    "SHARED_DATA_ENV",
+    "TEXTURES",
+    "CTSeries",
+    "NoiseBank",
+    "PatchConfig",
+    "PatchSampler",
+    "SliceSource",
+    "check_hu_like",
+    "context_indices",
+    "inject_details",
+    "load_folder",
+    "load_series",
+    "measured_texture_filter",
+    "noise_fields",
+    "own_noise_fields",
+    "series_noise_sd",
+    "series_texture_filter",
+    "shared_data_root",
+    "split_blocks",
+    "stationary_noise",
+]
+
+
 #: Environment variable that points at the shared real-CT folder.
 SHARED_DATA_ENV = "LOWDOSE_SHARED_DATA"
 #: Default cache folder for decoded series.
@@ -534,8 +561,8 @@ def _disc(size: int, cy: Union[float, np.ndarray], cx: Union[float, np.ndarray],
 
 
 def inject_details(stack: np.ndarray, pixel_mm: float, rng: np.random.Generator,
-                   contrast_hu: Tuple[float, float] = (3.0, 30.0),
-                   diameter_mm: Tuple[float, float] = (2.0, 12.0),
+                   contrast_hu: Sequence[float] = (3.0, 30.0),
+                   diameter_mm: Sequence[float] = (2.0, 12.0),
                    pattern_share: float = 0.5) -> np.ndarray:
     """Add small low-contrast discs and fine high-contrast patterns to a clean (C, P, P) HU stack.
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = ["cycle_loss", "identity_loss", "lsgan_discriminator", "lsgan_generator", "multiscale_l1", "perceptual_loss"]
+
 
 def lsgan_generator(fake_score: torch.Tensor) -> torch.Tensor:
     """Generator side: push D(fake) to 1."""

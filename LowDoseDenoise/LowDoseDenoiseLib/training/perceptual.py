@@ -23,6 +23,9 @@ from torch import nn
 
 from ..errors import InputError
 
+__all__ = ["VGG_FILE", "CTAutoencoder", "CTEncoder", "VGGFeatures", "load_autoencoder_features", "train_ct_autoencoder"]
+
+
 VGG_FILE = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "vgg16_hed_blocks12.npz"
 _CAFFE_MEAN = (103.939, 116.779, 123.68)
 

@@ -50,6 +50,26 @@ from . import data as tdata
 from . import losses
 from .config import SeriesConfig, TrainConfig, load_config
 
+__all__ = [
+    "CHECKPOINT",
+    "CHECKPOINT_FORMAT",
+    "METRICS",
+    "CycleGenerators",
+    "Discriminators",
+    "Trainer",
+    "UnsafeCheckpointError",
+    "Validation",
+    "generator_config",
+    "init_generator",
+    "load_generator_weights",
+    "normalisation",
+    "plot_metrics",
+    "read_checkpoint",
+    "simulate_block",
+    "train_from_config",
+]
+
+
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 CHECKPOINT_FORMAT = 1
