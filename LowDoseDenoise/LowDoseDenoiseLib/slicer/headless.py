@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Tuple
 
+__all__ = ["ApplicationScene"]
+
 
 class ApplicationScene:
     """A slicer-core scene with application, colour, layout and slice logics."""

@@ -46,6 +46,29 @@ from ..modelfile import LoadedModel, load_model
 from . import compat
 from .messages import MessageLog, capture_thread_logs
 
+__all__ = [
+    "ATTRIBUTE_PREFIX",
+    "COMPARISON_LAYOUTS",
+    "EXPORT_EXTENSIONS",
+    "NOISE_SLICES",
+    "OUTPUT_SUFFIX",
+    "SOURCE_REFERENCE_ROLE",
+    "TEMPORARY_ATTRIBUTE",
+    "VIEW_NAMES",
+    "WITH_DIFFERENCE_LAYOUT_ID",
+    "DenoiseJob",
+    "DenoiseLogic",
+    "NotCTError",
+    "ProgressCallback",
+    "RunSummary",
+    "ijk_to_ras",
+    "output_name",
+    "source_volume",
+    "volume_array",
+    "volume_from_node",
+]
+
+
 ProgressCallback = Callable[[int, int], None]
 
 #: Prefix of the provenance attributes written on the output node.
