@@ -133,3 +133,53 @@ def test_every_public_name_exists():
     for module in (LowDoseDenoiseLib, engine, modelfile, metrics, noise):
         missing = [name for name in module.__all__ if not hasattr(module, name)]
         assert not missing, (module.__name__, missing)
+
+
+def _top_level_names(tree: ast.Module) -> Set[str]:
+    """Names a module defines or imports at top level (also under ``if``/``try``)."""
+    names: Set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node in tree.body:
+            names.add(node.name)
+    for node in tree.body:
+        for child in ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node]:
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                names.update((a.asname or a.name).split(".")[0] for a in child.names)
+            elif isinstance(child, ast.Assign):
+                for target in child.targets:
+                    elts = target.elts if isinstance(target, ast.Tuple) else [target]
+                    names.update(e.id for e in elts if isinstance(e, ast.Name))
+            elif isinstance(child, ast.AnnAssign) and isinstance(child.target, ast.Name):
+                names.add(child.target.id)
+            elif isinstance(child, (ast.FunctionDef, ast.ClassDef)):
+                names.add(child.name)
+    return names
+
+
+def _declared_all(tree: ast.Module) -> Optional[ast.expr]:
+    """The expression assigned to ``__all__`` at top level, or None."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            return node.value
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "__all__":
+            return node.value
+    return None
+
+
+def test_every_module_declares_all_and_it_names_what_exists():
+    """Every library module (packages too) says what its public API is; every listed name is defined there,
+    no name twice, and no private name is exported.  (The package's own lazy __all__ is checked by import
+    in test_every_public_name_exists.)"""
+    for path in sorted(LIB.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        value = _declared_all(tree)
+        where = path.relative_to(LIB.parent)
+        assert value is not None, f"{where} has no __all__"
+        if _module_name(path) == PACKAGE:
+            continue
+        declared = list(ast.literal_eval(value))
+        assert len(declared) == len(set(declared)), (where, "listed twice")
+        missing = sorted(set(declared) - _top_level_names(tree))
+        assert not missing, (where, missing)
+        private = [n for n in declared if n.startswith("_") and not n.startswith("__")]
+        assert not private, (where, "private names exported", private)

@@ -1,0 +1,10 @@
+"""Image files in and out, DICOM series in, derived DICOM series out, and the one output check and
+atomic writer (no torch).
+
+Import the parts by name: :mod:`.imagefiles`, :mod:`.dicomread`, :mod:`.dicomsource`,
+:mod:`.dicomwrite`, :mod:`.outputs`.
+"""
+
+from typing import List
+
+__all__: List[str] = []  # nothing is re-exported: the parts are the submodules

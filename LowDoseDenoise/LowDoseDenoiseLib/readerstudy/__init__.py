@@ -12,3 +12,7 @@
 Nothing here imports Qt; only :mod:`.views` imports MRML and only :mod:`.plan` (when a
 model method is planned) imports torch.
 """
+
+from typing import List
+
+__all__: List[str] = []  # nothing is re-exported: the parts are the submodules
