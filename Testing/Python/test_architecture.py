@@ -183,3 +183,17 @@ def test_every_module_declares_all_and_it_names_what_exists():
         assert not missing, (where, missing)
         private = [n for n in declared if n.startswith("_") and not n.startswith("__")]
         assert not private, (where, "private names exported", private)
+
+
+def test_no_private_name_is_imported_across_modules():
+    """``from .x import _helper`` couples a module to another's internals: make the helper public instead."""
+    found = []
+    for path in sorted(LIB.rglob("*.py")):
+        name = _module_name(path)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                base = _resolve(name, path.name == "__init__.py", node) or ""
+                if base.startswith(PACKAGE):
+                    found += [f"{path.relative_to(LIB.parent)}:{node.lineno} {base}.{a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not found, found
