@@ -244,6 +244,71 @@ def test_evaluate_full_and_no_reference():
     assert metrics.format_report(blind)[-1].startswith("WARNING")
 
 
+def _numbers(report, path=""):
+    """Every number of a report, by its place in it."""
+    if isinstance(report, dict):
+        for key, value in report.items():
+            yield from _numbers(value, f"{path}/{key}")
+    elif isinstance(report, (list, tuple)):
+        for index, value in enumerate(report):
+            yield from _numbers(value, f"{path}[{index}]")
+    elif isinstance(report, (int, float, np.number)) and not isinstance(report, bool):
+        yield path, float(report)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_streaming_evaluation_gives_the_numbers_of_one_block(dtype):
+    """Issue 15 item 19: block by block (one slice at a time) is the same measure as the whole volume at once."""
+    clean, noisy, _, liver = abdomen(slices=5, size=160, seed=3)
+    half = clean + 0.5 * (noisy - clean)
+
+    def vol(a):
+        return _volume(np.rint(a).astype(np.int16) if dtype == np.int16 else a.astype(np.float32))
+
+    rois = [metrics.Roi("liver", liver & (np.arange(5)[:, None, None] >= 2)),
+            metrics.circle_roi(clean.shape, SPACING, 3, 120, 60, 8.0, "muscle")]
+    for kwargs in ({"reference": vol(clean), "input": vol(noisy), "rois": rois}, {"input": vol(noisy)}):
+        whole = dict(_numbers(metrics.evaluate(vol(half), block_slices=None, **kwargs)))
+        for block in (1, 2):
+            streamed = dict(_numbers(metrics.evaluate(vol(half), block_slices=block, **kwargs)))
+            assert streamed.keys() == whole.keys()
+            for key, value in whole.items():
+                assert streamed[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+        assert len(whole) > 60  # fidelity, ROIs, CNR, NPS curves, residual check: all compared
+    assert metrics.BLOCK_SLICES < 300  # evaluate's default streams a 300-slice series
+
+
+def test_every_measure_streams_with_the_same_result():
+    clean, noisy, body, liver = abdomen(slices=4, size=128, seed=5)
+    half = clean + 0.5 * (noisy - clean)
+    calls = [
+        lambda b: metrics.rmse(half, clean, mask=liver, block_slices=b),
+        lambda b: metrics.psnr(half, clean, window="liver", block_slices=b),
+        lambda b: metrics.ssim(half, clean, mask=body, block_slices=b),
+        lambda b: metrics.edge_preservation(half, clean, SPACING, window="liver", block_slices=b),
+        lambda b: metrics.residual_structure(noisy, half, SPACING, block_slices=b).correlation,
+        lambda b: metrics.residual_structure(noisy, half, SPACING, mask=liver, block_slices=b).residual_sd,
+        lambda b: metrics.noise_power_spectrum(half, SPACING, block_slices=b).variance,
+        lambda b: metrics.noise_power_spectrum(half, SPACING, reference=clean, block_slices=b).mean_frequency,
+    ]
+    for call in calls:
+        assert call(1) == pytest.approx(call(None), rel=1e-12)
+    np.testing.assert_array_equal(metrics.flat_positions(noisy, block_slices=1), metrics.flat_positions(noisy))
+    np.testing.assert_array_equal(metrics.nps_positions(noisy, block_slices=3), metrics.nps_positions(noisy))
+
+
+def test_noise_in_a_mask_measures_only_the_slices_it_touches():
+    """The ROI noise estimate on the mask's slices alone is the estimate on the whole volume."""
+    clean, noisy, _, liver = abdomen(slices=6, size=128, seed=7)
+    mask = liver & (np.arange(6)[:, None, None] == 4)
+    estimate = noise.measure_noise(noisy, mask=mask)
+    _, sd_map = noise.local_mean_sd(noisy, noise.NOISE_WINDOW)  # the whole volume, as before
+    assert estimate.flat.shape == noisy.shape and not estimate.flat[:4].any()
+    assert estimate.sd == noise.density_mode(sd_map[estimate.flat])
+    assert noise.measure_noise(noisy.astype(np.float32), mask=mask).sd == pytest.approx(
+        noise.measure_noise(noisy.astype(np.float32).astype(np.float64), mask=mask).sd, rel=1e-12)
+
+
 # -- bad input ------------------------------------------------------------------------------
 
 

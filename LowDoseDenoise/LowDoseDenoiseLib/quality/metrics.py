@@ -21,8 +21,17 @@ What a reviewer asks of a denoiser, as numbers:
   residual (input − denoised) should be noise; when its edges line up with the image's
   edges, anatomy was removed, and the check warns.
 
-Arrays are (z, y, x) HU (or one 2D slice); spacing is (x, y[, z]) in mm as in
-:class:`~LowDoseDenoiseLib.volume.Volume` and :mod:`~LowDoseDenoiseLib.quality.noise`.
+Arrays are (z, y, x) HU (or one 2D slice) of any real type (int16 voxels as stored are
+fine); spacing is (x, y[, z]) in mm as in :class:`~LowDoseDenoiseLib.volume.Volume` and
+:mod:`~LowDoseDenoiseLib.quality.noise`.
+
+Every measure is computed slice by slice (all filters are in-plane) and reduced over the
+volume with running sums, so the measures that :func:`evaluate` uses take
+``block_slices``: how many slices are converted to float64 at a time (None: the whole
+volume at once).  It changes the memory, never the definition: the numbers agree to
+rounding (``test_metrics`` checks evaluate with blocks of one slice against one block).
+:func:`evaluate` uses :data:`BLOCK_SLICES`, which keeps a 512×512×300 evaluation near
+1 GB instead of several float64 copies of each volume.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -38,6 +47,7 @@ from ..errors import InputError
 from . import noise
 
 __all__ = [
+    "BLOCK_SLICES",
     "BODY_THRESHOLD_HU",
     "DEFAULT_WINDOW",
     "FLAT_TISSUE_HU",
@@ -88,6 +98,8 @@ RESIDUAL_STRUCTURE_THRESHOLD = 0.25
 NPS_ROI_SIZE = 32
 #: Smoothed HU range of the flat-tissue ROI (:func:`flat_tissue_roi`): liver-like soft tissue.
 FLAT_TISSUE_HU: Tuple[float, float] = (20.0, 100.0)
+#: Slices converted to float64 at a time by :func:`evaluate` (16 × 512² × 8 B = 32 MB per copy).
+BLOCK_SLICES = 16
 
 Spacing = Union[float, Sequence[float]]
 Window = Union[str, Sequence[float]]
@@ -96,26 +108,98 @@ Window = Union[str, Sequence[float]]
 # --------------------------------------------------------------------------- checks
 
 
-def _as_image(array: Any, name: str) -> np.ndarray:
+def _image(array: Any, name: str) -> np.ndarray:
+    """``array`` checked as a 2D slice or 3D volume of finite real numbers, in its own type (no copy)."""
     image = np.asarray(array)
     if image.ndim not in (2, 3) or image.size == 0:
         raise InputError(f"The {name} must be a 2D slice or a 3D (z, y, x) volume; got shape {image.shape}.")
     if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
         raise InputError(f"The {name} must hold real numbers (HU); got {image.dtype}.")
-    image = np.asarray(image, dtype=np.float64)
-    if not np.isfinite(image).all():
-        raise InputError(f"The {name} contains NaN or infinite values; fix or mask them first.")
+    if np.issubdtype(image.dtype, np.floating):
+        volume = _3d(image)
+        for part in _blocks(volume.shape[0], BLOCK_SLICES):
+            if not np.isfinite(volume[part]).all():
+                raise InputError(f"The {name} contains NaN or infinite values; fix or mask them first.")
     return image
 
 
-def _pair(image: Any, reference: Any, names: Tuple[str, str] = ("image", "reference")):
-    a, b = _as_image(image, names[0]), _as_image(reference, names[1])
+def _as_image(array: Any, name: str) -> np.ndarray:
+    """:func:`_image` as float64 (a copy unless it is float64 already)."""
+    return np.asarray(_image(array, name), dtype=np.float64)
+
+
+def _raw_pair(image: Any, reference: Any, names: Tuple[str, str] = ("image", "reference")):
+    """Two images checked by :func:`_image` and for the same shape, each in its own type."""
+    a, b = _image(image, names[0]), _image(reference, names[1])
     if a.shape != b.shape:
         raise InputError(
             f"The {names[0]} has {a.shape[::-1]} voxels (x, y, z) but the {names[1]} has {b.shape[::-1]}; "
             "compare a volume with a result on the very same grid."
         )
     return a, b
+
+
+def _pair(image: Any, reference: Any, names: Tuple[str, str] = ("image", "reference")):
+    a, b = _raw_pair(image, reference, names)
+    return np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+
+
+def _3d(array: np.ndarray) -> np.ndarray:
+    """A (1, y, x) view of a 2D slice; a volume as it is."""
+    return array[None] if array.ndim == 2 else array
+
+
+def _blocks(depth: int, block_slices: Optional[int]) -> Iterator[slice]:
+    """Slices of ``block_slices`` consecutive axial slices covering ``depth`` (None: one block)."""
+    step = depth if not block_slices else max(1, int(block_slices))
+    for start in range(0, depth, max(step, 1)):
+        yield slice(start, min(start + step, depth))
+
+
+def _slab(array: np.ndarray, part: slice) -> np.ndarray:
+    """Slices ``part`` of a 2D or 3D image as a float64 (z, y, x) copy."""
+    return np.array(_3d(array)[part], dtype=np.float64)
+
+
+class _Moments:
+    """Count, means, centred sums of squares and co-moment of (paired) samples, merged block by
+    block (Chan, Golub and LeVeque's pairwise update): a volume's SD and Pearson correlation
+    without holding the volume.  Fed one block, it is the textbook two-pass computation."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean_a = self.mean_b = 0.0
+        self.m2a = self.m2b = self.cab = 0.0
+
+    def add(self, a: np.ndarray, b: Optional[np.ndarray] = None) -> _Moments:
+        a = np.asarray(a, dtype=np.float64).ravel()
+        b = a if b is None else np.asarray(b, dtype=np.float64).ravel()
+        n = a.size
+        if n == 0:
+            return self
+        mean_a, mean_b = a.mean(), b.mean()
+        da, db = a - mean_a, b - mean_b
+        m2a, m2b, cab = float((da * da).sum()), float((db * db).sum()), float((da * db).sum())
+        if self.n == 0:
+            self.n, self.mean_a, self.mean_b, self.m2a, self.m2b, self.cab = n, mean_a, mean_b, m2a, m2b, cab
+            return self
+        total = self.n + n
+        delta_a, delta_b = mean_a - self.mean_a, mean_b - self.mean_b
+        weight = self.n * n / total
+        self.m2a += m2a + delta_a * delta_a * weight
+        self.m2b += m2b + delta_b * delta_b * weight
+        self.cab += cab + delta_a * delta_b * weight
+        self.mean_a += delta_a * n / total
+        self.mean_b += delta_b * n / total
+        self.n = total
+        return self
+
+    def sd(self, ddof: int = 0) -> float:
+        return math.sqrt(self.m2a / (self.n - ddof)) if self.n > ddof else 0.0
+
+    def correlation(self) -> float:
+        denominator = math.sqrt(self.m2a * self.m2b)
+        return float(self.cab / denominator) if denominator > 0 else float("nan")
 
 
 def _mask(mask: Any, shape: Tuple[int, ...], name: str = "mask") -> Optional[np.ndarray]:
@@ -189,45 +273,67 @@ def _xyz(values: Sequence[float], fmt: str = "g") -> str:
 
 def data_range(reference: Any) -> float:
     """The full-range data range used for PSNR/SSIM: the reference's max − min (HU)."""
-    ref = _as_image(reference, "reference")
-    value = float(ref.max() - ref.min())
+    ref = _image(reference, "reference")
+    value = float(ref.max()) - float(ref.min())
     if value <= 0:
         raise InputError("The reference is constant (zero data range); PSNR and SSIM need a real image.")
     return value
 
 
-def _windowed(image: np.ndarray, reference: np.ndarray, window: Optional[Window], range_: Optional[float]):
+def _range_and_clip(reference: np.ndarray, window: Optional[Window],
+                    range_: Optional[float]) -> Tuple[float, Optional[Tuple[float, float]]]:
+    """(data range, clip bounds or None): the window's width and bounds, else ``range_`` or the reference's."""
     if window is None:
-        return image, reference, (data_range(reference) if range_ is None else float(range_))
+        return (data_range(reference) if range_ is None else float(range_)), None
     lo, hi = window_bounds(window)
-    return np.clip(image, lo, hi), np.clip(reference, lo, hi), hi - lo
+    return hi - lo, (lo, hi)
 
 
-def rmse(image: Any, reference: Any, mask: Any = None) -> float:
+def _blocks_of(a: np.ndarray, b: np.ndarray, mask: Optional[np.ndarray], clip: Optional[Tuple[float, float]],
+               block_slices: Optional[int]) -> Iterator[Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]]:
+    """(a, b, mask) as float64 (z, y, x) blocks, clipped to ``clip`` when given."""
+    for part in _blocks(_3d(a).shape[0], block_slices):
+        sa, sb = _slab(a, part), _slab(b, part)
+        if clip is not None:
+            np.clip(sa, *clip, out=sa)
+            np.clip(sb, *clip, out=sb)
+        yield sa, sb, (None if mask is None else _3d(mask)[part])
+
+
+def _mean_squared_error(a: np.ndarray, b: np.ndarray, mask: Optional[np.ndarray],
+                        clip: Optional[Tuple[float, float]], block_slices: Optional[int]) -> float:
+    total, count = 0.0, 0
+    for sa, sb, m in _blocks_of(a, b, mask, clip, block_slices):
+        diff = sa - sb if m is None else (sa - sb)[m]
+        total += float(np.sum(diff * diff))
+        count += diff.size
+    return total / count
+
+
+def rmse(image: Any, reference: Any, mask: Any = None, block_slices: Optional[int] = None) -> float:
     """Root-mean-square error in HU (inside ``mask`` when given)."""
-    a, b = _pair(image, reference)
+    a, b = _raw_pair(image, reference)
     m = _mask(mask, a.shape)
-    diff = (a - b) if m is None else (a - b)[m]
-    return float(np.sqrt(np.mean(diff * diff)))
+    return float(np.sqrt(_mean_squared_error(a, b, m, None, block_slices)))
 
 
 def psnr(image: Any, reference: Any, data_range: Optional[float] = None, window: Optional[Window] = None,
-         mask: Any = None) -> float:
+         mask: Any = None, block_slices: Optional[int] = None) -> float:
     """Peak signal-to-noise ratio in dB, 20·log10(R / RMSE).
 
     With ``window`` both images are clipped to it and R is its width; otherwise R is
     ``data_range`` or the reference's max − min.  Identical images give +inf.
     """
-    a, b = _pair(image, reference)
-    a, b, r = _windowed(a, b, window, data_range)
+    a, b = _raw_pair(image, reference)
+    r, clip = _range_and_clip(b, window, data_range)
     if r <= 0:
         raise InputError(f"The PSNR data range must be positive, got {r:g} HU.")
-    error = rmse(a, b, mask)
+    error = float(np.sqrt(_mean_squared_error(a, b, _mask(mask, a.shape), clip, block_slices)))
     return float("inf") if error == 0 else float(20.0 * math.log10(r / error))
 
 
 def ssim(image: Any, reference: Any, data_range: Optional[float] = None, window: Optional[Window] = None,
-         mask: Any = None) -> float:
+         mask: Any = None, block_slices: Optional[int] = None) -> float:
     """Mean structural similarity (Wang et al. 2004), slice by slice in 2D.
 
     Gaussian weights σ 1.5 px, K1 0.01, K2 0.03; with ``window`` both images are
@@ -236,21 +342,24 @@ def ssim(image: Any, reference: Any, data_range: Optional[float] = None, window:
     """
     from skimage.metrics import structural_similarity
 
-    a, b = _pair(image, reference)
+    a, b = _raw_pair(image, reference)
     m = _mask(mask, a.shape)
-    a, b, r = _windowed(a, b, window, data_range)
+    r, clip = _range_and_clip(b, window, data_range)
     if r <= 0:
         raise InputError(f"The SSIM data range must be positive, got {r:g} HU.")
     if min(a.shape[-2:]) < 7:
         raise InputError(f"SSIM needs slices of at least 7×7 pixels; got {a.shape[-2]}×{a.shape[-1]}.")
-    slices_a, slices_b = (a[None], b[None]) if a.ndim == 2 else (a, b)
-    maps = np.stack([
-        structural_similarity(sb, sa, data_range=r, gaussian_weights=True, sigma=1.5,
-                              use_sample_covariance=False, full=True)[1]
-        for sa, sb in zip(slices_a, slices_b)
-    ])
-    maps = maps[0] if a.ndim == 2 else maps
-    return float(maps.mean() if m is None else maps[m].mean())
+    total, count = 0.0, 0
+    for slices_a, slices_b, part_mask in _blocks_of(a, b, m, clip, block_slices):
+        maps = np.stack([
+            structural_similarity(sb, sa, data_range=r, gaussian_weights=True, sigma=1.5,
+                                  use_sample_covariance=False, full=True)[1]
+            for sa, sb in zip(slices_a, slices_b)
+        ])
+        values = maps if part_mask is None else maps[part_mask]
+        total += float(values.sum())
+        count += values.size
+    return float(total / count)
 
 
 # --------------------------------------------------------------------------- ROIs
@@ -405,14 +514,14 @@ def rois_from_spec(spec: str, target, index: int = 0) -> List[Roi]:
 
 def roi_stats(image: Any, mask: Any, reference: Any = None, name: str = "roi") -> RoiStats:
     """Mean and SD (HU, SD with n − 1) in ``mask``; with a reference also its mean and the bias."""
-    data = _as_image(image, "image")
+    data = _image(image, "image")
     m = _mask(mask, data.shape, f"ROI '{name}'")
-    values = data[m]
+    values = np.asarray(data[m], dtype=np.float64)
     sd = float(values.std(ddof=1)) if values.size > 1 else 0.0
     stats = RoiStats(name, int(values.size), float(values.mean()), sd)
     if reference is not None:
-        ref = _pair(data, reference)[1]
-        stats.reference_mean = float(ref[m].mean())
+        ref = _raw_pair(data, reference)[1]
+        stats.reference_mean = float(np.asarray(ref[m], dtype=np.float64).mean())
         stats.bias = stats.mean - stats.reference_mean
     return stats
 
@@ -511,29 +620,58 @@ def tile_positions(mask: Any, size: int = NPS_ROI_SIZE) -> np.ndarray:
     return np.asarray(corners, dtype=np.int64).reshape(-1, 3)
 
 
-def flat_positions(locate_on: Any, size: int = NPS_ROI_SIZE, mask: Any = None) -> np.ndarray:
+def flat_positions(locate_on: Any, size: int = NPS_ROI_SIZE, mask: Any = None,
+                   block_slices: Optional[int] = None) -> np.ndarray:
     """Corners of size × size tiles of flat soft tissue in ``locate_on`` (and inside ``mask``).
 
     A tile counts when the window centred on it is flat soft tissue
     (:func:`~LowDoseDenoiseLib.quality.noise.flat_regions`) and, when a mask is given, it lies
     inside the mask.  Measure several images at the same positions to compare them.
     """
-    image = _as_image(locate_on, "image")
-    image = image[None] if image.ndim == 2 else image
+    image = _3d(_image(locate_on, "image"))
     if size > min(image.shape[-2:]):
         return np.zeros((0, 3), np.int64)
-    flat = noise.flat_regions(image, size)
-    m = flat if mask is None else (flat & _mask(np.asarray(mask).reshape(image.shape), image.shape, "NPS mask"))
+    region = None if mask is None else _mask(np.asarray(mask).reshape(image.shape), image.shape, "NPS mask")
     h = size // 2
-    tiles = tile_positions(np.ones(image.shape, bool) if mask is None else
-                           np.asarray(mask, bool).reshape(image.shape), size)
-    keep = [bool(m[z, r + h, c + h]) for z, r, c in tiles]
-    return tiles[np.asarray(keep, bool)] if len(tiles) else tiles
+    found = []
+    for part in _blocks(image.shape[0], block_slices):
+        flat = noise.flat_regions(_slab(image, part), size)
+        inside = np.ones(flat.shape, bool) if region is None else region[part]
+        m = flat if region is None else flat & inside
+        tiles = tile_positions(inside, size)
+        keep = [bool(m[z, r + h, c + h]) for z, r, c in tiles]
+        tiles = tiles[np.asarray(keep, bool)] if len(tiles) else tiles
+        tiles[:, 0] += part.start
+        found.append(tiles)
+    return np.concatenate(found) if found else np.zeros((0, 3), np.int64)
+
+
+class _Tiles:
+    """The NPS ROIs (image − reference, or the image) at ``positions``, cut on demand as float64:
+    ``tiles[i:j]`` is an (n, size, size) array, so the spectra are computed a chunk at a time."""
+
+    def __init__(self, image: np.ndarray, reference: Optional[np.ndarray], positions: np.ndarray, size: int):
+        self.image, self.reference, self.positions, self.size = image, reference, positions, size
+        ny, nx = image.shape[-2:]
+        if np.any(positions[:, 1] + size > ny) or np.any(positions[:, 2] + size > nx) or np.any(positions < 0):
+            raise InputError(f"An NPS ROI of {size}×{size} pixels reaches past the image edge.")
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        s = self.size
+        tiles = np.stack([np.asarray(self.image[z, r : r + s, c : c + s], dtype=np.float64)
+                          for z, r, c in self.positions[part]])
+        if self.reference is not None:
+            tiles -= np.stack([np.asarray(self.reference[z, r : r + s, c : c + s], dtype=np.float64)
+                               for z, r, c in self.positions[part]])
+        return tiles
 
 
 def noise_power_spectrum(image: Any, spacing: Spacing, reference: Any = None, mask: Any = None,
                          positions: Optional[np.ndarray] = None, roi_size: int = NPS_ROI_SIZE,
-                         detrend: str = "plane") -> NpsResult:
+                         detrend: str = "plane", block_slices: Optional[int] = None) -> NpsResult:
     """Radial NPS of ``image`` − ``reference`` (or of the detrended image) in flat ROIs.
 
     ROIs are ``roi_size`` squares at ``positions`` ((n, 3) corners), or else at the
@@ -541,28 +679,25 @@ def noise_power_spectrum(image: Any, spacing: Spacing, reference: Any = None, ma
     its best-fit plane removed (``detrend``), which without a reference also removes
     the slow anatomy.  Raises InputError when no ROI fits.
     """
-    data = _as_image(image, "image")
+    data = _image(image, "image")
     sx, sy = noise.spacing_xy(spacing)
     if reference is not None:
-        data, ref = _pair(data, reference)
-        noise_image, source = data - ref, "image − reference"
+        data, ref = _raw_pair(data, reference)
+        source = "image − reference"
     else:
-        ref, noise_image, source = None, data, "detrended image"
-    volume = noise_image[None] if noise_image.ndim == 2 else noise_image
+        ref, source = None, "detrended image"
     if positions is None:
         if ref is None:
-            positions = nps_positions(data, roi_size, mask)
+            positions = nps_positions(data, roi_size, mask, block_slices)
         else:
-            positions = flat_positions(ref, roi_size, mask)
+            positions = flat_positions(ref, roi_size, mask, block_slices)
     positions = np.asarray(positions, dtype=np.int64).reshape(-1, 3)
     if len(positions) == 0:
         raise InputError(
             f"No flat soft-tissue region of {roi_size}×{roi_size} pixels was found for the noise power spectrum; "
             "the image may be too small, not CT in HU, or the mask too small."
         )
-    rois = np.stack([volume[z, r : r + roi_size, c : c + roi_size] for z, r, c in positions])
-    if rois.shape[1:] != (roi_size, roi_size):
-        raise InputError(f"An NPS ROI of {roi_size}×{roi_size} pixels reaches past the image edge.")
+    rois = _Tiles(_3d(data), None if ref is None else _3d(ref), positions, roi_size)
     nps2d = noise.noise_power_spectrum_2d(rois, (sx, sy), detrend=detrend)
     freq, profile = noise.radial_nps(nps2d, (sx, sy))
     variance = float(nps2d.sum() / (roi_size * sx * roi_size * sy))
@@ -598,14 +733,12 @@ def body_mask(hu: Any, threshold: float = BODY_THRESHOLD_HU) -> np.ndarray:
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
-    a = a - a.mean()
-    b = b - b.mean()
-    denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
-    return float((a * b).sum() / denominator) if denominator > 0 else float("nan")
+    return _Moments().add(a, b).correlation()
 
 
 def edge_preservation(image: Any, reference: Any, spacing: Spacing, mask: Any = None,
-                      sigma_mm: float = 1.0, window: Optional[Window] = None) -> float:
+                      sigma_mm: float = 1.0, window: Optional[Window] = None,
+                      block_slices: Optional[int] = None) -> float:
     """Pearson correlation of gradient magnitudes of image and reference inside the body (or ``mask``).
 
     1 means the edges are where and as strong as in the reference; blurring lowers it,
@@ -613,14 +746,21 @@ def edge_preservation(image: Any, reference: Any, spacing: Spacing, mask: Any = 
     'liver') both images are clipped to it first, so that soft-tissue edges count and the
     body outline and bone do not dominate; the benchmarks use the liver window.
     """
-    a, b = _pair(image, reference)
-    m = body_mask(b) if mask is None else _region(mask, a.shape)
-    if window is not None:
-        lo, hi = window_bounds(window)
-        a, b = np.clip(a, lo, hi), np.clip(b, lo, hi)
-    if not m.any():
+    a, b = _raw_pair(image, reference)
+    region = None if mask is None else _3d(_region(mask, a.shape))
+    bounds = None if window is None else window_bounds(window)
+    moments = _Moments()
+    for part in _blocks(_3d(a).shape[0], block_slices):
+        sa, sb = _slab(a, part), _slab(b, part)
+        m = body_mask(sb) if region is None else region[part]  # the body of the unwindowed reference
+        if bounds is not None:
+            np.clip(sa, *bounds, out=sa)
+            np.clip(sb, *bounds, out=sb)
+        if m.any():
+            moments.add(gradient_magnitude(sa, spacing, sigma_mm)[m], gradient_magnitude(sb, spacing, sigma_mm)[m])
+    if moments.n == 0:
         raise InputError("No body found in the reference (nothing above -500 HU); is it CT in HU?")
-    return _correlation(gradient_magnitude(a, spacing, sigma_mm)[m], gradient_magnitude(b, spacing, sigma_mm)[m])
+    return moments.correlation()
 
 
 @dataclass
@@ -635,7 +775,8 @@ class ResidualCheck:
 
 
 def residual_structure(input_hu: Any, denoised: Any, spacing: Spacing, mask: Any = None,
-                       sigma_mm: float = 2.5, threshold: float = RESIDUAL_STRUCTURE_THRESHOLD) -> ResidualCheck:
+                       sigma_mm: float = 2.5, threshold: float = RESIDUAL_STRUCTURE_THRESHOLD,
+                       block_slices: Optional[int] = None) -> ResidualCheck:
     """Check that what the denoiser removed is noise, not anatomy (no reference needed).
 
     Correlates the magnitude of the smoothed residual |G_σ * (input − denoised)| with
@@ -649,26 +790,29 @@ def residual_structure(input_hu: Any, denoised: Any, spacing: Spacing, mask: Any
     """
     from scipy import ndimage
 
-    before, after = _pair(input_hu, denoised, ("input", "denoised"))
+    before, after = _raw_pair(input_hu, denoised, ("input", "denoised"))
     sx, sy = noise.spacing_xy(spacing)
-    if mask is None:
-        body = body_mask(before)
-        body = body[None] if body.ndim == 2 else body
-        margin = max(1, int(round(5.0 / min(sx, sy))))
-        inner = ndimage.binary_erosion(body, structure=np.ones((1, 3, 3), bool), iterations=margin)
-        m = inner[0] if before.ndim == 2 else inner
-    else:
-        m = _mask(mask, before.shape)
-    if not m.any():
+    region = None if mask is None else _3d(_mask(mask, before.shape))
+    margin = max(1, int(round(5.0 / min(sx, sy))))
+    removed, corr_moments = _Moments(), _Moments()
+    for part in _blocks(_3d(before).shape[0], block_slices):
+        sb, sa = _slab(before, part), _slab(after, part)
+        if region is None:  # inside the body, away from the skin (the erosion is in-plane)
+            m = ndimage.binary_erosion(body_mask(sb), structure=np.ones((1, 3, 3), bool), iterations=margin)
+        else:
+            m = region[part]
+        if not m.any():
+            continue
+        residual = sb - sa
+        removed.add(residual[m])
+        local = np.abs(ndimage.gaussian_filter(residual, (0.0, sigma_mm / sy, sigma_mm / sx)))
+        corr_moments.add(local[m], gradient_magnitude(sa, spacing, sigma_mm)[m])
+    if removed.n == 0:
         raise InputError("No body found in the input (nothing above -500 HU); is it CT in HU?")
-    residual = before - after
-    residual_sd = float(residual[m].std())
+    residual_sd = removed.sd()
     if residual_sd == 0:
         return ResidualCheck(0.0, threshold, False, 0.0, "nothing was removed")
-    volume = residual[None] if residual.ndim == 2 else residual
-    local = np.abs(ndimage.gaussian_filter(volume, (0.0, sigma_mm / sy, sigma_mm / sx)))
-    local = local[0] if residual.ndim == 2 else local
-    corr = _correlation(local[m], gradient_magnitude(after, spacing, sigma_mm)[m])
+    corr = corr_moments.correlation()
     structured = bool(corr > threshold)
     message = (
         f"the removed part (input − denoised) follows the image's edges (correlation {corr:.2f} > {threshold:.2f}): "
@@ -705,8 +849,15 @@ def residual_correlations(input_hu: Any, output: Any, anatomy: Any, mask: Any = 
 # --------------------------------------------------------------------------- evaluation
 
 
+def _hu_voxels(volume) -> np.ndarray:
+    """The voxels as HU without a copy when float32 holds them exactly (int16, float32), else float32 HU,
+    so that every measure sees the values it always saw (float32 HU) without a float copy of the volume."""
+    voxels = np.asarray(volume.voxels)
+    return voxels if np.can_cast(voxels.dtype, np.float32, "safe") else volume.hu()
+
+
 def evaluate(denoised, reference=None, input=None, rois: Sequence[Roi] = (), window: Window = DEFAULT_WINDOW,
-             check_ct: bool = True) -> Dict[str, Any]:
+             check_ct: bool = True, block_slices: Optional[int] = BLOCK_SLICES) -> Dict[str, Any]:
     """All metrics for a denoised Volume, with or without a reference; a JSON-ready dict.
 
     With ``reference`` (a full-dose Volume on the same grid): RMSE, PSNR and SSIM on the
@@ -714,20 +865,24 @@ def evaluate(denoised, reference=None, input=None, rois: Sequence[Roi] = (), win
     and ROI bias.  Always: ROI mean/SD/noise SD, CNR of the first two ROIs, the NPS of
     the denoised image (and the input's at the same positions); with ``input`` also the
     residual-structure check.  ``warnings`` lists what a reader should look at.
+
+    The volumes are measured ``block_slices`` slices at a time (see the module docstring):
+    memory stays near the volumes as stored plus a few float64 blocks.
     """
     volumes = {"denoised": denoised, "reference": reference, "input": input}
     for name, volume in volumes.items():
         if volume is not None:
-            _as_image(volume.voxels, f"{name} volume")
+            _image(volume.voxels, f"{name} volume")
             if check_ct:
                 check_ct_like(volume.voxels, f"{name} volume")
     for name in ("reference", "input"):
         if volumes[name] is not None:
             check_same_geometry(volumes[name], denoised, (name, "denoised"))
     width, level = (lambda lo_hi: (lo_hi[1] - lo_hi[0], (lo_hi[0] + lo_hi[1]) / 2))(window_bounds(window))
-    den = denoised.hu().astype(np.float64)
-    ref = None if reference is None else reference.hu().astype(np.float64)
-    inp = None if input is None else input.hu().astype(np.float64)
+    den = _hu_voxels(denoised)
+    ref = None if reference is None else _hu_voxels(reference)
+    inp = None if input is None else _hu_voxels(input)
+    blocks = block_slices
     spacing = tuple(float(s) for s in denoised.spacing)
     report: Dict[str, Any] = {
         "mode": "full-reference" if ref is not None else "no-reference",
@@ -737,17 +892,19 @@ def evaluate(denoised, reference=None, input=None, rois: Sequence[Roi] = (), win
     if ref is not None:
         full = data_range(ref)
         report["fidelity"] = {
-            "rmse_hu": rmse(den, ref),
-            "psnr_full_db": psnr(den, ref), "ssim_full": ssim(den, ref), "data_range_full_hu": full,
-            "psnr_window_db": psnr(den, ref, window=(width, level)),
-            "ssim_window": ssim(den, ref, window=(width, level)), "data_range_window_hu": width,
+            "rmse_hu": rmse(den, ref, block_slices=blocks),
+            "psnr_full_db": psnr(den, ref, block_slices=blocks), "ssim_full": ssim(den, ref, block_slices=blocks),
+            "data_range_full_hu": full,
+            "psnr_window_db": psnr(den, ref, window=(width, level), block_slices=blocks),
+            "ssim_window": ssim(den, ref, window=(width, level), block_slices=blocks), "data_range_window_hu": width,
         }
         if inp is not None:
             report["fidelity_input"] = {
-                "rmse_hu": rmse(inp, ref), "psnr_window_db": psnr(inp, ref, window=(width, level)),
-                "ssim_window": ssim(inp, ref, window=(width, level)),
+                "rmse_hu": rmse(inp, ref, block_slices=blocks),
+                "psnr_window_db": psnr(inp, ref, window=(width, level), block_slices=blocks),
+                "ssim_window": ssim(inp, ref, window=(width, level), block_slices=blocks),
             }
-        report["edge_preservation"] = edge_preservation(den, ref, spacing)
+        report["edge_preservation"] = edge_preservation(den, ref, spacing, block_slices=blocks)
     report["rois"] = []
     for roi in rois:
         stats = roi_stats(den, roi.mask, ref, roi.name)
@@ -755,16 +912,16 @@ def evaluate(denoised, reference=None, input=None, rois: Sequence[Roi] = (), win
         entry["definition"] = roi.definition
         entry["noise_sd"] = noise.estimate_noise_sd(den, mask=roi.mask)
         if inp is not None:
-            entry["input_mean"] = float(inp[roi.mask].mean())
+            entry["input_mean"] = float(np.asarray(inp[roi.mask], dtype=np.float64).mean())
             entry["input_noise_sd"] = noise.estimate_noise_sd(inp, mask=roi.mask)
         report["rois"].append(entry)
     if len(rois) >= 2:
         report["cnr"] = {"rois": [rois[0].name, rois[1].name], "denoised": cnr(den, rois[0].mask, rois[1].mask)}
         if inp is not None:
             report["cnr"]["input"] = cnr(inp, rois[0].mask, rois[1].mask)
-    report["nps"] = _nps_section(den, ref, inp, spacing)
+    report["nps"] = _nps_section(den, ref, inp, spacing, blocks)
     if inp is not None:
-        check = residual_structure(inp, den, spacing)
+        check = residual_structure(inp, den, spacing, block_slices=blocks)
         report["residual"] = asdict(check)
         if check.structured:
             report["warnings"].append(check.message)
@@ -781,7 +938,7 @@ def evaluate(denoised, reference=None, input=None, rois: Sequence[Roi] = (), win
 
 
 def _nps_section(den: np.ndarray, ref: Optional[np.ndarray], inp: Optional[np.ndarray],
-                 spacing: Tuple[float, ...]) -> Dict[str, Any]:
+                 spacing: Tuple[float, ...], block_slices: Optional[int] = None) -> Dict[str, Any]:
     """NPS of the denoised image (and of the input at the same ROIs).
 
     With a reference: of (image − reference) at the reference's flat tiles, so anatomy
@@ -790,12 +947,12 @@ def _nps_section(den: np.ndarray, ref: Optional[np.ndarray], inp: Optional[np.nd
     section: Dict[str, Any] = {}
     try:
         if ref is not None:
-            positions = flat_positions(ref, NPS_ROI_SIZE)
+            positions = flat_positions(ref, NPS_ROI_SIZE, block_slices=block_slices)
             section["denoised"] = noise_power_spectrum(den, spacing, ref, positions=positions).to_dict()
             if inp is not None:
                 section["input"] = noise_power_spectrum(inp, spacing, ref, positions=positions).to_dict()
         else:
-            positions = nps_positions(inp if inp is not None else den, NPS_ROI_SIZE)
+            positions = nps_positions(inp if inp is not None else den, NPS_ROI_SIZE, block_slices=block_slices)
             section["denoised"] = noise_power_spectrum(den, spacing, positions=positions).to_dict()
             if inp is not None:
                 section["input"] = noise_power_spectrum(inp, spacing, positions=positions).to_dict()
@@ -804,7 +961,8 @@ def _nps_section(den: np.ndarray, ref: Optional[np.ndarray], inp: Optional[np.nd
     return section
 
 
-def nps_positions(locate_on: Any, size: int = NPS_ROI_SIZE, mask: Any = None) -> np.ndarray:
+def nps_positions(locate_on: Any, size: int = NPS_ROI_SIZE, mask: Any = None,
+                  block_slices: Optional[int] = None) -> np.ndarray:
     """Flat tiles of ``locate_on`` without edges, for NPS without a reference (the flat-tissue
     NPS ROIs of every benchmark: measure several images at the same positions).
 
@@ -815,12 +973,16 @@ def nps_positions(locate_on: Any, size: int = NPS_ROI_SIZE, mask: Any = None) ->
     """
     from scipy import ndimage
 
-    positions = flat_positions(locate_on, size, mask)
+    positions = flat_positions(locate_on, size, mask, block_slices)
     if len(positions) <= 2:
         return positions
-    volume = locate_on[None] if locate_on.ndim == 2 else locate_on
-    smooth = np.stack([ndimage.gaussian_gradient_magnitude(s, 3.0) for s in np.asarray(volume, np.float64)])
-    strongest = np.array([smooth[z, r : r + size, c : c + size].max() for z, r, c in positions])
+    volume = _3d(np.asarray(locate_on))
+    strongest = np.empty(len(positions))
+    for z in np.unique(positions[:, 0]):  # only the slices that hold a tile
+        smooth = ndimage.gaussian_gradient_magnitude(np.asarray(volume[z], np.float64), 3.0)
+        for i in np.flatnonzero(positions[:, 0] == z):
+            r, c = positions[i, 1:]
+            strongest[i] = smooth[r : r + size, c : c + size].max()
     return positions[strongest <= 1.5 * np.percentile(strongest, 25)]
 
 

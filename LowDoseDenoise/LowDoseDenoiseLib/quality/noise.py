@@ -33,7 +33,7 @@ noise variance.  Spacings are given in the (x, y) = (column, row) order of
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from ..errors import InputError
 __all__ = [
     "MIN_WINDOWS",
     "NOISE_WINDOW",
+    "NPS_CHUNK",
     "SOFT_TISSUE_HU",
     "TISSUE_BAND_HU",
     "NoiseEstimate",
@@ -89,7 +90,8 @@ class NoiseEstimate:
     method: str = "mode of local SDs"
 
 
-def _as_float_array(hu: np.ndarray) -> np.ndarray:
+def _checked_array(hu: np.ndarray) -> np.ndarray:
+    """``hu`` as an array of 2 or 3 dimensions with voxels, in its own type."""
     array = np.asarray(hu)
     if array.ndim not in (2, 3):
         raise InputError(
@@ -97,7 +99,11 @@ def _as_float_array(hu: np.ndarray) -> np.ndarray:
         )
     if array.size == 0:
         raise InputError("Noise measurement got an empty image.")
-    return np.asarray(array, dtype=np.float64)
+    return array
+
+
+def _as_float_array(hu: np.ndarray) -> np.ndarray:
+    return np.asarray(_checked_array(hu), dtype=np.float64)
 
 
 def _check_window(window: int, shape: Tuple[int, ...]) -> int:
@@ -136,15 +142,17 @@ def _to_centres(valid: np.ndarray, window: int, shape: Tuple[int, ...], fill) ->
     return out
 
 
-def local_mean_sd(hu: np.ndarray, window: int = 11) -> Tuple[np.ndarray, np.ndarray]:
+def local_mean_sd(hu: np.ndarray, window: int = 11,
+                  offset: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Mean and SD (HU) of the window × window square centred on each pixel.
 
     Works slice by slice on 2D or 3D (z, y, x) arrays.  Pixels closer than window/2 to
-    the border get NaN.
+    the border get NaN.  ``offset`` (default: the median) is subtracted first to keep the
+    sums of squares well conditioned; give the whole volume's when measuring part of it.
     """
     image = _as_float_array(hu)
     window = _check_window(window, image.shape)
-    offset = np.median(image)  # keeps the sums of squares well conditioned
+    offset = np.median(image) if offset is None else offset
     image = image - offset
     n = float(window * window)
     mean = _box_sum(image, window) / n
@@ -221,28 +229,56 @@ def measure_noise(
     windows lying wholly inside the mask (same shape as ``hu``).  The estimate is the
     mode of their local SDs; at most ``max_windows`` of them, drawn with ``seed``, enter it.
     """
+    if mask is not None:
+        return _measure_in_mask(hu, mask, window, max_windows, seed)
     image = _as_float_array(hu)
     window = _check_window(window, image.shape)
-    if mask is None:
-        candidates = flat_regions(image, window, hu_range, tissue_band)
-    else:
-        region = np.asarray(mask)
-        if region.shape != image.shape:
-            raise InputError(f"The noise mask has shape {region.shape} but the image has {image.shape}; they must match.")
-        region = region.astype(bool)
-        if not region.any():
-            raise InputError("The noise mask is empty (no voxels selected); draw or choose a non-empty region.")
-        candidates = _windows_inside(region, window)
-        if int(candidates.sum()) < MIN_WINDOWS:
-            values = image[region]
-            sd = float(values.std(ddof=1)) if values.size > 1 else 0.0
-            return NoiseEstimate(sd, int(candidates.sum()), window, candidates,
-                                 "plain SD of the region (narrower than a window)")
+    candidates = flat_regions(image, window, hu_range, tissue_band)
     count = int(candidates.sum())
     if count == 0:
         return NoiseEstimate(float("nan"), 0, window, candidates)
     _, sd_map = local_mean_sd(image, window)
     values = sd_map[candidates]
+    if values.size > max_windows:
+        values = np.random.default_rng(seed).choice(values, max_windows, replace=False)
+    return NoiseEstimate(density_mode(values), count, window, candidates)
+
+
+def _median(values: np.ndarray) -> float:
+    """np.median of ``values`` as float64 would give it, without a float64 copy of an int16 or float32 volume."""
+    flat = np.ravel(values)
+    middle = flat.size // 2
+    if flat.size % 2:
+        return float(np.partition(flat, middle)[middle])
+    part = np.partition(flat, [middle - 1, middle])
+    return float(np.mean(np.asarray(part[middle - 1 : middle + 1], dtype=np.float64)))
+
+
+def _measure_in_mask(hu: np.ndarray, mask: np.ndarray, window: int, max_windows: int, seed: int) -> NoiseEstimate:
+    """:func:`measure_noise` inside ``mask``, on the slices the mask touches only (the windows are in-plane),
+    converted to float64 there alone: an ROI on a 300-slice series costs its slices, not the volume."""
+    image = _checked_array(hu)
+    window = _check_window(window, image.shape)
+    region = np.asarray(mask)
+    if region.shape != image.shape:
+        raise InputError(f"The noise mask has shape {region.shape} but the image has {image.shape}; they must match.")
+    region = region.astype(bool)
+    if not region.any():
+        raise InputError("The noise mask is empty (no voxels selected); draw or choose a non-empty region.")
+    volume, region3 = (image[None], region[None]) if image.ndim == 2 else (image, region)
+    touched = np.flatnonzero(region3.reshape(region3.shape[0], -1).any(axis=1))
+    part = slice(int(touched[0]), int(touched[-1]) + 1)
+    inside = _windows_inside(region3[part], window)
+    candidates = np.zeros(region3.shape, bool)
+    candidates[part] = inside
+    candidates = candidates[0] if image.ndim == 2 else candidates
+    count = int(inside.sum())
+    if count < MIN_WINDOWS:
+        values = np.asarray(image[region], dtype=np.float64)
+        sd = float(values.std(ddof=1)) if values.size > 1 else 0.0
+        return NoiseEstimate(sd, count, window, candidates, "plain SD of the region (narrower than a window)")
+    _, sd_map = local_mean_sd(np.asarray(volume[part], dtype=np.float64), window, offset=_median(image))
+    values = sd_map[inside]
     if values.size > max_windows:
         values = np.random.default_rng(seed).choice(values, max_windows, replace=False)
     return NoiseEstimate(density_mode(values), count, window, candidates)
@@ -342,24 +378,44 @@ def detrend_rois(rois: np.ndarray, method: str = "plane") -> np.ndarray:
     raise InputError(f"Unknown detrend '{method}'; use 'mean' or 'plane'.")
 
 
-def noise_power_spectrum_2d(rois: np.ndarray, spacing: Spacing, detrend: str = "plane") -> np.ndarray:
+#: ROIs detrended and transformed at a time by :func:`noise_power_spectrum_2d`.
+NPS_CHUNK = 256
+
+
+def noise_power_spectrum_2d(rois: Any, spacing: Spacing, detrend: str = "plane") -> np.ndarray:
     """2D noise power spectrum (HU²·mm²) averaged over ROIs, zero frequency at the centre.
 
-    ``rois`` is (n, ny, nx) or one (ny, nx) ROI of noise-containing HU; each ROI has
-    its mean ('mean') or best-fit plane ('plane') removed first.  ``spacing`` is the
-    pixel size (x, y) in mm.  Frequencies follow ``np.fft.fftshift(np.fft.fftfreq(n,
-    d))``; the sum of the result times Δfx·Δfy equals the ROIs' noise variance.
+    ``rois`` is (n, ny, nx) or one (ny, nx) ROI of noise-containing HU, or a sequence
+    whose slices ``rois[i:j]`` are such arrays (ROIs cut from a volume on demand); each
+    ROI has its mean ('mean') or best-fit plane ('plane') removed first.  ``spacing`` is
+    the pixel size (x, y) in mm.  Frequencies follow ``np.fft.fftshift(np.fft.fftfreq(n,
+    d))``; the sum of the result times Δfx·Δfy equals the ROIs' noise variance.  The ROIs
+    are transformed :data:`NPS_CHUNK` at a time and their power summed in order, which is
+    the mean over all of them at once, number for number, without their spectra in memory.
     """
-    rois = np.asarray(rois, dtype=np.float64)
-    if rois.ndim == 2:
-        rois = rois[None]
-    if rois.ndim != 3 or rois.shape[0] == 0 or min(rois.shape[1:]) < 4:
-        raise InputError(f"NPS needs at least one ROI of 4×4 pixels or more; got shape {rois.shape}.")
+    if isinstance(rois, np.ndarray) or not hasattr(rois, "__getitem__") or not hasattr(rois, "__len__"):
+        rois = np.asarray(rois, dtype=np.float64)
+        if rois.ndim == 2:
+            rois = rois[None]
+        if rois.ndim != 3 or rois.shape[0] == 0 or min(rois.shape[1:]) < 4:
+            raise InputError(f"NPS needs at least one ROI of 4×4 pixels or more; got shape {rois.shape}.")
+    count = len(rois)
+    total: Optional[np.ndarray] = None
+    for start in range(0, count, NPS_CHUNK):
+        part = np.asarray(rois[start : start + NPS_CHUNK], dtype=np.float64)
+        if part.ndim != 3 or part.shape[0] == 0 or min(part.shape[1:]) < 4:
+            raise InputError(f"NPS needs at least one ROI of 4×4 pixels or more; got ROIs of shape {part.shape[1:]}.")
+        power = np.abs(np.fft.fft2(detrend_rois(part, detrend))) ** 2
+        for roi_power in power:  # in order, as numpy's mean over the first axis adds them
+            if total is None:
+                total = roi_power.copy()
+            else:
+                total += roi_power
+    if total is None:
+        raise InputError("NPS needs at least one ROI of 4×4 pixels or more; got none.")
     sx, sy = spacing_xy(spacing)
-    ny, nx = rois.shape[1:]
-    residual = detrend_rois(rois, detrend)
-    power = np.abs(np.fft.fft2(residual)) ** 2
-    return np.fft.fftshift(power.mean(axis=0) * (sx * sy) / (nx * ny))
+    ny, nx = total.shape
+    return np.fft.fftshift(total / count * (sx * sy) / (nx * ny))
 
 
 def nps_frequencies(shape: Tuple[int, int], spacing: Spacing) -> Tuple[np.ndarray, np.ndarray]:
