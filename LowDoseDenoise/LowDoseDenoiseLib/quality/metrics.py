@@ -792,7 +792,7 @@ def residual_structure(input_hu: Any, denoised: Any, spacing: Spacing, mask: Any
 
     before, after = _raw_pair(input_hu, denoised, ("input", "denoised"))
     sx, sy = noise.spacing_xy(spacing)
-    region = None if mask is None else _3d(_mask(mask, before.shape))
+    region = None if mask is None else _3d(_region(mask, before.shape))
     margin = max(1, int(round(5.0 / min(sx, sy))))
     removed, corr_moments = _Moments(), _Moments()
     for part in _blocks(_3d(before).shape[0], block_slices):
