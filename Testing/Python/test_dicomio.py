@@ -462,3 +462,16 @@ def test_unencodable_compression_is_refused_before_writing(tmp_path):
         dicomwrite.write_derived_series(source, None, tmp_path / "out", compression=(
             "jpeg-ls" if not dicomwrite._can_encode(dicomwrite.JPEG_LS_LOSSLESS) else "jpeg2000"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_values_beyond_int16_are_clipped_slice_by_slice_and_counted(tmp_path):
+    series = write_ct_series(tmp_path / "src", shape=(3, 32, 32), intercept=-1024.0)
+    source = dicomread.read_series(series.folder)
+    hu = source.voxels.astype(np.float32)
+    hu[0, :2, :3] = 40000.0  # above 32767 - 1024 HU
+    hu[2, 5, 5] = -40000.0
+    with pytest.warns(UserWarning, match=r"7 voxel\(s\) lie outside .* \(-33792 to 31743 HU\) and were clipped"):
+        out = dicomwrite.write_derived_series(source, hu, tmp_path / "out", model_info=MODEL)
+    back = dicomread.read_series(out).voxels
+    assert back[0, 0, 0] == 31743 and back[2, 5, 5] == -33792
+    np.testing.assert_array_equal(back[1], source.voxels[1])

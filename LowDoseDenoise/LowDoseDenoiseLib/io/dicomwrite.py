@@ -430,15 +430,12 @@ def _slice_dataset(plan: _SeriesPlan, k: int, stored: np.ndarray):
 # --------------------------------------------------------------------------- writing
 
 
-def _stored_values(hu: np.ndarray, slope: float, intercept: float, notes: List[str]) -> np.ndarray:
+def _stored_values(hu: np.ndarray, slope: float, intercept: float) -> Tuple[np.ndarray, int]:
+    """One slice's HU as int16 stored values under the rescale, and how many had to be clipped."""
     raw = np.rint((np.asarray(hu, dtype=np.float64) - intercept) / slope)
     info = np.iinfo(np.int16)
     clipped = int(np.count_nonzero((raw < info.min) | (raw > info.max)))
-    if clipped:
-        low, high = info.min * slope + intercept, info.max * slope + intercept
-        _note(f"{clipped} voxel(s) lie outside the range int16 pixels can hold with the source's rescale "
-              f"({low:g} to {high:g} HU) and were clipped.", notes)
-    return np.clip(raw, info.min, info.max).astype(np.int16)
+    return np.clip(raw, info.min, info.max).astype(np.int16), clipped
 
 
 def source_folders(info: Optional[DicomSource]) -> List[Path]:
@@ -523,10 +520,17 @@ def write_derived_series(
     check_output(out_folder, [*inputs, *source_folders(info)], overwrite=overwrite, folder=True)
     syntax = resolve_compression(compression, info)
     plan = _plan(volume, hu, info, model_info or {}, uid_root, syntax, notes)
-    stored = _stored_values(hu, plan.slope, plan.intercept, notes)
+    clipped = 0
     with atomic_folder(out_folder) as tmp:
-        for k in range(hu.shape[0]):
-            _slice_dataset(plan, k, stored[k]).save_as(tmp / f"CT{k + 1:05d}.dcm", enforce_file_format=True)
+        for k in range(hu.shape[0]):  # slice by slice: no float64 copy of the volume
+            stored, count = _stored_values(hu[k], plan.slope, plan.intercept)
+            clipped += count
+            _slice_dataset(plan, k, stored).save_as(tmp / f"CT{k + 1:05d}.dcm", enforce_file_format=True)
+    if clipped:
+        info16 = np.iinfo(np.int16)
+        low, high = info16.min * plan.slope + plan.intercept, info16.max * plan.slope + plan.intercept
+        _note(f"{clipped} voxel(s) lie outside the range int16 pixels can hold with the source's rescale "
+              f"({low:g} to {high:g} HU) and were clipped.", notes)
     logger.info("wrote %d derived slices to %s (series %s)", hu.shape[0], out_folder, plan.series_uid)
     for message in notes:
         logger.debug("derived series note: %s", message)
