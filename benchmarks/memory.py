@@ -1,11 +1,15 @@
 """Peak memory of `lowdose-denoise denoise` and `evaluate` on a 512x512x300 series (issue 15 item 19).
 
-Each command runs in its own process on a synthetic int16 CT volume (NRRD, gzip), which
-reports its own peak resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``) at exit.
-Targets: denoise <= input + output + 0.5 GB (voxels in their stored int16 type),
-evaluate <= 1.5 GB.  Usage::
+Each command runs in its own process on a synthetic int16 CT volume (NRRD, gzip; and the
+same size as a DICOM series), which reports its own peak resident set size
+(``getrusage(RUSAGE_SELF).ru_maxrss``) at exit.  Targets: denoise <= input + output +
+0.5 GB (voxels in their stored int16 type), evaluate <= 1.5 GB.  GB here is GiB (2**30).
+The engine writes into an array of the input's type and evaluate measures in blocks of
+slices (quality.metrics.BLOCK_SLICES), which is what keeps both near the voxels they hold.
+Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/memory.py [--slices 300] [--size 512] [--model NAME|FILE]
+        [--no-dicom]
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--model", help="model NAME or FILE for denoise (default: the default model)")
+    parser.add_argument("--no-dicom", action="store_true", help="skip the DICOM series row (writing it takes a while)")
     args = parser.parse_args()
 
     from LowDoseDenoiseLib.io.imagefiles import write_volume
@@ -77,13 +82,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         source = write_volume(Volume(voxels, spacing=(0.7, 0.7, 2.5)), tmp / "in.nrrd")
+        shifted = write_volume(Volume(voxels + np.int16(3), spacing=(0.7, 0.7, 2.5)), tmp / "ref.nrrd")
         del voxels
         peak, seconds = _peak_rss(["evaluate", "--denoised", source, "--input", source, "--json", tmp / "m.json"],
                                   tmp / "rss-evaluate")
         rows.append(("evaluate (no-reference, with --input)", peak, 1.5 * GB, seconds))
+        roi = f"liver={args.slices // 2},{args.size // 2},{args.size // 2},20"
+        peak, seconds = _peak_rss(["evaluate", "--denoised", source, "--reference", shifted, "--input", source,
+                                   "--roi", roi, "--json", tmp / "m2.json"], tmp / "rss-evaluate-ref")
+        rows.append(("evaluate (--reference, --input, --roi)", peak, 1.5 * GB, seconds))
         model = ["--model", args.model] if args.model else []
         peak, seconds = _peak_rss(["denoise", source, tmp / "out.nrrd", "--device", "cpu", *model], tmp / "rss-denoise")
         rows.append(("denoise (NRRD in, NRRD out)", peak, 2 * volume_bytes + 0.5 * GB, seconds))
+        if not args.no_dicom:
+            sys.path.insert(0, str(REPO / "Testing" / "Python"))
+            from dicom_fixtures import write_ct_series  # the test suite's synthetic CT series writer
+
+            series = write_ct_series(tmp / "dicom", shape=(args.slices, args.size, args.size), unsigned=False,
+                                     intercept=0.0, spacing=(0.7, 0.7, 2.5))
+            del series
+            peak, seconds = _peak_rss(["denoise", tmp / "dicom", tmp / "out-dicom", "--device", "cpu", *model],
+                                      tmp / "rss-denoise-dicom")
+            rows.append(("denoise (DICOM series in, DICOM out)", peak, 2 * volume_bytes + 0.5 * GB, seconds))
     print(f"peak RSS on a {args.size}x{args.size}x{args.slices} int16 series ({volume_bytes / GB:.2f} GB of voxels)")
     print(f"{'command':40s} {'peak RSS':>10s} {'target':>10s} {'met':>4s} {'time':>8s}")
     for name, peak, target, seconds in rows:
