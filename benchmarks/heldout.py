@@ -171,8 +171,12 @@ def make_methods(models: Dict[str, object], use_bm3d: bool, device: str) -> Dict
 # --------------------------------------------------------------------------- sections
 
 
-def scan_section(blocks: List[Block], methods, doses, seed: int) -> Dict[str, Dict[str, Dict[str, float]]]:
-    """results[case@dose][method] = mean over the case's blocks of measure_slice."""
+def scan_section(blocks: List[Block], methods, doses, seed: int,
+                 keep: Optional[Dict[str, Dict[str, np.ndarray]]] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """results[case@dose][method] = mean over the case's blocks of measure_slice.
+
+    ``keep`` receives, for the first block of every case, the reference and every method's
+    output (for the figures)."""
     from LowDoseDenoiseLib.quality.simulate import simulate_low_dose
 
     results: Dict[str, Dict[str, Dict[str, float]]] = {}
@@ -182,12 +186,18 @@ def scan_section(blocks: List[Block], methods, doses, seed: int) -> Dict[str, Di
         for i, block in enumerate(blocks):
             noisy = simulate_low_dose(block.hu, block.spacing, dose, seed=seed + 101 * i)
             centre = block.hu.shape[0] // 2
+            case_key = f"{block.name}@{int(round(dose * 100))}%"
+            first = keep is not None and case_key not in keep
+            if first:
+                keep[case_key] = {"reference": block.hu[centre]}
             for name, method in methods.items():
                 start = time.perf_counter()
                 out = np.asarray(method(noisy, block.spacing), np.float32)
                 timing.setdefault(name, []).append(time.perf_counter() - start)
                 row = measure_slice(out, block.hu[centre], noisy[centre], block.spacing)
                 per_case.setdefault(block.name, {}).setdefault(name, []).append(row)
+                if first:
+                    keep[case_key][name] = out
         for case, by_method in per_case.items():
             results[f"{case}@{int(round(dose * 100))}%"] = {m: mean_rows(rows) for m, rows in by_method.items()}
     results["_seconds_per_slice"] = {m: {"s": float(np.median(t))} for m, t in timing.items()}
@@ -244,6 +254,64 @@ def phantom_section(methods, realisations: int, seed: int, quick: bool) -> Dict[
             out[key] = {}
             for name, method in methods.items():
                 out[key][name] = tp.evaluate_method(phantom, as_volume_method(method), absent, present)
+    return out
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def panel_figures(kept: Dict[str, Dict[str, np.ndarray]], folder: Path, spacing_of: Dict[str, Tuple]) -> List[Path]:
+    """For each kept case: the methods zoomed in the liver window, and what each removed
+    (input − output, window W 200 / L 0) so blurred anatomy shows as structure."""
+    from LowDoseDenoiseLib.quality.figures import method_grid_figure
+
+    written = []
+    for case, images in kept.items():
+        slug = case.replace(" ", "").replace("@", "_").replace("%", "").replace(".", "p")
+        spacing = spacing_of.get(case.split("@")[0])
+        rows, cols = images["reference"].shape
+        zoom = (rows // 2, int(cols * 0.4), max(24, rows // 7))
+        shown = {"routine-dose reference": images["reference"], **{k: v for k, v in images.items() if k != "reference"}}
+        written.append(method_grid_figure(shown, folder / f"heldout_{slug}_panel.png", "liver", spacing, zoom,
+                                          title=f"{case} (held-out scan)"))
+        removed = {"input − reference (the added noise)": images["input"] - images["reference"]}
+        removed.update({f"removed by {k}": images["input"] - v for k, v in images.items()
+                        if k not in ("reference", "input")})
+        written.append(method_grid_figure(removed, folder / f"heldout_{slug}_removed.png", "200,0", spacing, zoom,
+                                          title=f"{case}: what each method removed"))
+    return written
+
+
+def task_figure(phantoms: Dict[str, Dict], folder: Path) -> Path:
+    """Bar charts: LCD contrast ratio and d′ per insert, resolution energy kept per pattern, per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(phantoms)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 4.2), squeeze=False)
+    for axis, key in zip(axes[0], keys):
+        by_method = phantoms[key]
+        methods = list(by_method)
+        inserts = list(by_method[methods[0]])
+        lcd = key.startswith("lcd")
+        measure = "contrast_ratio" if lcd else "energy_kept"
+        width = 0.8 / len(methods)
+        for j, m in enumerate(methods):
+            values = [by_method[m][i][measure] for i in inserts]
+            axis.bar(np.arange(len(inserts)) + j * width, values, width, label=m)
+        axis.axhline(0.9 if lcd else 0.85, color="k", linestyle="--", linewidth=0.8)
+        axis.set_xticks(np.arange(len(inserts)) + 0.4 - width / 2)
+        axis.set_xticklabels([i.replace(" / ", "\n") for i in inserts], fontsize=7)
+        axis.set_ylim(0, 1.15)
+        axis.set_title(("LCD contrast ratio" if lcd else "pattern energy kept") + f", {key.split('@')[1]} dose",
+                       fontsize=9)
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    out = folder / "heldout_task_phantoms.png"
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
     return out
 
 
@@ -350,10 +418,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "scans" not in args.skip:
         blocks = [Block(name, s.hu[c - 1 : c + 2], s.spacing, d)
                   for name, (s, d) in series.items() for c in centre_indices(s.hu.shape[0], args.slices)]
-        report["scans"] = scan_section(blocks, methods, doses, args.seed)
+        kept: Dict[str, Dict[str, np.ndarray]] = {}
+        report["scans"] = scan_section(blocks, methods, doses, args.seed, kept)
         lines += scan_table(report["scans"], "Held-out scans, simulated dose (mean of "
                             f"{args.slices} slices per scan)")
         lines += ["Held-out scans: " + "; ".join(f"**{n}**: {d}" for n, (_, d) in series.items()) + ".", ""]
+        figure_dir = Path(args.out)
+        figure_dir.mkdir(parents=True, exist_ok=True)
+        chosen = {k: v for k, v in kept.items() if k.endswith("@25%") or args.quick}
+        for png in panel_figures(chosen, figure_dir, {n: s.spacing for n, (s, _) in series.items()}):
+            lines.append(f"![{png.stem}]({png.name})")
+        lines.append("")
     if "pixels" not in args.skip:
         blocks = []
         for label, name, pixel in PIXEL_ROWS:
@@ -370,6 +445,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "phantoms" not in args.skip:
         report["phantoms"] = phantom_section(methods, args.realisations, args.seed, args.quick)
         lines += phantom_tables(report["phantoms"])
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        png = task_figure(report["phantoms"], Path(args.out))
+        lines += [f"![{png.stem}]({png.name})", ""]
     elapsed = time.time() - started
     lines.append(f"Run time {elapsed / 60:.1f} min on {os.cpu_count()} CPU cores.")
     out = Path(args.out)
