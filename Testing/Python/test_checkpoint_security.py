@@ -62,6 +62,14 @@ def test_read_checkpoint_refuses_pickled_objects(tmp_path):
     assert not marker.exists()
 
 
+def test_bytes_that_are_no_pickle_are_called_corrupt_not_unsafe(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a model" * 100)
+    with pytest.raises(InputError, match="is corrupt or not a checkpoint") as caught:
+        read_checkpoint(garbage)
+    assert "arbitrary code" not in str(caught.value)
+
+
 def test_export_of_a_malicious_checkpoint_runs_nothing(tmp_path, capsys):
     path, marker = _evil_checkpoint(tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())

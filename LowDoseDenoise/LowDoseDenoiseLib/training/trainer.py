@@ -863,7 +863,9 @@ def read_checkpoint(path) -> Dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights_only" not in str(error) and "Weights only" not in str(error):
+        # torch says "Weights only load failed" for a blocked global (a real payload) and for bytes that are
+        # no pickle at all ("Unsupported operand"): only the first is an unsafe checkpoint.
+        if ("weights_only" not in str(error) and "Weights only" not in str(error)) or "Unsupported operand" in str(error):
             raise InputError(f"Checkpoint {path} is corrupt or not a checkpoint (UnpicklingError); resume from an "
                              "earlier copy or start a new run (resume=False).") from None
         raise UnsafeCheckpointError(
