@@ -190,10 +190,10 @@ def ct_range_problem(hu: np.ndarray) -> Optional[str]:
     if hu.size == 0:
         return None
     lo, hi = float(np.min(hu)), float(np.max(hu))
+    if hi - lo < 50.0:  # first: a 0/1 mask is a mask, not an 8-bit picture
+        return f"the values span only {lo:g}..{hi:g}, which looks like a mask or map, not CT in HU"
     if lo >= 0.0 and hi <= 255.0:
         return f"all values lie in {lo:g}..{hi:g}, which looks like an 8-bit image, not CT in HU"
-    if hi - lo < 50.0:
-        return f"the values span only {lo:g}..{hi:g}, which looks like a mask or map, not CT in HU"
     if lo < -4000.0 or hi > 40000.0:
         return f"the values span {lo:g}..{hi:g}, beyond any CT range in HU (is a rescale missing?)"
     return None
@@ -369,8 +369,8 @@ def denoise_volume(
                 denoised = volume[done:stop].astype(np.float32)
             denoised -= strength * noise
             if not np.isfinite(denoised).all():
-                raise InputError("The result holds NaN or infinite values (the input's values lie far outside the CT "
-                                 "range); nothing was returned.")
+                raise InputError("The result holds NaN or infinite values: the input's values lie far outside the CT "
+                                 "range (beyond float32); check the input's rescale or pixel type.")
             written[done:stop] = cast_like(denoised, written.dtype)
             done = stop
             if progress:

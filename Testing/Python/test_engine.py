@@ -322,6 +322,8 @@ def test_real_cuda_out_of_memory_falls_back_to_the_cpu(test_model):
 def test_ct_range_check():
     assert ct_range_problem(np.array([0, 128, 255])) is not None
     assert ct_range_problem(np.array([3.0, 4.0, 5.0])) is not None
+    assert "8-bit" in ct_range_problem(np.array([0, 128, 255]))
+    assert "mask" in ct_range_problem(np.array([0, 1, 1, 0]))  # a 0/1 mask is named a mask, not a picture
     assert ct_range_problem(np.array([-1000, 40, 1200])) is None
 
 
