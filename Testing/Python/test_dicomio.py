@@ -475,3 +475,17 @@ def test_values_beyond_int16_are_clipped_slice_by_slice_and_counted(tmp_path):
     back = dicomread.read_series(out).voxels
     assert back[0, 0, 0] == 31743 and back[2, 5, 5] == -33792
     np.testing.assert_array_equal(back[1], source.voxels[1])
+
+
+def test_one_fractional_rescale_makes_the_whole_volume_float(tmp_path):
+    """Planes are rescaled one at a time; a later plane with slope 0.5 turns the volume float32 exactly."""
+    series = write_ct_series(tmp_path / "ct", shape=(4, 24, 32), intercept=-1024.0)
+    last = series.paths[int(np.argmax([pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]
+                                       for p in series.paths]))]
+    ds = pydicom.dcmread(last)
+    ds.RescaleSlope = "0.5"
+    ds.save_as(last)
+    volume, _ = _read(series.folder)
+    assert volume.voxels.dtype == np.float32
+    np.testing.assert_array_equal(volume.voxels[:3], series.hu[:3])
+    np.testing.assert_array_equal(volume.voxels[3], (series.hu[3] + 1024.0) * 0.5 - 1024.0)

@@ -503,21 +503,42 @@ def _decode(ds, path: Path) -> np.ndarray:
         ) from None
 
 
+class _Voxels:
+    """The volume being filled plane by plane, in int16 while every plane's rescaled values are whole
+    numbers that int16 holds, else float32 (the planes so far converted once, exactly): what reading the
+    whole series as float64 and choosing the type at the end gave, without a float64 copy of it."""
+
+    def __init__(self, shape: Tuple[int, int, int]) -> None:
+        self.array: np.ndarray = np.empty(shape, dtype=np.int16)
+
+    def put(self, index: int, plane: np.ndarray, slope: float, intercept: float) -> None:
+        hu = np.asarray(plane, dtype=np.float64) * slope + intercept
+        if self.array.dtype == np.int16:
+            info = np.iinfo(np.int16)
+            whole = float(slope) % 1 == 0 and float(intercept) % 1 == 0
+            if whole and hu.min() >= info.min and hu.max() <= info.max:
+                self.array[index] = hu.astype(np.int16)
+                return
+            self.array = self.array.astype(np.float32)
+        self.array[index] = hu.astype(np.float32)
+
+
 def _pixels(frames: List[_Frame], label: str, notes: List[str]) -> Tuple[np.ndarray, Any, List[_Frame]]:
-    """Decode the planes (each file once) and apply rescale.
+    """Decode the planes (each file once) and apply rescale, plane by plane.
 
     Files whose pixel data cannot be decoded are skipped with a count; if none decode,
     the first file's error (usually a missing decoder plugin) is raised.  Returns
-    (voxels, the first kept plane's dataset, the kept planes in order).
+    (voxels, the first kept plane's dataset, the kept planes in order).  Only the
+    volume and one file's planes are held at a time.
     """
     pydicom = _pydicom()
     by_file: Dict[Path, List[int]] = {}
     for index, frame in enumerate(frames):
         by_file.setdefault(frame.path, []).append(index)
     rows, columns = frames[0].rows, frames[0].columns
-    stored: np.ndarray = np.empty((len(frames), rows, columns), dtype=np.float64)
+    voxels = _Voxels((len(frames), rows, columns))
     kept: np.ndarray = np.zeros(len(frames), dtype=bool)
-    datasets: Dict[Path, Any] = {}
+    first_dataset: Any = None  # of the first file read (by_file follows the slice order): the first kept plane's
     failures: List[InputError] = []
     monochrome1 = 0
     for path, indices in by_file.items():
@@ -544,9 +565,10 @@ def _pixels(frames: List[_Frame], label: str, notes: List[str]) -> Tuple[np.ndar
             failures.append(InputError(f"Cannot read the pixels of {path.name}: {error}"))
             continue
         for index, plane in planes.items():
-            stored[index] = plane
+            voxels.put(index, plane, frames[index].slope, frames[index].intercept)
             kept[index] = True
-        datasets[path] = ds
+        if first_dataset is None:
+            first_dataset = ds
         monochrome1 += str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
     if not kept.any():
         raise failures[0]
@@ -557,17 +579,8 @@ def _pixels(frames: List[_Frame], label: str, notes: List[str]) -> Tuple[np.ndar
         _note(f"{monochrome1} image(s) in {label} are MONOCHROME1 (inverted grey scale); values are used as "
               "stored, with rescale applied.", notes)
     kept_frames = [f for f, k in zip(frames, kept) if k]
-    stored = stored[kept]
-    slopes = np.array([f.slope for f in kept_frames])[:, None, None]
-    intercepts = np.array([f.intercept for f in kept_frames])[:, None, None]
-    hu = stored * slopes + intercepts
-    integral = np.all(np.equal(np.mod(slopes, 1), 0)) and np.all(np.equal(np.mod(intercepts, 1), 0))
-    info = np.iinfo(np.int16)
-    if integral and hu.min() >= info.min and hu.max() <= info.max:
-        voxels = hu.astype(np.int16)
-    else:
-        voxels = hu.astype(np.float32)
-    return voxels, datasets[kept_frames[0].path], kept_frames
+    result = voxels.array if kept.all() else voxels.array[kept]
+    return result, first_dataset, kept_frames
 
 
 # --------------------------------------------------------------------------- reading
