@@ -165,7 +165,7 @@ def test_plan_refuses_bad_input_and_leaves_nothing(cases, tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         plan_study([tmp_path / "missing.nrrd"], "original,cad", tmp_path / "s")
     bad = write_volume(Volume(voxels=np.zeros((2, 32, 32), np.uint8)), tmp_path / "mask.nrrd")
-    with pytest.raises(InputError, match="8-bit"):
+    with pytest.raises(InputError, match="looks like a mask or map, not CT"):
         plan_study([bad], "original,cad", tmp_path / "s")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["mask.nrrd"]
     (tmp_path / "full").mkdir()
