@@ -298,28 +298,60 @@ def _denoise_one(args, model, source: Path, target: Path, dicom_out: bool, occup
     _check_shape(volume, str(source), model.min_size)
     _check_finite(volume, str(source))
     _check_ct_like(volume, str(source), args.force)
+    grid = None
+    if args.regularize:
+        from .io import regulargrid
+
+        grid = regulargrid.regularize(volume)
+        if not args.quiet:
+            back = (" The derived series is sampled back at each source slice's own position." if dicom_out else
+                    f" {target.name} holds the regular grid.")
+            print(f"{source.name}: " + (grid.notes[0] + back if grid.resampled else
+                                        "already on a regular grid; --regularize resamples nothing."),
+                  file=sys.stderr)
+    work = grid.volume if grid is not None else volume
     # The result goes straight into an array of the input's type (int16 stays int16, rounded and
     # clipped batch by batch; the engine refuses a non-finite result), and the input is let go
-    # before writing: memory stays near input + output (benchmarks/memory.py).
-    denoised = volume.with_voxels(np.empty_like(volume.voxels))
+    # before writing: memory stays near input + output (benchmarks/memory.py).  A regularized
+    # series is denoised in float32 on its grid.
+    denoised = work.with_voxels(np.empty_like(work.voxels))
     engine.denoise_volume(
-        volume.voxels,
+        work.voxels,
         model,
         device=args.device,
         batch_size=args.batch_size,
         strength=args.strength,
-        progress=_progress_bar(volume.voxels.shape[0], args.quiet, source.name),
-        spacing=volume.spacing,
+        progress=_progress_bar(work.voxels.shape[0], args.quiet, source.name),
+        spacing=work.spacing,
         out=denoised.voxels,
     )
-    del volume
+    del volume, work
+    info = {"name": model.name, "version": model.version, "sha256": model.sha256, "strength": args.strength}
+    if grid is not None and grid.resampled:
+        return _write_regularized(args, grid, denoised, target, dicom_out, occupied, compression, info)
     if dicom_out:
         from .io import dicomwrite
 
-        info = {"name": model.name, "version": model.version, "sha256": model.sha256, "strength": args.strength}
         return dicomwrite.write_derived_series(denoised, None, target, model_info=info,
                                                overwrite=args.overwrite, inputs=occupied, compression=compression)
     return imagefiles.write_volume(denoised, target, overwrite=args.overwrite, inputs=occupied)
+
+
+def _write_regularized(args, grid, denoised: Volume, target: Path, dicom_out: bool, occupied, compression,
+                       info) -> Path:
+    """A result on the regular grid: as a derived series, sampled back at each source slice (its true
+    position, referencing it); as an image file, the grid itself in the input's pixel type (a file
+    holds one regular grid)."""
+    from .io import imagefiles
+
+    if dicom_out:
+        from .io import dicomwrite
+
+        hu = grid.to_source(denoised.voxels)
+        return dicomwrite.write_derived_series(grid.source, hu, target, model_info=info, overwrite=args.overwrite,
+                                               inputs=occupied, compression=compression)
+    voxels = cast_like(denoised.voxels, grid.source.voxels.dtype)
+    return imagefiles.write_volume(denoised.with_voxels(voxels), target, overwrite=args.overwrite, inputs=occupied)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -607,6 +639,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "else none), none, rle, jpeg2000 or jpeg-ls (all lossless)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--force", action="store_true", help="process input that does not look like CT")
+    p.add_argument("--regularize", action="store_true",
+                   help="a DICOM series with gantry tilt, a missing slice or uneven spacing: resample it onto a "
+                        "regular grid (orthogonal to the slices, the smallest slice distance) for denoising, as "
+                        "dcm2niix does; a DICOM output is sampled back so that each derived slice lies at its "
+                        "source slice's position and references it, an image file holds the grid. Regular "
+                        "series pass through unchanged")
     p.set_defaults(func=cmd_denoise)
 
     p = sub.add_parser("simulate", help="simulate a lower-dose scan (projection-domain noise insertion)")

@@ -1,7 +1,7 @@
-"""Image files in and out, DICOM series in, derived DICOM series out, and the one output check and
-atomic writer (no torch).
+"""Image files in and out, DICOM series in (on a regular grid on request), derived DICOM series out,
+and the one output check and atomic writer (no torch).
 
-Import the parts by name: :mod:`.imagefiles`, :mod:`.dicomread`, :mod:`.dicomsource`,
+Import the parts by name: :mod:`.imagefiles`, :mod:`.dicomread`, :mod:`.dicomsource`, :mod:`.regulargrid`,
 :mod:`.dicomwrite`, :mod:`.outputs`.
 """
 
