@@ -45,13 +45,25 @@ from ..errors import Cancelled, InputError, LowDoseDenoiseError
 from ..modelfile import LoadedModel, load_model
 from . import compat
 from .messages import MessageLog, capture_thread_logs
+from .preview import (
+    PREVIEW_ATTRIBUTE,
+    PREVIEW_REGION_ATTRIBUTE,
+    PreviewRegion,
+    box_ijk_to_ras,
+    node_to_node_points,
+    preview_region_of,
+    roi_region,
+    slice_region,
+)
 
 __all__ = [
     "ATTRIBUTE_PREFIX",
     "COMPARISON_LAYOUTS",
     "EXPORT_EXTENSIONS",
+    "GPU_BATCH_PIXELS",
     "NOISE_SLICES",
     "OUTPUT_SUFFIX",
+    "PREVIEW_SUFFIX",
     "SOURCE_REFERENCE_ROLE",
     "TEMPORARY_ATTRIBUTE",
     "VIEW_NAMES",
@@ -59,10 +71,13 @@ __all__ = [
     "DenoiseJob",
     "DenoiseLogic",
     "NotCTError",
+    "PreviewJob",
     "ProgressCallback",
     "RunSummary",
+    "cancel_bounded_batch",
     "ijk_to_ras",
     "output_name",
+    "preview_name",
     "source_volume",
     "volume_array",
     "volume_from_node",
@@ -77,6 +92,11 @@ ATTRIBUTE_PREFIX = "LowDoseDenoise."
 TEMPORARY_ATTRIBUTE = ATTRIBUTE_PREFIX + "Temporary"
 #: Suffix of the output node's name.
 OUTPUT_SUFFIX = " denoised"
+#: Suffix of a preview's name (a preview is never mistaken for a whole result).
+PREVIEW_SUFFIX = " denoised PREVIEW"
+#: On a GPU a batch holds at most this many pixels (4 slices of 512×512), so a cancel waits
+#: for at most one short batch; on the CPU every batch is one slice (see :func:`cancel_bounded_batch`).
+GPU_BATCH_PIXELS = 4 * 512 * 512
 #: Node reference role from an output volume to the volume it was denoised from.
 SOURCE_REFERENCE_ROLE = "LowDoseDenoiseSource"
 #: At most this many central slices enter the noise measurement of the run summary.
@@ -144,6 +164,10 @@ class DenoiseJob:
     A job never touches MRML, so :meth:`run` may execute in a worker thread while the
     GUI polls :attr:`state`, :attr:`fraction` and :attr:`eta_seconds` from a timer.
     States: ``ready`` -> ``running`` (-> ``cancelling``) -> ``done`` | ``cancelled`` | ``failed``.
+    The engine checks for a cancel before every batch, and the batches are kept short
+    (``batch_size``, default :func:`cancel_bounded_batch`: one slice on the CPU), so a
+    cancel waits for at most one batch; a cancel asked for before the job is done always
+    ends it as ``cancelled``, even when the engine had already finished.
     """
 
     def __init__(
@@ -157,6 +181,7 @@ class DenoiseJob:
         device: str,
         strength: float,
         messages: Optional[MessageLog] = None,
+        batch_size: Optional[int] = None,
     ):
         self.input_id = input_id
         self.input_name = input_name
@@ -166,6 +191,8 @@ class DenoiseJob:
         self.model = model
         self.device = device
         self.strength = strength
+        #: Slices per engine batch; a cancel waits for at most one batch.
+        self.batch_size = batch_size if batch_size is not None else cancel_bounded_batch(device, *voxels.shape[1:])
         #: Warnings and notes of this run, thread-safe; the GUI drains them on its main thread.
         self.messages = messages if messages is not None else MessageLog()
         self.summary: Optional[RunSummary] = None
@@ -200,7 +227,7 @@ class DenoiseJob:
 
     # -- running ----------------------------------------------------------------------------
     def request_cancel(self) -> None:
-        """Ask the engine to stop before its next batch; the job ends as ``cancelled``."""
+        """Ask the engine to stop before its next batch; the job ends as ``cancelled`` (unless already done)."""
         self._cancel.set()
         if self.state == "running":
             self.state = "cancelling"
@@ -238,8 +265,11 @@ class DenoiseJob:
                     progress=report,
                     cancel=is_cancelled,
                     spacing=self.spacing,
+                    batch_size=self.batch_size,
                 )
                 self.summary = self._summarise(result, time.monotonic() - self._started)
+                if is_cancelled():  # asked for after the last batch: still a cancel, nothing is kept
+                    raise Cancelled("Denoising was cancelled; nothing was written.")
         except Cancelled as error:
             self.error, self.state = error, "cancelled"
             self.messages.info("Cancelled; nothing was added to the scene.")
@@ -298,6 +328,23 @@ class DenoiseJob:
         return self.finished
 
 
+class PreviewJob(DenoiseJob):
+    """A :class:`DenoiseJob` for a preview: the engine runs on :attr:`region`'s slices (plus
+    context) only, and :meth:`DenoiseLogic.finish_preview` keeps the box of the region."""
+
+    def __init__(self, *args: Any, region: PreviewRegion, input_dims: Tuple[int, int, int], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        #: The box of the input that the preview shows, and the slices read for it.
+        self.region = region
+        #: (x, y, z) size of the whole input when the preview was prepared.
+        self.input_dims = input_dims
+
+    @property
+    def preview(self) -> Optional[np.ndarray]:
+        """The float32 result cut to the region's box, once done."""
+        return None if self.result is None else self.region.cut(self.result)
+
+
 @dataclass
 class _ViewState:
     """What one slice view showed before the comparison, to put it back afterwards."""
@@ -318,6 +365,7 @@ class _ComparisonState:
     layout: int
     views: Dict[str, _ViewState] = field(default_factory=dict)
     difference_id: Optional[str] = None
+    focus_id: Optional[str] = None  # a preview: the views are fitted to it, not to the whole input
 
 
 class DenoiseLogic:
@@ -387,6 +435,32 @@ class DenoiseLogic:
         picture, a parameter map) unless ``allow_non_ct``, in which case the job's
         messages carry the warning.  The scene is not changed.
         """
+        return self._prepare(input_node, output_node, model, device, strength, allow_non_ct, messages)
+
+    def prepare_preview(
+        self,
+        input_node,
+        roi_node=None,
+        view: str = "Red",
+        model: Union[LoadedModel, str, Path, None] = None,
+        device: str = "auto",
+        strength: float = 1.0,
+        allow_non_ct: bool = False,
+        messages: Optional[MessageLog] = None,
+    ) -> PreviewJob:
+        """A job that denoises only the slice shown in ``view`` or, with ``roi_node``, the ROI's voxels.
+
+        The region is found now (see :mod:`.preview`): the input slice through the centre
+        of the ``view`` slice view, or the input voxels in ``roi_node``'s box; the engine
+        gets those whole slices plus the model's neighbouring slices as context, so the
+        preview equals a full run at its voxels.  Checks and errors as :meth:`prepare`; the
+        CT check looks at the whole input (a small ROI inside the liver would look 8-bit).
+        The scene is not changed.
+        """
+        return self._prepare(input_node, None, model, device, strength, allow_non_ct, messages,
+                             preview=(roi_node, view))
+
+    def _prepare(self, input_node, output_node, model, device, strength, allow_non_ct, messages, preview=None):
         from ..engine import ct_range_problem, resolve_device
 
         log = messages if messages is not None else MessageLog()
@@ -402,10 +476,18 @@ class DenoiseLogic:
                 f"{loaded.min_size}×{loaded.min_size} of the model '{loaded.name}'; choose a larger volume "
                 "or region."
             )
+        region = None
+        if preview is not None:
+            roi_node, view = preview
+            if roi_node is not None:
+                if roi_node.GetScene() is not self.scene:
+                    raise InputError(f"The ROI '{roi_node.GetName()}' belongs to another scene.")
+                region = roi_region(input_node, roi_node, loaded.context)
+            else:
+                region = slice_region(input_node, self._slice_node(view), loaded.context, view)
         target = resolve_device(device)
-        voxels = np.array(_voxel_view(image), copy=True)  # the worker must never see VTK memory
-        voxels.flags.writeable = False
-        problem = ct_range_problem(voxels)
+        view_voxels = _voxel_view(image)
+        problem = ct_range_problem(view_voxels)  # the whole input, read in place
         if problem:
             if not allow_non_ct:
                 raise NotCTError(
@@ -413,8 +495,11 @@ class DenoiseLogic:
                     "The model is trained on CT only; choose a CT volume, or confirm to process it anyway."
                 )
             log.warning(f"'{input_node.GetName()}': {problem}; processed anyway, as asked.")
+        read = slice(*region.read) if region is not None else slice(None)
+        voxels = np.array(view_voxels[read], copy=True)  # the worker must never see VTK memory
+        voxels.flags.writeable = False
         spacing = input_node.GetSpacing()
-        return DenoiseJob(
+        arguments: Dict[str, Any] = dict(
             input_id=input_node.GetID(),
             input_name=input_node.GetName() or "volume",
             output_id=output_node.GetID() if output_node is not None else None,
@@ -425,6 +510,106 @@ class DenoiseLogic:
             strength=strength,
             messages=log,
         )
+        if region is None:
+            return DenoiseJob(**arguments)
+        return PreviewJob(region=region, input_dims=(int(dims[0]), int(dims[1]), int(dims[2])), **arguments)
+
+    def preview(
+        self,
+        input_node,
+        roi_node=None,
+        view: str = "Red",
+        model: Union[LoadedModel, str, Path, None] = None,
+        device: str = "auto",
+        strength: float = 1.0,
+        progress: Optional[ProgressCallback] = None,
+        cancel: Any = None,
+        allow_non_ct: bool = False,
+        messages: Optional[MessageLog] = None,
+    ):
+        """Denoise the slice shown in ``view`` (or the ``roi_node`` box) and return the preview volume.
+
+        :meth:`prepare_preview`, :meth:`DenoiseJob.run` and :meth:`finish_preview` in a row,
+        for scripts; on error or cancel the scene is unchanged.
+        """
+        job = self.prepare_preview(input_node, roi_node, view, model=model, device=device, strength=strength,
+                                   allow_non_ct=allow_non_ct, messages=messages)
+        job.run(progress=progress, cancel=cancel)
+        return self.finish_preview(job)
+
+    def finish_preview(self, job: PreviewJob, replace: bool = True):
+        """Add a finished preview as a small volume of the region's box (main thread); return the node.
+
+        The volume has the input's voxel grid (spacing, directions) with its origin at the
+        box's first voxel, the input's parent transform, display and study, a source
+        reference to the input, and :data:`~.preview.PREVIEW_ATTRIBUTE` /
+        :data:`~.preview.PREVIEW_REGION_ATTRIBUTE`; its name says PREVIEW and what it shows.
+        Outside the box a view shows nothing, so a preview is never mistaken for a whole
+        result.  ``replace`` removes the earlier previews of the same input (only once the
+        new one is in place).  The input is never changed.
+        """
+        from ..volume import cast_like
+
+        if job.error is not None:
+            raise job.error
+        if job.result is None:
+            raise LowDoseDenoiseError("This preview has not run yet; call run() or start() first.")
+        input_node = self._job_input(job)
+        image = self._check_input(input_node)
+        if tuple(image.GetDimensions()) != tuple(job.input_dims):
+            raise InputError(
+                f"The input volume '{job.input_name}' changed size while the preview was made; nothing was "
+                "added. Run the preview again."
+            )
+        region = job.region
+        box = np.ascontiguousarray(cast_like(region.cut(job.result), _voxel_view(image).dtype))
+        new_image = vtk.vtkImageData()
+        new_image.SetDimensions(box.shape[2], box.shape[1], box.shape[0])
+        new_image.AllocateScalars(image.GetScalarType(), 1)
+        _voxel_view(new_image)[...] = box
+        earlier = self.previews_of(input_node) if replace else []
+        name = self.scene.GenerateUniqueName(preview_name(job.input_name, region, job.model, job.strength))
+        node: Any = self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+        try:
+            was_modifying = node.StartModify()
+            try:
+                node.SetIJKToRASMatrix(_vtk_matrix(box_ijk_to_ras(input_node, region)))
+                node.SetAndObserveImageData(new_image)
+                node.SetAndObserveTransformNodeID(input_node.GetTransformNodeID())
+                node.SetNodeReferenceID(SOURCE_REFERENCE_ROLE, input_node.GetID())
+                self._write_provenance(node, job, input_node)
+                node.SetAttribute(PREVIEW_ATTRIBUTE, region.label)
+                node.SetAttribute(PREVIEW_REGION_ATTRIBUTE, region.attribute())
+                node.SetDescription(f"PREVIEW of {region.label} only. " + (node.GetDescription() or ""))
+            finally:
+                node.EndModify(was_modifying)
+            self._copy_display(input_node, node)
+            self._place_in_hierarchy(input_node, node)
+        except BaseException:
+            self._remove_node(node)
+            raise
+        for old in earlier:
+            if old.GetScene() is self.scene:
+                self._remove_node(old)
+        return node
+
+    def previews_of(self, input_node) -> List[Any]:
+        """The preview volumes in the scene made from ``input_node``."""
+        found = []
+        for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+            node = self.scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+            if node.GetAttribute(PREVIEW_ATTRIBUTE) and source_volume(node) is input_node:
+                found.append(node)
+        return found
+
+    def _job_input(self, job: DenoiseJob):
+        input_node = self.scene.GetNodeByID(job.input_id)
+        if input_node is None:
+            raise InputError(
+                f"The input volume '{job.input_name}' was removed from the scene while it was being "
+                "denoised; nothing was added."
+            )
+        return input_node
 
     def finish(self, job: DenoiseJob):
         """Write a finished job's result into the output node (main thread); return the node."""
@@ -434,12 +619,9 @@ class DenoiseLogic:
             raise job.error
         if job.result is None:
             raise LowDoseDenoiseError("This denoising job has not run yet; call run() or start() first.")
-        input_node = self.scene.GetNodeByID(job.input_id)
-        if input_node is None:
-            raise InputError(
-                f"The input volume '{job.input_name}' was removed from the scene while it was being "
-                "denoised; nothing was added."
-            )
+        if isinstance(job, PreviewJob):
+            raise LowDoseDenoiseError("This is a preview job; add it with finish_preview().")
+        input_node = self._job_input(job)
         image = self._check_input(input_node)
         if tuple(image.GetDimensions()) != tuple(reversed(job.result.shape)):
             raise InputError(
@@ -499,12 +681,18 @@ class DenoiseLogic:
         ``fit`` False leaves fitting to the caller: inside Slicer the views get their new
         size only after Qt has processed the layout change, so the GUI processes events
         first and then calls :meth:`fit_views` (as CompareVolumes does).
+
+        ``denoised`` may be a preview of ``original`` (:meth:`finish_preview`): the views
+        are then turned to the original's slice plane, centred on the preview and fitted
+        to it, and the difference covers the preview's box.
         """
         if layout not in COMPARISON_LAYOUTS:
             raise InputError(f"Unknown comparison layout '{layout}'; use one of {', '.join(COMPARISON_LAYOUTS)}.")
         for role, node in (("original", original), ("denoised", denoised)):
             self._check_volume(node, role)
-        if tuple(original.GetImageData().GetDimensions()) != tuple(denoised.GetImageData().GetDimensions()):
+        box = preview_region_of(denoised, original) if source_volume(denoised) is original else None
+        same_size = tuple(original.GetImageData().GetDimensions()) == tuple(denoised.GetImageData().GetDimensions())
+        if box is None and not same_size:
             raise InputError(
                 f"'{original.GetName()}' and '{denoised.GetName()}' have different sizes; compare a volume "
                 "with its own denoised result."
@@ -524,8 +712,9 @@ class DenoiseLogic:
             self._restore_views(keep_difference=False)
 
         difference = None
+        self._comparison.focus_id = denoised.GetID() if box is not None else None
         if layout == "with-difference":
-            difference = self._make_difference(original, denoised)
+            difference = self._make_difference(original, denoised, box)
             self._comparison.difference_id = difference.GetID()
         self._match_window_level(original, denoised)
 
@@ -542,6 +731,8 @@ class DenoiseLogic:
             composite.SetForegroundVolumeID(None)
             composite.SetLabelVolumeID(None)
             slices[name].SetOrientation(orientation)
+        if box is not None:
+            self._focus_on_preview(original, denoised, [slices[name] for name in names])
         if fit:
             self.fit_views(names)
         self.set_linked(linked)
@@ -776,11 +967,15 @@ class DenoiseLogic:
         has_difference = self._comparison is not None and bool(self._comparison.difference_id)
         return list(VIEW_NAMES[: 3 if has_difference else 2])
 
-    def _make_difference(self, original, denoised):
-        """A temporary float volume (denoised − original) with a symmetric window around 0."""
-        difference = _voxel_view(denoised.GetImageData()).astype(np.float32) - _voxel_view(
-            original.GetImageData()
-        ).astype(np.float32)
+    def _make_difference(self, original, denoised, box=None):
+        """A temporary float volume (denoised − original) with a symmetric window around 0.
+
+        ``box`` ((z0, z1), (y0, y1), (x0, x1)): ``denoised`` is a preview of that box of ``original``.
+        """
+        original_voxels = _voxel_view(original.GetImageData())
+        if box is not None:
+            original_voxels = original_voxels[tuple(slice(*interval) for interval in box)]
+        difference = _voxel_view(denoised.GetImageData()).astype(np.float32) - original_voxels.astype(np.float32)
         image = vtk.vtkImageData()
         image.SetDimensions(denoised.GetImageData().GetDimensions())
         image.AllocateScalars(vtk.VTK_FLOAT, 1)
@@ -819,16 +1014,33 @@ class DenoiseLogic:
             dst.SetWindowLevel(src.GetWindow(), src.GetLevel())
 
     def fit_views(self, names: Optional[List[str]] = None) -> None:
-        """Fit the slice views ``names`` (default: the comparison's) to their volumes."""
+        """Fit the slice views ``names`` (default: the comparison's) to their volumes, or to the
+        preview when a preview is compared (so each view shows the previewed part)."""
         if names is None:
             names = self._comparison_view_names() if self._comparison is not None else []
         logic = self.application_logic
         if logic is None:
             return
+        focus_id = self._comparison.focus_id if self._comparison is not None else None
+        focus = self.scene.GetNodeByID(focus_id) if focus_id else None
         for name in names:
             slice_logic = logic.GetSliceLogicByLayoutName(name)
-            if slice_logic is not None:
+            if slice_logic is None:
+                continue
+            if focus is not None:
+                dims = slice_logic.GetSliceNode().GetDimensions()
+                slice_logic.FitSliceToVolume(focus, dims[0], dims[1])
+            else:
                 slice_logic.FitSliceToAll()
+
+    def _focus_on_preview(self, original, preview, slice_nodes: List[Any]) -> None:
+        """Turn the views to the original's slice plane and centre them on the preview's middle."""
+        dims = preview.GetImageData().GetDimensions()
+        middle_ijk = np.array([(dims[0] - 1) / 2.0, (dims[1] - 1) / 2.0, (dims[2] - 1) / 2.0, 1.0])
+        middle = node_to_node_points(preview, None, [(ijk_to_ras(preview) @ middle_ijk)[:3]])[0]
+        for slice_node in slice_nodes:
+            slice_node.RotateToVolumePlane(original)
+            slice_node.JumpSliceByCentering(*middle)
 
     def _restore_views(self, keep_difference: bool) -> None:
         state = self._comparison
@@ -886,6 +1098,14 @@ def _check_strength(strength: Any) -> float:
     return value
 
 
+def _vtk_matrix(array: np.ndarray):
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, float(array[r, c]))
+    return matrix
+
+
 def _voxel_view(image) -> np.ndarray:
     """The voxels of a single-component vtkImageData as a (z, y, x) numpy view (no copy)."""
     dims = image.GetDimensions()
@@ -926,9 +1146,27 @@ def ijk_to_ras(node) -> np.ndarray:
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
+def cancel_bounded_batch(device: Any, height: int, width: int) -> int:
+    """Slices per engine batch for the Slicer path: 1 on the CPU, at most :data:`GPU_BATCH_PIXELS` on a GPU.
+
+    The engine checks for a cancel between batches, so the batch bounds how long a
+    cancel waits: one slice on the CPU (also the engine's fastest CPU setting), four
+    512×512 slices on a GPU (more for smaller slices, at most 32).
+    """
+    if str(device).split(":")[0] == "cpu":
+        return 1
+    return max(1, min(32, GPU_BATCH_PIXELS // max(int(height) * int(width), 1)))
+
+
 def output_name(input_name: str, model: LoadedModel, strength: float) -> str:
     """Name of a new output: "<input> denoised (<model> <version>, strength <s>)"."""
     return f"{input_name or 'volume'}{OUTPUT_SUFFIX} ({model.name} {model.version}, strength {strength:g})"
+
+
+def preview_name(input_name: str, region: PreviewRegion, model: LoadedModel, strength: float) -> str:
+    """Name of a preview: "<input> denoised PREVIEW <slice n of N | ROI 'R'> (<model> <version>, strength <s>)"."""
+    return (f"{input_name or 'volume'}{PREVIEW_SUFFIX} {region.label} "
+            f"({model.name} {model.version}, strength {strength:g})")
 
 
 def source_volume(output_node):
