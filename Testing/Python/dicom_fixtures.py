@@ -45,8 +45,8 @@ def oblique_orientation(degrees: float) -> Tuple[float, ...]:
     return (1.0, 0.0, 0.0, 0.0, float(np.cos(a)), float(np.sin(a)))
 
 
-def phantom_hu(shape: Tuple[int, int, int], seed: int = 0) -> np.ndarray:
-    """A small body-like HU volume: air, a water ellipse, a bone disc, some noise."""
+def phantom_hu(shape: Tuple[int, int, int], seed: int = 0, noise_hu: float = 15.0) -> np.ndarray:
+    """A small body-like HU volume: air, a water ellipse, a bone disc, noise of SD ``noise_hu``."""
     rng = np.random.default_rng(seed)
     z, y, x = shape
     yy, xx = np.mgrid[0:y, 0:x]
@@ -56,7 +56,7 @@ def phantom_hu(shape: Tuple[int, int, int], seed: int = 0) -> np.ndarray:
     for k in range(z):
         hu[k][body] = 40 + 5 * k
         hu[k][bone] = 900
-    hu += rng.normal(0, 15, shape)
+    hu += rng.normal(0, noise_hu, shape)
     return np.clip(np.rint(hu), -1024, 3071)
 
 
@@ -129,18 +129,20 @@ def write_ct_series(
     patient_name: str = "Müller^Anna",
     seed: int = 0,
     prefix: str = "img",
+    noise_hu: float = 15.0,
 ) -> SyntheticSeries:
     """Write a single-frame CT series; file names and Instance Numbers are shuffled.
 
     ``spacing`` is (x, y, z) mm; ``tilt_degrees`` shears the stack along the column
-    direction (gantry tilt); ``compress`` stores RLE Lossless.
+    direction (gantry tilt); ``compress`` stores RLE Lossless; ``noise_hu`` is the noise SD
+    (0: piecewise-constant slices, whose interiors any interpolation leaves unchanged).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     study_uid = study_uid or generate_uid()
     series_uid = series_uid or generate_uid()
     frame_uid = frame_uid or generate_uid()
-    hu = phantom_hu(shape, seed)
+    hu = phantom_hu(shape, seed, noise_hu)
     row = np.asarray(orientation[:3], float)
     col = np.asarray(orientation[3:], float)
     normal = np.cross(row, col)

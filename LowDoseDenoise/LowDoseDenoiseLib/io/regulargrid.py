@@ -18,7 +18,8 @@ Slicer's DICOM module does when it regularizes the acquisition geometry:
   linear half-pixel shift lowers the noise SD by about 30% in that slice (and by less in
   others), so a denoiser would meet a different noise level slice by slice; the sinc
   kernel keeps the noise texture (7% at half a pixel) and halves the round-trip error at
-  edges.  ``interpolation="linear"`` gives the dcm2niix behaviour.
+  edges; its weights are normalised to sum to one (ITK's do not quite), so flat regions
+  stay exact.  ``interpolation="linear"`` gives the dcm2niix behaviour.
 
 :meth:`RegularGrid.to_source` samples a result on that grid back at each source slice's
 own pixels (the same interpolation the other way), so the derived series written by
@@ -215,13 +216,21 @@ def _plane(planes: np.ndarray, index: int, stack: _Stack, offset: np.ndarray, sh
         return plane
     import SimpleITK as sitk
 
-    image = sitk.GetImageFromArray(plane)
-    image.SetSpacing(stack.spacing)
-    image.SetOrigin((float(start[0]), float(start[1])))
-    out = sitk.Resample(image, (int(shape[1]), int(shape[0])), sitk.Transform(2, sitk.sitkIdentity),
-                        getattr(sitk, INTERPOLATIONS[stack.interpolation]), (float(offset[0]), float(offset[1])), stack.spacing, (1.0, 0.0, 0.0, 1.0),
-                        float("nan"), sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out)
+    def resampled(values: np.ndarray) -> np.ndarray:
+        image = sitk.GetImageFromArray(values)
+        image.SetSpacing(stack.spacing)
+        image.SetOrigin((float(start[0]), float(start[1])))
+        out = sitk.Resample(image, (int(shape[1]), int(shape[0])), sitk.Transform(2, sitk.sitkIdentity),
+                            getattr(sitk, INTERPOLATIONS[stack.interpolation]), (float(offset[0]), float(offset[1])),
+                            stack.spacing, (1.0, 0.0, 0.0, 1.0), float("nan"), sitk.sitkFloat32)
+        return sitk.GetArrayFromImage(out)
+
+    values = resampled(plane)
+    if stack.interpolation == "linear":
+        return values
+    # ITK's windowed-sinc weights do not sum to one (-1000 HU comes out as -998.7 at half a pixel):
+    # divide by the weights' sum, the same kernel applied to ones, so flat regions stay exact.
+    return values / resampled(np.ones_like(plane))
 
 
 def _resample(planes: np.ndarray, source: _Stack, target: _Stack, fill: float) -> np.ndarray:
