@@ -20,7 +20,7 @@ pytest.importorskip("torch")
 
 from vtk.util import numpy_support  # noqa: E402
 
-from LowDoseDenoiseLib.errors import Cancelled, DeviceError, InputError, ModelError  # noqa: E402
+from LowDoseDenoiseLib.errors import Cancelled, DeviceError, InputError, LowDoseDenoiseError, ModelError  # noqa: E402
 from LowDoseDenoiseLib.slicer import scene as scene_module  # noqa: E402
 from LowDoseDenoiseLib.slicer.headless import ApplicationScene  # noqa: E402
 from LowDoseDenoiseLib.slicer.scene import DenoiseLogic, ijk_to_ras, volume_array  # noqa: E402
@@ -873,3 +873,225 @@ def test_model_menu_lists_every_bundled_model_and_rereads_a_fixed_file(tmp_path)
     make_model(path)  # fixed in place: read again, nothing cached
     assert model_details(path).startswith("scene-test 0.0.2, trained on 10%–50% dose")
     assert model_details(None) == "Choose a model file (.pt)."
+
+
+# -- preview: the current slice or a markups ROI ------------------------------------------------
+
+
+def centre_red_view_on_slice(app, volume, k: int) -> None:
+    """Put ``volume`` in the Red view and centre the view on the middle of its slice ``k``."""
+    app.composite("Red").SetBackgroundVolumeID(volume.GetID())
+    dims = volume.GetImageData().GetDimensions()
+    ras = ijk_to_ras(volume) @ np.array([(dims[0] - 1) / 2, (dims[1] - 1) / 2, k, 1.0])
+    app.slice_node("Red").JumpSliceByCentering(*ras[:3])
+
+
+def red_view_slice(app, volume) -> float:
+    """The input's continuous slice index at the centre of the Red view."""
+    node = app.slice_node("Red")
+    dims = node.GetDimensions()
+    centre = node.GetXYToRAS().MultiplyPoint((dims[0] / 2, dims[1] / 2, 0, 1))
+    return float((np.linalg.inv(ijk_to_ras(volume)) @ np.array(centre))[2])
+
+
+def add_roi(scene, centre, size, name="R"):
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", name)
+    roi.SetCenter(*centre)
+    roi.SetSize(*size)
+    return roi
+
+
+def full_run(ct, model, strength=1.0) -> np.ndarray:
+    from LowDoseDenoiseLib.engine import denoise_volume
+    from LowDoseDenoiseLib.volume import cast_like
+
+    return cast_like(denoise_volume(volume_array(ct), model=model, device="cpu", strength=strength), np.int16)
+
+
+def test_slice_preview_is_the_full_run_at_the_red_views_slice_only(app, ct, model):
+    logic = DenoiseLogic(app.scene, app.app_logic)
+    centre_red_view_on_slice(app, ct, 3)
+    ids, before, mtime = app.node_ids(), voxel_hash(ct), ct.GetImageData().GetMTime()
+    preview = logic.preview(ct, model=model, device="cpu", strength=0.8)
+
+    assert preview.GetName() == "CT denoised PREVIEW slice 4 of 5 (scene-test 0.0.2, strength 0.8)"
+    assert preview.GetAttribute("LowDoseDenoise.Preview") == "slice 4 of 5"
+    assert preview.GetAttribute("LowDoseDenoise.PreviewRegion") == "0 48 0 40 3 4"
+    assert scene_module.source_volume(preview) is ct
+    # one slice, on the input's grid at slice 3: the same values as a whole run there
+    assert preview.GetImageData().GetDimensions() == (48, 40, 1)
+    expected_matrix = oblique_matrix()
+    expected_matrix[:3, 3] = (oblique_matrix() @ np.array([0, 0, 3, 1.0]))[:3]
+    np.testing.assert_allclose(ijk_to_ras(preview), expected_matrix, atol=1e-9)
+    whole = full_run(ct, model, 0.8)
+    np.testing.assert_array_equal(volume_array(preview)[0], whole[3])
+    assert np.abs(volume_array(preview)[0].astype(float) - volume_array(ct)[3]).max() > 0
+    # the input is byte-identical and the scene gained only the preview and its display node
+    assert voxel_hash(ct) == before and ct.GetImageData().GetMTime() == mtime
+    assert app.node_ids() == ids | {preview.GetID(), preview.GetDisplayNodeID()}
+
+    # a new preview of another slice replaces the first one
+    centre_red_view_on_slice(app, ct, 0)
+    second = logic.preview(ct, model=model, device="cpu", strength=0.8)
+    assert second.GetAttribute("LowDoseDenoise.PreviewRegion") == "0 48 0 40 0 1"
+    np.testing.assert_array_equal(volume_array(second)[0], whole[0])  # the end slice: context repeated as in a run
+    assert preview.GetScene() is None and logic.previews_of(ct) == [second]
+
+
+def test_roi_preview_geometry_values_and_an_untouched_input(app, model):
+    matrix = np.diag([0.8, 0.7, 2.0, 1.0])
+    matrix[:3, 3] = (-20.0, 10.0, -40.0)
+    ct = add_volume(app.scene, ct_voxels((6, 40, 48)), "CT", matrix)
+    logic = DenoiseLogic(app.scene, app.app_logic)
+    roi = add_roi(app.scene, centre=(-10.0, 20.0, -35.0), size=(8.0, 5.0, 3.0))
+    ids, before = app.node_ids(), voxel_hash(ct)
+    preview = logic.preview(ct, roi, model=model, device="cpu")
+
+    # exactly the input voxels whose centres lie in the ROI (checked with MRML's own IsPointInROIWorld)
+    inside = [
+        (k, j, i)
+        for k in range(6) for j in range(40) for i in range(48)
+        if roi.IsPointInROIWorld((matrix @ np.array([i, j, k, 1.0]))[:3])
+    ]
+    low, high = np.min(inside, axis=0), np.max(inside, axis=0) + 1
+    assert len(inside) == np.prod(high - low)
+    (k0, j0, i0), (k1, j1, i1) = low, high
+    assert preview.GetImageData().GetDimensions() == (i1 - i0, j1 - j0, k1 - k0)
+    assert preview.GetAttribute("LowDoseDenoise.PreviewRegion") == f"{i0} {i1} {j0} {j1} {k0} {k1}"
+    assert "PREVIEW ROI 'R'" in preview.GetName()
+    np.testing.assert_allclose(preview.GetSpacing(), ct.GetSpacing())
+    origin = (matrix @ np.array([i0, j0, k0, 1.0]))[:3]
+    np.testing.assert_allclose(preview.GetOrigin(), origin, atol=1e-9)
+    # each preview voxel sits where the input's voxel sits, with a whole run's value
+    np.testing.assert_array_equal(volume_array(preview), full_run(ct, model)[k0:k1, j0:j1, i0:i1])
+    assert voxel_hash(ct) == before
+    assert app.node_ids() == ids | {preview.GetID(), preview.GetDisplayNodeID()}
+
+
+def test_roi_preview_follows_the_rois_and_the_inputs_transforms(app, ct, model):
+    logic = DenoiseLogic(app.scene, app.app_logic)
+    centre = (ijk_to_ras(ct) @ np.array([20, 18, 2, 1.0]))[:3]
+    roi = add_roi(app.scene, centre, (6.0, 6.0, 4.0))
+    plain = logic.prepare_preview(ct, roi, model=model, device="cpu").region
+    assert plain.kind == "roi" and plain.read == (max(plain.z[0] - 1, 0), min(plain.z[1] + 1, 5))
+
+    def shift(node, offset):
+        transform = app.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+        matrix = vtk.vtkMatrix4x4()
+        for axis, value in enumerate(offset):
+            matrix.SetElement(axis, 3, value)
+        transform.SetMatrixTransformToParent(matrix)
+        node.SetAndObserveTransformNodeID(transform.GetID())
+
+    # moving the ROI and the input alike keeps the box; moving the ROI one voxel along i shifts it by one
+    shift(roi, (7.0, -3.0, 5.0))
+    shift(ct, (7.0, -3.0, 5.0))
+    assert logic.prepare_preview(ct, roi, model=model, device="cpu").region == plain
+    ct.SetAndObserveTransformNodeID(None)
+    one_voxel = oblique_matrix()[:3, 0]  # the world step of one voxel along i
+    roi.GetParentTransformNode().GetMatrixTransformToParent().DeepCopy(vtk.vtkMatrix4x4())
+    shift(roi, one_voxel)
+    moved = logic.prepare_preview(ct, roi, model=model, device="cpu").region
+    assert moved.x == (plain.x[0] + 1, plain.x[1] + 1) and (moved.y, moved.z) == (plain.y, plain.z)
+
+
+def test_cancelled_preview_adds_nothing(app, ct, model):
+    logic = DenoiseLogic(app.scene, app.app_logic)
+    centre_red_view_on_slice(app, ct, 2)
+    roi = add_roi(app.scene, (ijk_to_ras(ct) @ np.array([20, 18, 2, 1.0]))[:3], (6.0, 6.0, 4.0))
+    ids, before = app.node_ids(), voxel_hash(ct)
+    for roi_node in (None, roi):
+        with pytest.raises(Cancelled):
+            logic.preview(ct, roi_node, model=model, device="cpu", cancel=lambda: True)
+        job = logic.prepare_preview(ct, roi_node, model=model, device="cpu")
+        job.request_cancel()
+        job.start()
+        assert job.wait(30) and job.state == "cancelled"
+        with pytest.raises(Cancelled):
+            logic.finish_preview(job)
+    assert app.node_ids() == ids and voxel_hash(ct) == before and logic.previews_of(ct) == []
+
+
+def test_preview_refuses_what_it_cannot_show_with_a_clear_message(app, ct, model):
+    logic = DenoiseLogic(app.scene, app.app_logic)
+    unplaced = app.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "unplaced")
+    far = add_roi(app.scene, (500.0, 500.0, 500.0), (10.0, 10.0, 10.0), "far")
+    inverted = add_roi(app.scene, (ijk_to_ras(ct) @ np.array([20, 18, 2, 1.0]))[:3], (6.0, 6.0, 4.0), "inverted")
+    inverted.SetInsideOut(True)
+    ids = app.node_ids()
+    for roi, text in ((unplaced, "not placed"), (far, "does not overlap"), (inverted, "inside out")):
+        with pytest.raises(InputError, match=text):
+            logic.preview(ct, roi, model=model, device="cpu")
+    centre_red_view_on_slice(app, ct, 40)  # far past the last slice
+    with pytest.raises(InputError, match="Red view shows no slice"):
+        logic.preview(ct, model=model, device="cpu")
+    assert app.node_ids() == ids
+    centre_red_view_on_slice(app, ct, 1)
+    job = logic.prepare_preview(ct, model=model, device="cpu")
+    job.run()
+    with pytest.raises(LowDoseDenoiseError, match="finish_preview"):
+        logic.finish(job)  # a preview never becomes a whole-volume result
+    assert app.node_ids() == ids
+
+
+def test_preview_in_the_comparison_views(app, ct, model):
+    logic = DenoiseLogic(app.scene, app.app_logic)
+    centre_red_view_on_slice(app, ct, 3)
+    preview = logic.preview(ct, model=model, device="cpu")
+    centre_red_view_on_slice(app, ct, 0)  # the user scrolled away meanwhile
+    ids = app.node_ids()
+    views = logic.show_comparison(ct, preview, layout="with-difference")
+    assert views == ["Red", "Yellow", "Green"]
+    assert app.composite("Red").GetBackgroundVolumeID() == ct.GetID()
+    assert app.composite("Yellow").GetBackgroundVolumeID() == preview.GetID()
+    # every view is back on the previewed slice, in the input's own slice plane
+    assert red_view_slice(app, ct) == pytest.approx(3.0, abs=1e-6)
+    normal = np.array([app.slice_node("Red").GetSliceToRAS().GetElement(r, 2) for r in range(3)])
+    k_axis = oblique_matrix()[:3, 2] / np.linalg.norm(oblique_matrix()[:3, 2])
+    assert abs(float(normal @ k_axis)) == pytest.approx(1.0, abs=1e-9)
+    difference = logic.difference_node
+    assert difference.GetImageData().GetDimensions() == (48, 40, 1)
+    np.testing.assert_allclose(volume_array(difference)[0], volume_array(preview)[0].astype(np.float32)
+                               - volume_array(ct)[3])
+    np.testing.assert_allclose(ijk_to_ras(difference), ijk_to_ras(preview), atol=1e-9)
+    assert logic.end_comparison() and app.node_ids() == ids
+    # a volume of another size that is no preview of the input is still refused
+    other = add_volume(app.scene, ct_voxels((1, 40, 48)), "other")
+    with pytest.raises(InputError, match="different sizes"):
+        logic.show_comparison(ct, other)
+
+
+def test_slicer_jobs_use_short_batches_so_a_cancel_waits_one_slice_on_the_cpu(app, model):
+    from LowDoseDenoiseLib.slicer.scene import cancel_bounded_batch
+
+    assert cancel_bounded_batch("cpu", 512, 512) == 1
+    assert cancel_bounded_batch("cuda", 512, 512) == 4
+    assert cancel_bounded_batch("cuda:1", 256, 256) == 16
+    assert cancel_bounded_batch("mps", 64, 64) == 32
+    assert cancel_bounded_batch("cuda", 1024, 1024) == 1
+    ct = add_volume(app.scene, ct_voxels((8, 40, 48)), "CT")
+    logic = DenoiseLogic(app.scene)
+    job = logic.prepare(ct, model=model, device="cpu")
+    assert job.batch_size == 1
+    asked, reports = threading.Event(), []
+
+    def progress(done, total):
+        reports.append(done)
+        if done == 3:
+            asked.set()  # Cancel pressed while slice 4 is about to start
+
+    with pytest.raises(Cancelled):
+        job.run(progress=progress, cancel=asked)
+    assert reports == [1, 2, 3] and job.state == "cancelled" and job.result is None
+
+
+def test_a_cancel_after_the_last_batch_still_cancels(app, ct, model):
+    logic = DenoiseLogic(app.scene)
+    ids = app.node_ids()
+    job = logic.prepare(ct, model=model, device="cpu")
+    with pytest.raises(Cancelled):  # Cancel pressed while the run summary was being measured
+        job.run(progress=lambda done, total: job.request_cancel() if done == total else None)
+    assert job.state == "cancelled" and job.result is None
+    with pytest.raises(Cancelled):
+        logic.finish(job)
+    assert app.node_ids() == ids
