@@ -467,7 +467,8 @@ def _sort_and_check(frames: List[_Frame], label: str, notes: List[str]) -> Tuple
         _note(
             f"Uneven slice spacing in {label}: gaps from {gaps.min():.3f} to {gaps.max():.3f} mm (median "
             f"{dz:.3f} mm).{guess} The volume uses the median spacing, so positions beyond a gap are off; "
-            "export the complete series from the PACS for measurements.",
+            "export the complete series from the PACS for measurements (denoise --regularize resamples it onto a "
+            "regular grid).",
             notes,
         )
     positions = np.array([f.position for f in frames])
@@ -481,7 +482,7 @@ def _sort_and_check(frames: List[_Frame], label: str, notes: List[str]) -> Tuple
             f"The slices in {label} are sheared (gantry tilt of about {angle:.1f} degrees): each slice is shifted "
             "in-plane against the previous one. The volume stacks them along the slice normal, so anatomy is "
             "sheared in 3D views and distances across slices are off; use a tilt-corrected reconstruction "
-            "for measurements.",
+            "for measurements (denoise --regularize resamples it onto a regular grid).",
             notes,
         )
     return frames, dz, normal
