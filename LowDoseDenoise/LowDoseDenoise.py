@@ -19,7 +19,7 @@ import ctk
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode
+from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
@@ -91,6 +91,7 @@ class LowDoseDenoiseParameterNode:
 
     inputVolume - the CT volume to denoise.
     outputVolume - where the result goes; None creates a new volume named after model and strength.
+    previewRoi - the markups ROI that Preview denoises; None previews the slice shown in the Red view.
     model - a bundled model's name ("" for the default) or "file" for modelFile (menu filled at run time).
     modelFile - a TorchScript model file written by `lowdose-denoise export` ("" when none is chosen).
     device - "auto", "cpu", "cuda:N" or "mps" (menu filled at run time).
@@ -102,6 +103,7 @@ class LowDoseDenoiseParameterNode:
 
     inputVolume: vtkMRMLScalarVolumeNode
     outputVolume: vtkMRMLScalarVolumeNode
+    previewRoi: vtkMRMLMarkupsROINode
     model: str = ""
     modelFile: str = ""
     device: str = "auto"
@@ -163,6 +165,7 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.mediumStrengthButton.connect("clicked()", lambda: self.setStrength(STRENGTH_PRESETS["medium"]))
         self.ui.highStrengthButton.connect("clicked()", lambda: self.setStrength(STRENGTH_PRESETS["high"]))
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.previewButton.connect("clicked(bool)", self.onPreviewButton)
         self.ui.showComparisonButton.connect("clicked(bool)", self.onShowComparison)
         self.ui.endComparisonButton.connect("clicked(bool)", self.onEndComparison)
         self.ui.linkViewsCheckBox.connect("toggled(bool)", self.onLinkViewsToggled)
@@ -278,6 +281,8 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelPathLineEdit.currentPath = node.modelFile
         self._selectDevice(node.device)
         self.ui.modelInfoLabel.text = model_details(self.logic.modelPathOrNone(node))
+        self.ui.previewButton.text = _("Preview ROI") if node.previewRoi else _("Preview current slice")
+        self.ui.previewButton.enabled = node.inputVolume is not None and not running and not self._versionProblem
         if running:
             self.ui.applyButton.text = _("Cancel")
             self.ui.applyButton.toolTip = _("Stop denoising; nothing is added to the scene.")
@@ -387,48 +392,67 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- running ------------------------------------------------------------------------------------
     def onApplyButton(self) -> None:
-        """Start a run in a background thread, or cancel the running one."""
+        """Start a run in a background thread, or cancel the running one (a run or a preview)."""
         if self._job is not None:
             self._job.request_cancel()
-            self.ui.statusLabel.text = _("Cancelling after the current batch of slices…")
+            self.ui.statusLabel.text = _("Cancelling after the current slice…")
             return
-        node = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Could not start denoising."), waitCursor=True):
-            if not self.logic.ensureDependencies(busyWidgets=[self.ui.applyButton, self.ui.inputSection,
-                                                               self.ui.modelSection, self.ui.strengthSection]):
-                return
-            self._fillDeviceComboBox(checkGpus=True)
-            self._selectDevice(node.device)
-            job = self._prepare(node)
-            if job is None:
-                return
-            job.start()
-            self._job = job
-            self.ui.progressBar.value = 0
-            self.ui.progressBar.show()
-            self.ui.statusLabel.text = _("Denoising on {device}…").format(device=job.device)
-            self._log("info", _("Started: '{input}' with {model}, strength {strength:g}, on {device}.").format(
-                input=job.input_name, model=job.model.summary(), strength=job.strength, device=job.device))
-            self._drainMessages(job)
-            self._timer.start()
-            self._updateGui()
+            self._startJob(preview=False)
 
-    def _prepare(self, node):
-        """A job for the current parameters; asks before processing values that do not look like CT."""
+    def onPreviewButton(self) -> None:
+        """Denoise only the slice shown in the Red view, or the chosen ROI, for a quick look."""
+        if self._job is not None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not start the preview."), waitCursor=True):
+            self._startJob(preview=True)
+
+    def _startJob(self, preview: bool) -> None:
+        node = self._parameterNode
+        if not self.logic.ensureDependencies(busyWidgets=[self.ui.applyButton, self.ui.previewButton,
+                                                           self.ui.inputSection, self.ui.modelSection,
+                                                           self.ui.strengthSection]):
+            return
+        self._fillDeviceComboBox(checkGpus=True)
+        self._selectDevice(node.device)
+        job = self._prepare(node, preview)
+        if job is None:
+            return
+        job.start()
+        self._job = job
+        self.ui.progressBar.value = 0
+        self.ui.progressBar.show()
+        self.ui.statusLabel.text = _("Denoising on {device}…").format(device=job.device)
+        what = job.input_name if not preview else _("{region} of '{input}' (preview)").format(
+            region=job.region.label, input=job.input_name)
+        self._log("info", _("Started: {what} with {model}, strength {strength:g}, on {device}.").format(
+            what=what, model=job.model.summary(), strength=job.strength, device=job.device))
+        self._drainMessages(job)
+        self._timer.start()
+        self._updateGui()
+
+    def _prepare(self, node, preview: bool = False):
+        """A job (or a preview job) for the current parameters; asks before processing values that do not
+        look like CT."""
         from LowDoseDenoiseLib.slicer.scene import NotCTError
 
-        arguments = dict(
-            model=self.logic.modelSource(node), device=node.device, strength=node.strength
-        )
+        arguments = dict(model=self.logic.modelSource(node), device=node.device, strength=node.strength)
+
+        def prepare(**extra):
+            if preview:
+                return self.logic.denoise.prepare_preview(node.inputVolume, node.previewRoi, "Red", **arguments,
+                                                          **extra)
+            return self.logic.denoise.prepare(node.inputVolume, node.outputVolume, **arguments, **extra)
+
         try:
-            return self.logic.denoise.prepare(node.inputVolume, node.outputVolume, **arguments)
+            return prepare()
         except NotCTError as error:
             if not slicer.util.confirmOkCancelDisplay(
                 _("{problem}\n\nProcess it anyway?").format(problem=error), _("Not a CT volume?")
             ):
                 self._log("warning", str(error))
                 return None
-            return self.logic.denoise.prepare(node.inputVolume, node.outputVolume, allow_non_ct=True, **arguments)
+            return prepare(allow_non_ct=True)
 
     def _pollJob(self) -> None:
         job = self._job
@@ -453,6 +477,14 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             with slicer.util.tryWithErrorDisplay(_("Denoising failed."), waitCursor=True):
                 self.ui.statusLabel.text = ""
+                if hasattr(job, "region"):  # a preview: shown at once, never the module's output volume
+                    from LowDoseDenoiseLib.slicer.scene import source_volume
+
+                    preview = self.logic.denoise.finish_preview(job)
+                    self.ui.statusLabel.text = _("Preview: '{name}'. {summary}").format(
+                        name=preview.GetName(), summary=job.summary.line() if job.summary else "")
+                    self._compare(source_volume(preview), preview)
+                    return
                 output = self.logic.denoise.finish(job)
                 self._parameterNode.outputVolume = output
                 self.ui.statusLabel.text = _("Done: '{name}'. {summary}").format(
@@ -475,13 +507,16 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onShowComparison(self) -> None:
         node = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Could not show the comparison."), waitCursor=True):
-            views = self.logic.denoise.show_comparison(
-                node.inputVolume, node.outputVolume, layout=node.compareLayout.value, linked=node.linkViews,
-                fit=False,
-            )
-            slicer.app.processEvents()  # let Qt resize the views of the new layout before fitting
-            self.logic.denoise.fit_views(views)
+            self._compare(node.inputVolume, node.outputVolume)
         self._updateGui()
+
+    def _compare(self, original, result) -> None:
+        node = self._parameterNode
+        views = self.logic.denoise.show_comparison(
+            original, result, layout=node.compareLayout.value, linked=node.linkViews, fit=False
+        )
+        slicer.app.processEvents()  # let Qt resize the views of the new layout before fitting
+        self.logic.denoise.fit_views(views)
 
     def onEndComparison(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Could not restore the views."), waitCursor=True):
@@ -724,7 +759,8 @@ class LowDoseDenoiseLogic(ScriptedLoadableModuleLogic):
 
 class LowDoseDenoiseTest(ScriptedLoadableModuleTest):
     """Loads CTLiver, keeps a few slices and runs the widget's own path: Apply, progress, Cancel,
-    compare, export to a temporary folder. Installs nothing: without PyTorch it fails with the reason."""
+    preview of the current slice, compare, export to a temporary folder. Installs nothing: without PyTorch it
+    fails with the reason."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -807,6 +843,19 @@ class LowDoseDenoiseTest(ScriptedLoadableModuleTest):
         widget.onApplyButton()  # the Apply button is Cancel now
         self._waitForJob(widget)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), volumesBefore)
+
+        self.delayDisplay("Preview the slice in the Red view: a one-slice PREVIEW volume, compared at once")
+        slicer.util.setSliceViewerLayers(background=inputVolume, fit=True)
+        widget.onPreviewButton()
+        self.assertEqual(widget.ui.applyButton.text, _("Cancel"))  # Cancel stops a preview too
+        self._waitForJob(widget)
+        previews = widget.logic.denoise.previews_of(inputVolume)
+        self.assertEqual(len(previews), 1)
+        self.assertIn("PREVIEW", previews[0].GetName())
+        self.assertEqual(previews[0].GetImageData().GetDimensions()[2], 1)
+        self.assertIsNone(node.outputVolume)  # a preview never becomes the output
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(inputVolume), before)
+        widget.onEndComparison()
 
         self.delayDisplay("Apply on CPU with progress")
         widget.onApplyButton()

@@ -249,6 +249,7 @@ def test_module_file_imports_no_torch_and_wraps_callbacks():
     for method in widget.body:
         if isinstance(method, ast.FunctionDef) and method.name in (
             "onApplyButton",
+            "onPreviewButton",
             "onShowComparison",
             "onEndComparison",
             "onExportFile",
@@ -292,7 +293,7 @@ def test_module_follows_slicer_conventions():
 # -- every Slicer/MRML API called exists in the slicer-core wheel ---------------------------------------
 
 #: Files whose MRML/VTK calls are checked.
-API_FILES = [MODULE_FILE] + [LIB_DIR / "slicer" / f"{name}.py" for name in ("scene", "dicomexport", "compat", "headless")]
+API_FILES = [MODULE_FILE] + [LIB_DIR / "slicer" / f"{name}.py" for name in ("scene", "preview", "dicomexport", "compat", "headless")]
 #: Receiver names whose type is known -> the MRML/VTK class a call on them must exist on.
 RECEIVER_CLASSES = {
     "sh": "vtkMRMLSubjectHierarchyNode",
