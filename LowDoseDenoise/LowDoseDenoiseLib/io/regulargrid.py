@@ -207,30 +207,36 @@ def regularize(volume: Volume, interpolation: str = "lanczos") -> RegularGrid:
 def _plane(planes: np.ndarray, index: int, stack: _Stack, offset: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
     """Plane ``index`` of ``planes`` sampled on a lattice of ``shape`` whose first pixel is at ``offset``.
 
-    Interpolated in-plane (SimpleITK, the stack's ``interpolation``); NaN where the lattice lies outside the plane.  The same
-    lattice is copied exactly.
+    Interpolated in-plane (SimpleITK, the stack's ``interpolation``); NaN where the lattice
+    lies outside the plane.  The same lattice is copied exactly.
     """
     plane = np.asarray(planes[index], dtype=np.float32)
     start = stack.offsets[index]
     if tuple(shape) == tuple(plane.shape) and np.all(np.abs(offset - start) <= 1e-6):
         return plane
-    import SimpleITK as sitk
-
-    def resampled(values: np.ndarray) -> np.ndarray:
-        image = sitk.GetImageFromArray(values)
-        image.SetSpacing(stack.spacing)
-        image.SetOrigin((float(start[0]), float(start[1])))
-        out = sitk.Resample(image, (int(shape[1]), int(shape[0])), sitk.Transform(2, sitk.sitkIdentity),
-                            getattr(sitk, INTERPOLATIONS[stack.interpolation]), (float(offset[0]), float(offset[1])),
-                            stack.spacing, (1.0, 0.0, 0.0, 1.0), float("nan"), sitk.sitkFloat32)
-        return sitk.GetArrayFromImage(out)
-
-    values = resampled(plane)
+    values = _sitk_resample(plane, start, offset, shape, stack)
     if stack.interpolation == "linear":
         return values
     # ITK's windowed-sinc weights do not sum to one (-1000 HU comes out as -998.7 at half a pixel):
-    # divide by the weights' sum, the same kernel applied to ones, so flat regions stay exact.
-    return values / resampled(np.ones_like(plane))
+    # divide by their sum, so flat regions stay exact.  The sum depends only on the sub-pixel shift
+    # (the edge is extended, not cut), so a small plane of ones gives it.
+    fraction = np.mod((np.asarray(offset) - start) / np.asarray(stack.spacing), 1.0) * np.asarray(stack.spacing)
+    ones = _sitk_resample(np.ones((16, 16), np.float32), np.zeros(2), fraction, (16, 16), stack)
+    return values / ones[8, 8]
+
+
+def _sitk_resample(plane: np.ndarray, start: np.ndarray, offset: np.ndarray, shape: Tuple[int, int],
+                   stack: _Stack) -> np.ndarray:
+    """One plane (first pixel at ``start``) resampled by SimpleITK onto a lattice at ``offset``."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(plane)
+    image.SetSpacing(stack.spacing)
+    image.SetOrigin((float(start[0]), float(start[1])))
+    out = sitk.Resample(image, (int(shape[1]), int(shape[0])), sitk.Transform(2, sitk.sitkIdentity),
+                        getattr(sitk, INTERPOLATIONS[stack.interpolation]), (float(offset[0]), float(offset[1])),
+                        stack.spacing, (1.0, 0.0, 0.0, 1.0), float("nan"), sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out)
 
 
 def _resample(planes: np.ndarray, source: _Stack, target: _Stack, fill: float) -> np.ndarray:
