@@ -1032,6 +1032,10 @@ def test_preview_refuses_what_it_cannot_show_with_a_clear_message(app, ct, model
     with pytest.raises(LowDoseDenoiseError, match="finish_preview"):
         logic.finish(job)  # a preview never becomes a whole-volume result
     assert app.node_ids() == ids
+    from LowDoseDenoiseLib.slicer import dicomexport
+
+    with pytest.raises(InputError, match="preview of part of the volume"):
+        dicomexport.check_source(logic.finish_preview(job))  # never filed into the study as a series
 
 
 def test_preview_in_the_comparison_views(app, ct, model):

@@ -32,6 +32,7 @@ from typing import Dict, List, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import InputError
+from .preview import PREVIEW_ATTRIBUTE
 from .scene import ATTRIBUTE_PREFIX, SOURCE_REFERENCE_ROLE, ijk_to_ras, volume_array, volume_from_node
 
 __all__ = [
@@ -88,6 +89,11 @@ def check_source(output_node):
     if output_node is None:
         raise InputError("No denoised volume is selected; choose the result to export.")
     name = output_node.GetName()
+    if output_node.GetAttribute(PREVIEW_ATTRIBUTE):
+        raise InputError(
+            f"'{name}' is a preview of part of the volume only ({output_node.GetAttribute(PREVIEW_ATTRIBUTE)}); "
+            "it is not filed as a DICOM series. Press Apply to denoise the whole volume, then export the result."
+        )
     source = output_node.GetNodeReference(SOURCE_REFERENCE_ROLE)
     if source is None:
         if output_node.GetAttribute(ATTRIBUTE_PREFIX + "ModelName") is None:
