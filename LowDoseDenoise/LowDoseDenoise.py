@@ -395,7 +395,7 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Start a run in a background thread, or cancel the running one (a run or a preview)."""
         if self._job is not None:
             self._job.request_cancel()
-            self.ui.statusLabel.text = _("Cancelling after the current slice…")
+            self.ui.statusLabel.text = _("Cancelling after the slices being denoised now (one on the CPU)…")
             return
         with slicer.util.tryWithErrorDisplay(_("Could not start denoising."), waitCursor=True):
             self._startJob(preview=False)
