@@ -137,15 +137,16 @@ def mean_rows(rows: List[Dict[str, float]]) -> Dict[str, float]:
 # --------------------------------------------------------------------------- methods
 
 
-def make_methods(models: Dict[str, object], use_bm3d: bool, device: str) -> Dict[str, Callable]:
+def make_methods(models: Dict[str, object], use_bm3d: bool, device: str,
+                 strengths: Sequence[float] = ()) -> Dict[str, Callable]:
     """name -> f(block (3, y, x) HU, spacing) -> centre slice (y, x).  The model sees the 2.5D
     block through the engine; the classical peers filter the centre slice in 2D."""
     from LowDoseDenoiseLib.engine import denoise_volume
     from LowDoseDenoiseLib.quality import filters
 
-    def model_method(model) -> Callable:
+    def model_method(model, strength: float = 1.0) -> Callable:
         def run(block: np.ndarray, spacing) -> np.ndarray:
-            out = denoise_volume(block, model=model, device=device, spacing=spacing)
+            out = denoise_volume(block, model=model, device=device, spacing=spacing, strength=strength)
             return out[block.shape[0] // 2]
 
         return run
@@ -160,6 +161,8 @@ def make_methods(models: Dict[str, object], use_bm3d: bool, device: str) -> Dict
     methods: Dict[str, Callable] = {"input": lambda block, spacing: block[block.shape[0] // 2]}
     for label, model in models.items():
         methods[label] = model_method(model)
+        for strength in strengths:
+            methods[f"{label} @{strength:g}"] = model_method(model, strength)
     methods["Gaussian σ0.8"] = peer(filters.gaussian)
     methods["diffusion 5 it."] = peer(filters.curvature_diffusion(5))
     methods["NLM"] = peer(filters.nl_means)
@@ -373,6 +376,105 @@ def real_table(results, description: str) -> List[str]:
     return lines + [""]
 
 
+def targets_table(report: Dict, model: str) -> List[str]:
+    """Issue 12's targets for one model column, each with the measured value and the margin."""
+    rows: List[Tuple[str, str, bool]] = []
+
+    def gain(case_key: str, section: str, m: str) -> float:
+        return report[section][case_key][m]["gain"]
+
+    scans = {k: v for k, v in report.get("scans", {}).items() if not k.startswith("_")}
+    pixels = {k: v for k, v in report.get("pixels", {}).items() if not k.startswith("_")}
+    peers = [p for p in ("BM3D", "diffusion 5 it.") if scans and p in next(iter(scans.values()))]
+    for case in scans:
+        best_peer = max(gain(case, "scans", p) for p in peers)
+        ours = gain(case, "scans", model)
+        rows.append((f"{case}: PSNR gain ≥ best of BM3D/diffusion + 0.5 dB",
+                     f"{ours:+.2f} vs {best_peer + 0.5:+.2f} dB ({ours - best_peer - 0.5:+.2f})", ours >= best_peer + 0.5))
+        ssim, ssim_cad = scans[case][model]["ssim"], scans[case]["diffusion 5 it."]["ssim"]
+        rows.append((f"{case}: SSIM ≥ diffusion's", f"{ssim:.3f} vs {ssim_cad:.3f}", ssim >= ssim_cad))
+        bias = scans[case][model]["bias"]
+        rows.append((f"{case}: abs(bias) ≤ 2 HU", f"{bias:+.1f} HU", abs(bias) <= 2.0))
+        if case.endswith("@25%"):
+            ratio = scans[case][model]["noise_ratio"]
+            rows.append((f"{case}: noise ≤ 0.5× the input", f"×{ratio:.2f}", ratio <= 0.5))
+    for case in pixels:
+        ours, cad = gain(case, "pixels", model), gain(case, "pixels", "diffusion 5 it.")
+        rows.append((f"{case}: gain ≥ diffusion's", f"{ours:+.2f} vs {cad:+.2f} dB", ours >= cad))
+    phantoms = report.get("phantoms", {})
+    for key, by_method in phantoms.items():
+        if model not in by_method:
+            continue
+        if key.startswith("res"):
+            for pattern, r in by_method[model].items():
+                rows.append((f"{key} {pattern}: energy kept ≥ 0.85", f"{r['energy_kept']:.2f}", r["energy_kept"] >= 0.85))
+        elif key == "lcd@10%":
+            identity = by_method["input"]
+            for insert, r in by_method[model].items():
+                diameter, contrast = (float(v.split()[0]) for v in insert.split(" / "))
+                if diameter >= 5 and contrast >= 5:
+                    rows.append((f"{key} {insert}: contrast ratio ≥ 0.9", f"{r['contrast_ratio']:.2f}",
+                                 r["contrast_ratio"] >= 0.9))
+                rows.append((f"{key} {insert}: d′ ≥ the input's", f"{r['d_prime']:.2f} vs {identity[insert]['d_prime']:.2f}",
+                             r["d_prime"] >= identity[insert]["d_prime"]))
+            first = next(iter(by_method[model]))
+            ratio = by_method[model][first]["noise_sd"] / identity[first]["noise_sd"]
+            rows.append((f"{key}: noise ≤ 0.5× the input", f"×{ratio:.2f}", ratio <= 0.5))
+    met = sum(ok for _, _, ok in rows)
+    lines = [f"### Targets of issue 12 for {model}: {met} of {len(rows)} met", "",
+             "| target | measured | |", "|---|---|---|"]
+    lines += [f"| {name} | {value} | {'met' if ok else '**missed**'} |" for name, value, ok in rows]
+    return lines + [""]
+
+
+def render(report: Dict, args_slices: int) -> List[str]:
+    """The markdown report of a (possibly merged) held-out run."""
+    models = report.get("models", {})
+    lines = ["# Held-out evaluation", "",
+             "Models: " + ", ".join(f"{k} (sha256 {m['sha256'][:12]})" for k, m in models.items()) + ". "
+             "Produced by `python benchmarks/heldout.py`; every measure is the library's, every model runs "
+             "through `engine.denoise_volume`. Peers in the same run and on the same inputs.", ""]
+    if "scans" in report:
+        lines += scan_table(report["scans"], f"Held-out scans, simulated dose (mean of {args_slices} slices per scan)")
+        lines += ["Held-out scans: " + "; ".join(f"**{n}**: {d}" for n, _, d in HELD_OUT) + ".", ""]
+    if "pixels" in report:
+        lines += scan_table(report["pixels"], "Pixel sizes (held-out scans resampled)")
+    if "real" in report:
+        lines += real_table(report["real"], HELD_OUT_LOW_DOSE[2])
+    if "phantoms" in report:
+        lines += phantom_tables(report["phantoms"])
+    if "scans" in report and "_seconds_per_slice" in report["scans"]:
+        seconds = report["scans"]["_seconds_per_slice"]
+        lines += ["Median seconds per slice in this run (model: a 3-slice block through the engine; peers: "
+                  "the centre slice): " + ", ".join(f"{m} {v['s']:.2f}" for m, v in seconds.items()) + ".", ""]
+    for model in models:
+        lines += targets_table(report, model)
+    return lines
+
+
+def merge(paths: Sequence[str], out: Path) -> int:
+    """Combine the JSON reports of runs of different sections (same models and seed) into one."""
+    import shutil
+
+    report: Dict = {}
+    for path in paths:
+        part = json.loads(Path(path).read_text())
+        for key, value in part.items():
+            if key in ("models", "methods", "seed") and key in report and report[key] != value:
+                raise SystemExit(f"{path}: {key} differs from the first report; merge only runs of one set-up.")
+            report.setdefault(key, value)
+        for png in Path(path).parent.glob("*.png"):
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copy(png, out / png.name)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = render(report, report.get("slices", 3))
+    lines += [f"![{png.stem}]({png.name})" for png in sorted(out.glob("*.png"))]
+    (out / "heldout.json").write_text(json.dumps(report, indent=1, default=float))
+    (out / "heldout.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", default=None,
@@ -380,13 +482,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--slices", type=int, default=3, help="measured slices per held-out scan")
     parser.add_argument("--realisations", type=int, default=12, help="noise realisations per phantom and dose")
     parser.add_argument("--no-bm3d", action="store_true", help="skip BM3D even when installed")
+    parser.add_argument("--strength", type=float, action="append", default=[],
+                        help="also run each model at this strength (repeatable; 1.0 is always run)")
     parser.add_argument("--quick", action="store_true", help="smaller phantoms, one dose for the scans")
     parser.add_argument("--skip", action="append", default=[], choices=["scans", "pixels", "real", "phantoms"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--out", default=str(ROOT / "docs" / "heldout"))
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="combine the heldout.json of runs of different sections into OUT, then stop")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out))
     if args.threads:
         import torch
 
@@ -399,11 +507,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         loaded = load_model(path)
         label = f"{loaded.name} {loaded.version}" if path is None else Path(path).stem
         models[label] = loaded
-    methods = make_methods(models, not args.no_bm3d, args.device)
+    methods = make_methods(models, not args.no_bm3d, args.device, args.strength)
     root = shared_data_dir()
     report: Dict[str, object] = {"models": {k: {"name": m.name, "version": m.version, "sha256": m.sha256}
                                             for k, m in models.items()},
-                                 "methods": list(methods), "seed": args.seed}
+                                 "methods": list(methods), "seed": args.seed, "slices": args.slices}
     lines = ["# Held-out evaluation", "",
              f"Models: {', '.join(f'{k} (sha256 {m.sha256[:12]})' for k, m in models.items())}. "
              f"Produced by `python benchmarks/heldout.py` ({time.strftime('%Y-%m-%d')}).", ""]
