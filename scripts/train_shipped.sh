@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Train the shipped model lowdose-liver-pan 2.0 in the background, in stages (see the model card):
+# Train the shipped model lowdose-liver-pan 3.0 in the background, in stages (see the model card):
 #   1. paired supervised pre-training, HU scale 100, 64² patches   (configs/paired_hu100.yaml)
 #   2. recorrupted (R2R) targets, 128² patches                     (configs/r2r.yaml)
 #   3. R2R, noise on the patch grid, plus R2R on real low dose     (configs/r2r_real.yaml)
-#   4. as 3, longer, with the learning-rate decay; exported        (configs/shipped.yaml)
+#   4. as 3, longer, with the learning-rate decay: model 2.0.0     (configs/shipped.yaml)
+#   5. all training scans, own-texture dose-relative noise, detail
+#      inserts, 0.5-3 mm pixels, from 2.0                          (configs/generalist.yaml)
+#   6. stage 5 continued: model 3.0.0                              (configs/generalist_final.yaml)
+# The held-out scans of benchmarks/heldout.py are read by no stage.
 # Each stage starts from the previous one's checkpoint (model.init_generator).  Run folders,
 # checkpoints and logs go to ~/.cache/lowdose-denoise/runs/; rerunning the script resumes every
 # stage from its checkpoint.  The 1.0 model's recipe (paired.yaml, paired_large.yaml, then the
@@ -43,4 +47,8 @@ stage "$CONFIGS/paired_hu100.yaml" paired-s100 paired-s100.pt
 stage "$CONFIGS/r2r.yaml" r2r-a r2r-a.pt
 stage "$CONFIGS/r2r_real.yaml" r2r-g r2r-g.pt
 stage "$CONFIGS/shipped.yaml" lowdose-liver-pan lowdose-liver-pan.pt 2.0.0
-echo "done: $RUNS/r2r-h/lowdose-liver-pan.pt (copy it to LowDoseDenoise/Resources/Models/)"
+mkdir -p "$HOME/.cache/lowdose-denoise/init"  # stage 5 starts from the exported 2.0.0 file
+cp "$RUNS/r2r-h/lowdose-liver-pan.pt" "$HOME/.cache/lowdose-denoise/init/lowdose-liver-pan-2.0.0.pt"
+stage "$CONFIGS/generalist.yaml" lowdose-liver-pan generalist-a.pt 3.0.0-a
+stage "$CONFIGS/generalist_final.yaml" lowdose-liver-pan lowdose-liver-pan.pt 3.0.0
+echo "done: $RUNS/generalist-b2/lowdose-liver-pan.pt (copy it to LowDoseDenoise/Resources/Models/)"
