@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -261,7 +262,7 @@ def make_screenshot(model_path=None, volume_path=None, out: Path = SCREENSHOT_PA
     for column, (image, title) in enumerate(zip(images, titles), start=1):
         axes = figure.add_subplot(grid[column])
         axes.imshow(image, interpolation="nearest")
-        axes.set_title(title, color="#e8e8e8", fontsize=10)
+        axes.set_title(textwrap.fill(title, 44), color="#e8e8e8", fontsize=9)
         axes.set_xticks([])
         axes.set_yticks([])
         for spine, color in zip(axes.spines.values(), ["#F34A33", "#EDD54C", "#6EB04B"][column - 1 : column] * 4):
