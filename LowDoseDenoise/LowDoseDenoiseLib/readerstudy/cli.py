@@ -25,12 +25,13 @@ def _window(text: str):
 
 
 def _readers(text: str):
-    if text.isdigit():
-        count = int(text)
-        if count < 1:
-            raise argparse.ArgumentTypeError("a study needs at least one reader")
-        return count
-    return [name.strip() for name in text.split(",") if name.strip()]
+    from ..errors import InputError
+    from .plan import parse_readers
+
+    try:
+        return parse_readers(text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

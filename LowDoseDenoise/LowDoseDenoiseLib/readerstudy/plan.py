@@ -32,6 +32,7 @@ from . import protocol as p
 
 __all__ = [
     "FILTERS",
+    "CaseSource",
     "KEY_WARNING",
     "PAIR_DESIGNS",
     "Method",
@@ -41,6 +42,7 @@ __all__ = [
     "neutral_volume",
     "parse_method",
     "parse_methods",
+    "parse_readers",
     "plan_study",
     "sha256_file",
 ]
@@ -160,6 +162,39 @@ def parse_methods(specs: Union[str, Sequence[str]]) -> List[Method]:
     return methods
 
 
+def parse_readers(text: str) -> Union[int, List[str]]:
+    """A reader count (``"3"``: ids R1..R3) or comma-separated reader ids (``"anna,ben"``), as the CLI and GUI take."""
+    text = str(text).strip()
+    if text.isdigit():
+        count = int(text)
+        if count < 1:
+            raise InputError("A study needs at least one reader; give a count of 1 or more, or reader ids.")
+        return count
+    ids = [name.strip() for name in text.split(",") if name.strip()]
+    if not ids:
+        raise InputError("Give the number of readers (e.g. 2) or their ids separated by commas (e.g. R1,R2).")
+    return ids
+
+
+@dataclass(frozen=True)
+class CaseSource:
+    """A case that is not a file: e.g. a volume node of a Slicer scene.
+
+    ``source`` is what the key records as the case's origin (the readers never see
+    it); ``load`` returns the case as a :class:`~LowDoseDenoiseLib.volume.Volume` (a
+    copy: planning never modifies it) and is called once, when the case is planned,
+    so only one case is in memory at a time; ``identity`` tells two cases apart.
+    """
+
+    source: str
+    load: Callable[[], Volume]
+    identity: str = ""
+
+
+#: A case of :func:`plan_study`: an image file, a DICOM series folder or a :class:`CaseSource`.
+Case = Union[str, os.PathLike, CaseSource]
+
+
 # ---------------------------------------------------------------- images
 
 
@@ -258,7 +293,7 @@ def _check_out(out: Path, cases: Sequence[Path], overwrite: bool) -> None:
 
 
 def plan_study(
-    cases: Sequence[Union[str, os.PathLike]],
+    cases: Sequence[Case],
     methods: Union[str, Sequence[str]],
     out: Union[str, os.PathLike],
     readers: Union[int, Sequence[str]] = 2,
@@ -272,7 +307,9 @@ def plan_study(
 ) -> StudyPlan:
     """Make the images of every case and method and write a blinded study folder ``out``.
 
-    ``cases`` are image files or DICOM series folders (read, never modified);
+    ``cases`` are image files or DICOM series folders (read, never modified) or
+    :class:`CaseSource` objects (volumes already in memory, e.g. Slicer nodes:
+    :func:`.sceneplan.plan_study_from_nodes`);
     ``methods`` as :func:`parse_methods`; ``readers`` a count (ids R1..RN) or a list of
     ids; ``pairs`` 'reference' (each method against the original) or 'all' (every two
     methods).  The same inputs and ``seed`` give the same study.
@@ -295,11 +332,13 @@ def plan_study(
     if len(set(reader_ids)) != len(reader_ids):
         raise InputError("A reader id is given twice; every reader needs an own id.")
     method_list = parse_methods(methods)
-    case_paths = [Path(c) for c in cases]
+    case_list: List[Union[Path, CaseSource]] = [c if isinstance(c, CaseSource) else Path(c) for c in cases]
+    case_paths = [c for c in case_list if isinstance(c, Path)]
     for case in case_paths:
         if not case.exists():
             raise InputError(f"Case {case} does not exist; check the path.")
-    if len({c.resolve() for c in case_paths}) != len(case_paths):
+    identities = [c.identity or c.source if isinstance(c, CaseSource) else str(c.resolve()) for c in case_list]
+    if len(set(identities)) != len(identities):
         raise InputError("A case is listed twice; list every case once.")
     _check_out(out, case_paths, overwrite)
     say = progress or (lambda message: None)
@@ -319,7 +358,7 @@ def plan_study(
         # every (case, pair, side) appearance gets its own image file; numbers are assigned after shuffling
         appearances: List[Tuple[Dict[str, Any], str]] = []
         items: List[Dict[str, Any]] = []
-        for case_index in range(len(case_paths)):
+        for case_index in range(len(case_list)):
             for first, second in design:
                 swap = bool(rng.integers(2))
                 left, right = (second, first) if swap else (first, second)
@@ -336,19 +375,20 @@ def plan_study(
 
         key_images: Dict[str, Any] = {}
         key_cases = []
-        for case_index, case in enumerate(case_paths):
-            say(f"case {case_index + 1}/{len(case_paths)}: reading {case}")
-            volume = read_volume(case, force=force)
+        for case_index, case in enumerate(case_list):
+            source = case.source if isinstance(case, CaseSource) else str(case)
+            say(f"case {case_index + 1}/{len(case_list)}: reading {source}")
+            volume = case.load() if isinstance(case, CaseSource) else read_volume(case, force=force)
             if np.issubdtype(volume.voxels.dtype, np.floating) and not np.isfinite(volume.voxels).all():
-                raise InputError(f"{case} contains NaN or infinite values; fix or mask them first.")
+                raise InputError(f"{source} contains NaN or infinite values; fix or mask them first.")
             problem = ct_range_problem(volume.voxels)
             if problem and not force:
-                raise InputError(f"{case}: {problem}; pass --force to use it anyway.")
-            key_cases.append({"case": f"case_{case_index + 1:02d}", "source": str(case),
+                raise InputError(f"{source}: {problem}; pass --force to use it anyway.")
+            key_cases.append({"case": f"case_{case_index + 1:02d}", "source": source,
                               "shape": list(volume.voxels.shape), "spacing": list(volume.spacing)})
             made = {}
             for method, label in zip(method_list, labels):
-                say(f"case {case_index + 1}/{len(case_paths)}: {label}")
+                say(f"case {case_index + 1}/{len(case_list)}: {label}")
                 hu, details = _method_image(method, volume, models)
                 made[label] = (neutral_volume(volume, hu), details)
             for item in items:
@@ -389,7 +429,7 @@ def plan_study(
         _write_json(work / p.KEY_DIR / p.KEY_FILE, key)
         (work / p.KEY_DIR / "README.txt").write_text(KEY_WARNING, encoding="utf-8")
         (work / "README.txt").write_text(_study_readme(reader_ids), encoding="utf-8")
-    return StudyPlan(folder=out, cases=len(case_paths), methods=labels, items=len(items), images=len(appearances),
+    return StudyPlan(folder=out, cases=len(case_list), methods=labels, items=len(items), images=len(appearances),
                      readers=reader_ids)
 
 
