@@ -3,8 +3,10 @@
 Slicer glue only.  The work is done by ``LowDoseDenoiseLib.readerstudy`` (shipped by the
 LowDoseDenoise module of the same extension): ``scores.ReadingSession`` (worklist, the
 reader's order, the append-only score file) and ``views.ReadingViews`` (MRML: the pair
-in linked side-by-side views under neutral names), both tested without Qt.  The study
-is planned and summarised on the command line (``lowdose-denoise reader-study``).
+in linked side-by-side views under neutral names), both tested without Qt.  The "Plan a
+study" section plans from the scene's volumes through ``sceneplan.plan_study_from_nodes``,
+the same ``plan_study`` the command line (``lowdose-denoise reader-study plan``) runs;
+the summary is made on the command line.
 """
 
 import time
@@ -38,7 +40,8 @@ class LowDoseReaderStudy(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["LowDoseDenoise contributors"]
         self.parent.helpText = _(
-            "Blinded reading of a study planned with <tt>lowdose-denoise reader-study plan</tt>: open the study "
+            "Plan a blinded study from CT volumes loaded in the scene (section 'Plan a study', for the "
+            "coordinator; the same as <tt>lowdose-denoise reader-study plan</tt>), then read it: open the study "
             "folder (without its key folder), enter your reader id, and score each pair of images shown side by "
             "side (1-5 for overall quality, noise, sharpness, artefacts, diagnostic confidence, and which image "
             "you would rather read). Every pair is saved to disk at once; reading resumes where you stopped. "
@@ -52,8 +55,12 @@ class LowDoseReaderStudy(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class LowDoseReaderStudyParameterNode:
-    """GUI state: which study, which reader, the display window."""
+    """GUI state: the plan's settings (cases are ticked in the combo box), which study, which reader, the window."""
 
+    planMethods: str = "original,model,cad"
+    planReaders: str = "2"
+    planSeed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
+    planFolder: Path
     studyFolder: Path
     readerId: str
     windowWidth: Annotated[float, WithinRange(1.0, 4000.0)] = 400.0
@@ -84,6 +91,8 @@ class LowDoseReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.preferenceGroup = qt.QButtonGroup(uiWidget)
         for button in (self.ui.preferAButton, self.ui.preferBButton, self.ui.preferEqualButton):
             self.preferenceGroup.addButton(button)
+        self.ui.planCasesComboBox.setMRMLScene(slicer.mrmlScene)
+        self.ui.planButton.connect("clicked(bool)", self.onPlanButton)
         self.ui.startButton.connect("clicked(bool)", self.onStartButton)
         self.ui.saveNextButton.connect("clicked(bool)", self.onSaveNextButton)
         self.ui.previousButton.connect("clicked(bool)", self.onPreviousButton)
@@ -117,6 +126,22 @@ class LowDoseReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._updateGui()
 
     # -- actions ------------------------------------------------------------------------------
+    def onPlanButton(self) -> None:
+        self.ui.planStatusLabel.text = ""
+        with slicer.util.tryWithErrorDisplay(_("The study was not planned."), waitCursor=True):
+            from LowDoseDenoiseLib.readerstudy import protocol
+
+            parameters = self._parameterNode
+            plan = self.logic.planStudy(
+                self.ui.planCasesComboBox.checkedNodes(), parameters.planMethods, parameters.planFolder,
+                parameters.planReaders, parameters.planSeed, progress=self._showPlanProgress,
+            )
+            self.ui.planStatusLabel.text = _(
+                "Study planned in {folder}: {cases} cases x {methods} methods ({names}), {items} pairs, readers "
+                "{readers}. The key is in {key}: move it away from the readers until every reader has finished."
+            ).format(folder=plan.folder, cases=plan.cases, methods=len(plan.methods), names=", ".join(plan.methods),
+                     items=plan.items, readers=", ".join(plan.readers), key=plan.folder / protocol.KEY_DIR)
+
     def onStartButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Could not open the reader study."), waitCursor=True):
             self.session, self.views = self.logic.startSession(
@@ -155,6 +180,10 @@ class LowDoseReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
                 self.views.set_window(self._parameterNode.windowWidth, self._parameterNode.windowLevel)
 
     # -- helpers ------------------------------------------------------------------------------
+    def _showPlanProgress(self, message: str) -> None:
+        self.ui.planStatusLabel.text = message
+        slicer.app.processEvents()
+
     def _show(self, index: Optional[int]) -> None:
         self.index = index
         self._clearForm()
@@ -227,6 +256,21 @@ class LowDoseReaderStudyLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self) -> LowDoseReaderStudyParameterNode:
         return LowDoseReaderStudyParameterNode(super().getParameterNode())
 
+    def planStudy(self, caseNodes, methods: str, studyFolder, readers: str = "2", seed: int = 0, progress=None):
+        """Plan a blinded study from scene volume nodes into the new folder ``studyFolder``; usable from scripts.
+
+        The same planning as ``lowdose-denoise reader-study plan`` (``readers``: a count or ids a,b,c);
+        returns the library's StudyPlan.  The nodes are not modified.
+        """
+        from LowDoseDenoiseLib.errors import InputError
+        from LowDoseDenoiseLib.readerstudy.plan import parse_readers
+        from LowDoseDenoiseLib.readerstudy.sceneplan import plan_study_from_nodes
+
+        if not studyFolder or not str(studyFolder).strip() or str(studyFolder) == ".":
+            raise InputError(_("Choose the new study folder first."))
+        return plan_study_from_nodes(list(caseNodes), methods, studyFolder, readers=parse_readers(readers),
+                                     seed=int(seed), progress=progress, scene=slicer.mrmlScene)
+
     def startSession(self, studyFolder, readerId: str):
         """(ReadingSession, ReadingViews) for ``readerId`` in ``studyFolder``; usable from scripts."""
         from LowDoseDenoiseLib.errors import InputError
@@ -251,6 +295,8 @@ class LowDoseReaderStudyTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_ReadOnePair()
+        self.setUp()
+        self.test_PlanFromScene()
 
     def test_ReadOnePair(self):
         import tempfile
@@ -276,4 +322,27 @@ class LowDoseReaderStudyTest(ScriptedLoadableModuleTest):
         session.record(item.id, scores, scores, "equal")
         self.assertTrue(session.finished)
         views.clear()
+        self.delayDisplay("Test passed")
+
+    def test_PlanFromScene(self):
+        import tempfile
+
+        import numpy as np
+
+        from LowDoseDenoiseLib.io.imagefiles import write_volume
+        from LowDoseDenoiseLib.volume import Volume
+
+        self.delayDisplay("Planning from scene volumes")
+        folder = Path(tempfile.mkdtemp())
+        rng = np.random.default_rng(1)
+        nodes = []
+        for index in range(2):
+            voxels = np.rint(rng.normal(40, 30, size=(3, 40, 40))).astype(np.int16)
+            case = write_volume(Volume(voxels=voxels, spacing=(0.8, 0.8, 2.5)), folder / f"case{index}.nrrd")
+            nodes.append(slicer.util.loadVolume(str(case)))
+        plan = LowDoseReaderStudyLogic().planStudy(nodes, "original,gaussian", folder / "study", "1", 3)
+        self.assertEqual((plan.cases, plan.items, plan.readers), (2, 2, ["R1"]))
+        worklist = (plan.folder / "worklist.json").read_text()
+        for node in nodes:
+            self.assertNotIn(node.GetName(), worklist)
         self.delayDisplay("Test passed")

@@ -92,9 +92,60 @@ def test_ui_binds_the_parameter_node_and_holds_every_used_widget():
     assert set(bound) == set(fields)
     fits = {"Path": "ctkPathLineEdit", "str": "QLineEdit"}
     for name, annotation in fields.items():
-        assert bound[name] == fits.get(annotation, "QDoubleSpinBox"), (name, annotation, bound[name])
+        expected = "QSpinBox" if annotation.startswith("Annotated[int") else fits.get(annotation, "QDoubleSpinBox")
+        assert bound[name] == expected, (name, annotation, bound[name])
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     assert not used - set(ui_widgets()), sorted(used - set(ui_widgets()))
+
+
+def test_plan_section_offers_the_cli_plan():
+    """The "Plan a study" section: scene volumes to tick, the CLI's options, a Plan button through the library."""
+    root = ET.parse(UI_FILE).getroot()
+    section = next(w for w in root.iter("widget") if w.get("name") == "planCollapsibleButton")
+    inside = {w.get("name"): w for w in section.iter("widget")}
+    combo = inside["planCasesComboBox"]
+    assert combo.get("class") == "qMRMLCheckableNodeComboBox"
+    properties = {prop.get("name"): [s.text for s in prop.iter("string")] for prop in combo.findall("property")}
+    assert properties["nodeTypes"] == ["vtkMRMLScalarVolumeNode"]
+    assert properties["hideChildNodeTypes"] == ["vtkMRMLLabelMapVolumeNode"]
+    bound = {name: parameter for name, (cls, parameter) in ui_widgets().items() if name in inside and parameter}
+    assert set(bound.values()) == {"planMethods", "planReaders", "planSeed", "planFolder"}
+    assert {"planButton", "planStatusLabel"} <= set(inside)
+    declared = {w.findtext("class") for w in root.iter("customwidget")}
+    assert {"qMRMLCheckableNodeComboBox", "qMRMLNodeComboBox", "ctkPathLineEdit"} <= declared
+
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    wrapper = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name.endswith("ParameterNode"))
+    defaults = {item.target.id: ast.literal_eval(item.value) for item in wrapper.body
+                if isinstance(item, ast.AnnAssign) and item.value is not None
+                and isinstance(item.value, ast.Constant)}
+    assert defaults["planMethods"] == "original,model,cad" and defaults["planSeed"] == 0
+    from LowDoseDenoiseLib.readerstudy.plan import parse_readers
+
+    assert parse_readers(defaults["planReaders"]) == 2
+    logic = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{MODULE}Logic")
+    plan = ast.unparse(next(m for m in logic.body if isinstance(m, ast.FunctionDef) and m.name == "planStudy"))
+    assert "plan_study_from_nodes" in plan and "parse_readers" in plan and "scene=slicer.mrmlScene" in plan
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{MODULE}Widget")
+    on_plan = ast.unparse(next(m for m in widget.body if isinstance(m, ast.FunctionDef) and m.name == "onPlanButton"))
+    assert "checkedNodes()" in on_plan and "self.logic.planStudy" in on_plan and "KEY_DIR" in on_plan
+
+
+def test_mrml_calls_of_the_scene_plan_exist_in_slicer_core():
+    """Every CamelCase (VTK/MRML) method the scene plan calls on a node exists on a slicer-core MRML class."""
+    slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+    vtk = pytest.importorskip("vtk")
+    classes = [getattr(slicer, name) for name in dir(slicer) if name.startswith("vtkMRML")] + [vtk.vtkImageData]
+    path = REPO / "LowDoseDenoise" / "LowDoseDenoiseLib" / "readerstudy" / "sceneplan.py"
+    calls = {node.func.attr for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr[:1].isupper()
+             and node.func.attr not in ("InputError", "Volume", "CaseSource")}
+    assert {"IsA", "GetImageData", "GetScene"} <= calls
+    missing = sorted(call for call in calls if not any(hasattr(cls, call) for cls in classes))
+    assert not missing, missing
+    assert all(hasattr(slicer, name) for name in ("vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode",
+                                                  "vtkMRMLVectorVolumeNode"))
 
 
 def test_module_file_is_glue_only():
