@@ -334,9 +334,9 @@ def plan_study(
     method_list = parse_methods(methods)
     case_list: List[Union[Path, CaseSource]] = [c if isinstance(c, CaseSource) else Path(c) for c in cases]
     case_paths = [c for c in case_list if isinstance(c, Path)]
-    for case in case_paths:
-        if not case.exists():
-            raise InputError(f"Case {case} does not exist; check the path.")
+    for case_path in case_paths:
+        if not case_path.exists():
+            raise InputError(f"Case {case_path} does not exist; check the path.")
     identities = [c.identity or c.source if isinstance(c, CaseSource) else str(c.resolve()) for c in case_list]
     if len(set(identities)) != len(identities):
         raise InputError("A case is listed twice; list every case once.")
