@@ -20,6 +20,7 @@ back.  The last convolution starts at zero, so an untrained generator is the ide
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Tuple
 
@@ -52,6 +53,11 @@ class GeneratorConfig:
     width: int = 16  #: channels at the first (half-resolution) level
     levels: int = 3  #: down-sampling steps after the pixel unshuffle
     res_blocks: int = 4  #: residual blocks at the bottleneck
+    #: σ in pixels of a Gaussian low-pass whose part of the predicted noise is NOT removed (0 = off):
+    #: the output keeps the input's content below ~1/(2πσ) cycles/pixel exactly, so faint lesions of
+    #: a few σ and more keep their contrast whatever the network predicts; CT noise has little power
+    #: there (ramp-shaped NPS), smooth-kernel noise more.
+    keep_low_sigma: float = 0.0
 
     @property
     def in_channels(self) -> int:
@@ -67,12 +73,17 @@ class GeneratorConfig:
         """Smallest in-plane size accepted (reflect padding needs at least this)."""
         return self.multiple
 
-    def to_dict(self) -> Dict[str, int]:
-        return {"name": ARCHITECTURE, **asdict(self)}
+    def to_dict(self) -> Dict[str, Any]:
+        values: Dict[str, Any] = {"name": ARCHITECTURE, **asdict(self)}
+        if not self.keep_low_sigma:  # model files without the option stay byte-for-byte as before
+            values.pop("keep_low_sigma")
+        return values
 
     @classmethod
     def from_dict(cls, data: Dict) -> GeneratorConfig:
-        fields = {k: int(data[k]) for k in ("context", "width", "levels", "res_blocks") if k in data}
+        fields: Dict[str, Any] = {k: int(data[k]) for k in ("context", "width", "levels", "res_blocks") if k in data}
+        if "keep_low_sigma" in data:
+            fields["keep_low_sigma"] = float(data["keep_low_sigma"])
         return cls(**fields)
 
 
@@ -162,6 +173,13 @@ class Generator(nn.Module):
         nn.init.zeros_(self.tail.weight)
         if self.tail.bias is not None:
             nn.init.zeros_(self.tail.bias)
+        self.keep_low_sigma = float(config.keep_low_sigma)
+        radius = int(math.ceil(3.0 * self.keep_low_sigma)) if self.keep_low_sigma > 0 else 0
+        taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        kernel = torch.exp(-0.5 * (taps / max(self.keep_low_sigma, 1e-6)) ** 2) if radius else torch.ones(1)
+        # not persistent: checkpoints and state dicts are the same with and without the option
+        self.register_buffer("low_kernel", (kernel / kernel.sum()).reshape(1, 1, 1, -1), persistent=False)
+        self.low_radius = radius
 
     def predict_noise(self, x: torch.Tensor) -> torch.Tensor:
         """The noise estimate for the centre slice, (B, 1, H, W), any H, W ≥ min_size."""
@@ -180,8 +198,17 @@ class Generator(nn.Module):
         h = self.bottleneck(skips.pop())
         for decoder in self.decoders:
             h = decoder(h, skips.pop())
-        noise = F.pixel_shuffle(self.tail(h), 2)
-        return noise[:, :, :height, :width]
+        noise = F.pixel_shuffle(self.tail(h), 2)[:, :, :height, :width]
+        if self.low_radius > 0:
+            noise = noise - self._low_pass(noise)
+        return noise
+
+    def _low_pass(self, image: torch.Tensor) -> torch.Tensor:
+        """Separable Gaussian blur (σ = keep_low_sigma px) with edge replication, same size."""
+        r = self.low_radius
+        kernel = self.low_kernel.to(image.dtype)
+        out = F.conv2d(F.pad(image, [r, r, 0, 0], mode="replicate"), kernel)
+        return F.conv2d(F.pad(out, [0, 0, r, r], mode="replicate"), kernel.transpose(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centre = x[:, self.context : self.context + 1]

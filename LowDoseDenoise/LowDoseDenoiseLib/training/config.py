@@ -130,6 +130,9 @@ class ModelConfig:
     #: scaled by 0.1, last conv zero: keeps the small noise signal alive through the depth) or
     #: "default" (PyTorch's, which shrinks activations layer by layer and learns slowly)
     init: str = "kaiming"
+    #: σ (pixels) of the low-frequency pass-through of the generator (network.GeneratorConfig.keep_low_sigma;
+    #: 0 = off): the predicted noise's Gaussian low-pass part is not removed, so faint lesions keep contrast
+    keep_low_sigma: float = 0.0
 
 
 @dataclass
@@ -344,6 +347,8 @@ def validate(config: TrainConfig) -> None:
         raise InputError("optim.steps and optim.batch_size must be at least 1.")
     if config.perceptual.network not in ("vgg16", "autoencoder", "none"):
         raise InputError("perceptual.network must be vgg16, autoencoder or none.")
+    if config.model.keep_low_sigma < 0:
+        raise InputError("model.keep_low_sigma must be 0 (off) or a positive σ in pixels.")
     if config.model.init not in ("kaiming", "default"):
         raise InputError("model.init must be kaiming or default.")
     if d.hu_scale <= 0 or len(d.hu_clip) != 2 or d.hu_clip[0] >= d.hu_clip[1]:

@@ -147,7 +147,8 @@ def normalisation(config: TrainConfig) -> HUNormalisation:
 
 def generator_config(config: TrainConfig) -> GeneratorConfig:
     m = config.model
-    return GeneratorConfig(context=config.data.context, width=m.width, levels=m.levels, res_blocks=m.res_blocks)
+    return GeneratorConfig(context=config.data.context, width=m.width, levels=m.levels, res_blocks=m.res_blocks,
+                           keep_low_sigma=m.keep_low_sigma)
 
 
 # --------------------------------------------------------------------------- data
@@ -903,7 +904,9 @@ def load_generator_weights(g: Generator, source: str, gcfg: GeneratorConfig) -> 
         loaded = load_model(path)
         arch = loaded.metadata["architecture"]
         weights = loaded.module.state_dict()
-    expected = gcfg.to_dict()
+    # the weights' shapes must match; keep_low_sigma is a fixed filter without weights, so a run may
+    # add (or change) it on top of a generator trained without it
+    expected = {k: v for k, v in gcfg.to_dict().items() if k != "keep_low_sigma"}
     if any(arch.get(key) != value for key, value in expected.items()):
         raise InputError(f"model.init_generator {path} has architecture {arch}; this run needs {expected}.")
     g.load_state_dict(weights)
