@@ -7,6 +7,7 @@
 #   5. all training scans, own-texture dose-relative noise, detail
 #      inserts, 0.5-3 mm pixels, from 2.0                          (configs/generalist.yaml)
 #   6. stage 5 continued: model 3.0.0                              (configs/generalist_final.yaml)
+#   7. stage 6 with a low-frequency pass-through: model 3.1.0      (configs/generalist_lowpass.yaml)
 # The held-out scans of benchmarks/heldout.py are read by no stage.
 # Each stage starts from the previous one's checkpoint (model.init_generator).  Run folders,
 # checkpoints and logs go to ~/.cache/lowdose-denoise/runs/; rerunning the script resumes every
@@ -50,5 +51,6 @@ stage "$CONFIGS/shipped.yaml" lowdose-liver-pan lowdose-liver-pan.pt 2.0.0
 mkdir -p "$HOME/.cache/lowdose-denoise/init"  # stage 5 starts from the exported 2.0.0 file
 cp "$RUNS/r2r-h/lowdose-liver-pan.pt" "$HOME/.cache/lowdose-denoise/init/lowdose-liver-pan-2.0.0.pt"
 stage "$CONFIGS/generalist.yaml" lowdose-liver-pan generalist-a.pt 3.0.0-a
-stage "$CONFIGS/generalist_final.yaml" lowdose-liver-pan lowdose-liver-pan.pt 3.0.0
-echo "done: $RUNS/generalist-b2/lowdose-liver-pan.pt (copy it to LowDoseDenoise/Resources/Models/)"
+stage "$CONFIGS/generalist_final.yaml" lowdose-liver-pan generalist-b2.pt 3.0.0
+stage "$CONFIGS/generalist_lowpass.yaml" lowdose-liver-pan lowdose-liver-pan.pt 3.1.0
+echo "done: $RUNS/generalist-low/lowdose-liver-pan.pt (copy it to LowDoseDenoise/Resources/Models/)"

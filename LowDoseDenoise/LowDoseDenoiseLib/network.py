@@ -54,9 +54,10 @@ class GeneratorConfig:
     levels: int = 3  #: down-sampling steps after the pixel unshuffle
     res_blocks: int = 4  #: residual blocks at the bottleneck
     #: σ in pixels of a Gaussian low-pass whose part of the predicted noise is NOT removed (0 = off):
-    #: the output keeps the input's content below ~1/(2πσ) cycles/pixel exactly, so faint lesions of
-    #: a few σ and more keep their contrast whatever the network predicts; CT noise has little power
-    #: there (ramp-shaped NPS), smooth-kernel noise more.
+    #: the removed part's spectrum is the predicted noise's × (1 − G(f)), G(f) = exp(−2π²σ²f²), which
+    #: vanishes at zero frequency and is small below ~1/(2πσ) cycles/pixel, so faint lesions of a few σ
+    #: and more keep most of their contrast whatever the network predicts (and no mean HU is shifted);
+    #: CT noise has little power there (ramp-shaped NPS), smooth-kernel noise more.
     keep_low_sigma: float = 0.0
 
     @property

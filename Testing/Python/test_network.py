@@ -82,3 +82,30 @@ def test_patch_discriminator_scores_patches():
     out = disc(torch.randn(2, 1, 64, 64))
     assert out.shape[0] == 2 and out.shape[1] == 1
     assert out.shape[2] > 1 and out.shape[3] > 1  # a grid of patch scores, not one number
+
+
+def test_keep_low_sigma_never_removes_a_flat_offset_and_keeps_weights_compatible():
+    """With the low-frequency pass-through a generator that predicts a constant 'noise' removes
+    nothing (the removed part has no zero-frequency content); without it, it shifts the image."""
+    import torch
+
+    from LowDoseDenoiseLib.network import Generator, GeneratorConfig
+
+    plain = Generator(GeneratorConfig(width=4, levels=2, res_blocks=1))
+    kept = Generator(GeneratorConfig(width=4, levels=2, res_blocks=1, keep_low_sigma=2.5))
+    assert set(plain.state_dict()) == set(kept.state_dict())  # same checkpoints either way
+    with torch.no_grad():
+        plain.tail.bias.fill_(0.3)  # predicted noise = 0.3 model units everywhere
+    kept.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 48, 64)
+    with torch.no_grad():
+        assert torch.allclose(plain(x), x[:, 1:2] - 0.3, atol=1e-5)
+        assert torch.allclose(kept(x), x[:, 1:2], atol=1e-5)
+        # fine structure is still removed: a checkerboard 'noise' passes the high-pass almost whole
+        checker = ((torch.arange(48)[:, None] + torch.arange(64)[None, :]) % 2).float()[None, None] - 0.5
+        assert float((checker - kept._low_pass(checker)).abs().mean()) > 0.45
+    scripted = torch.jit.script(kept)
+    assert torch.allclose(scripted(x), kept(x), atol=1e-6)
+    config = GeneratorConfig.from_dict(kept_cfg := GeneratorConfig(keep_low_sigma=2.5).to_dict())
+    assert config.keep_low_sigma == 2.5 and "keep_low_sigma" in kept_cfg
+    assert "keep_low_sigma" not in GeneratorConfig().to_dict()  # old model files unchanged
