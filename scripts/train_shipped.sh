@@ -7,7 +7,8 @@
 #   5. all training scans, own-texture dose-relative noise, detail
 #      inserts, 0.5-3 mm pixels, from 2.0                          (configs/generalist.yaml)
 #   6. stage 5 continued: model 3.0.0                              (configs/generalist_final.yaml)
-#   7. stage 6 with a low-frequency pass-through: model 3.1.0      (configs/generalist_lowpass.yaml)
+#   7. stage 6's checkpoint exported with a low-frequency pass-through (σ 2.5 px, no further
+#      training): model 3.1.0; generalist_lowpass.yaml (fine-tuning with it) is an ablation
 # The held-out scans of benchmarks/heldout.py are read by no stage.
 # Each stage starts from the previous one's checkpoint (model.init_generator).  Run folders,
 # checkpoints and logs go to ~/.cache/lowdose-denoise/runs/; rerunning the script resumes every
@@ -52,5 +53,6 @@ mkdir -p "$HOME/.cache/lowdose-denoise/init"  # stage 5 starts from the exported
 cp "$RUNS/r2r-h/lowdose-liver-pan.pt" "$HOME/.cache/lowdose-denoise/init/lowdose-liver-pan-2.0.0.pt"
 stage "$CONFIGS/generalist.yaml" lowdose-liver-pan generalist-a.pt 3.0.0-a
 stage "$CONFIGS/generalist_final.yaml" lowdose-liver-pan generalist-b2.pt 3.0.0
-stage "$CONFIGS/generalist_lowpass.yaml" lowdose-liver-pan lowdose-liver-pan.pt 3.1.0
-echo "done: $RUNS/generalist-low/lowdose-liver-pan.pt (copy it to LowDoseDenoise/Resources/Models/)"
+PYTHONPATH=LowDoseDenoise "$PY" -m LowDoseDenoiseLib.cli export "$RUNS/generalist-b2/checkpoint.pt" \
+    "$RUNS/generalist-b2/lowdose-liver-pan.pt" --name lowdose-liver-pan --version 3.1.0 --keep-low-sigma 2.5 --overwrite
+echo "done: $RUNS/generalist-b2/lowdose-liver-pan.pt (copy it to LowDoseDenoise/Resources/Models/)"

@@ -607,7 +607,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .training import export
 
     print(export.export_checkpoint(args.checkpoint, args.output, name=args.name, version=args.version,
-                                   overwrite=args.overwrite))
+                                   overwrite=args.overwrite, keep_low_sigma=args.keep_low_sigma))
     return EXIT_OK
 
 
@@ -722,6 +722,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     p.add_argument("--version")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    p.add_argument("--keep-low-sigma", type=float, metavar="PX",
+                   help="export with a low-frequency pass-through of this σ in pixels (the Gaussian low-pass part "
+                        "of the predicted noise is not removed: faint large lesions keep their contrast); "
+                        "default: as trained")
     p.set_defaults(func=cmd_export)
 
     from .readerstudy.cli import add_parser as add_reader_study_parser

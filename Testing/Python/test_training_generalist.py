@@ -105,3 +105,31 @@ def test_new_config_fields_are_checked():
         config_from_dict({"mode": "paired", "data": {"recorrupt_noise": "magic"}})
     with pytest.raises(InputError, match="stride"):
         config_from_dict({"mode": "paired", "data": {"normal_dose": [{"path": "x", "stride": 0}]}})
+
+
+def test_export_with_a_low_frequency_pass_through(dataset, tmp_path):  # noqa: F811
+    """`export --keep-low-sigma` writes the same weights with the fixed filter on: a flat offset
+    predicted as noise is then not removed, and the metadata says so."""
+    from LowDoseDenoiseLib.modelfile import load_model
+    from LowDoseDenoiseLib.training.export import export_checkpoint
+
+    trainer = Trainer(_config(dataset, tmp_path), progress=False)
+    trainer.fit(2)
+    import torch
+
+    with torch.no_grad():
+        trainer.g.tail.bias.fill_(0.3)  # the generator now predicts a 0.3-unit offset as 'noise'
+    checkpoint = trainer.save()
+    plain = load_model(export_checkpoint(str(checkpoint), str(tmp_path / "plain.pt")))
+    kept = load_model(export_checkpoint(str(checkpoint), str(tmp_path / "kept.pt"), keep_low_sigma=2.5))
+    assert kept.metadata["architecture"]["keep_low_sigma"] == 2.5
+    assert "keep_low_sigma" not in plain.metadata["architecture"]
+    x = torch.randn(1, 3, 64, 64) * 0.2
+    with torch.no_grad():
+        removed_plain = x[:, 1:2] - plain.module(x)
+        removed_kept = x[:, 1:2] - kept.module(x)
+    # the kept model removes the plain one's prediction minus its low-pass part: no offset removed
+    assert float(removed_plain.mean()) > 0.2
+    assert abs(float(removed_kept.mean())) < 0.02
+    with pytest.raises(InputError, match="keep-low-sigma"):
+        export_checkpoint(str(checkpoint), str(tmp_path / "bad.pt"), keep_low_sigma=-1.0)

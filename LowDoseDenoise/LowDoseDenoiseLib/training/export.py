@@ -123,7 +123,7 @@ def _normalisation(state: Dict[str, Any]) -> HUNormalisation:
 
 
 def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, version: Optional[str] = None,
-                      overwrite: bool = False) -> Path:
+                      overwrite: bool = False, keep_low_sigma: Optional[float] = None) -> Path:
     """Write the generator of a training checkpoint as a TorchScript model file with metadata.
 
     Refuses a checkpoint whose generator is not this project's architecture, and an
@@ -141,6 +141,10 @@ def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, ver
             f"Checkpoint {checkpoint} holds a '{arch.get('name')}' generator; this version exports only "
             f"'{ARCHITECTURE}' generators. Train with LowDoseDenoise's trainer or export it with its own tool."
         )
+    if keep_low_sigma is not None:  # a fixed filter without weights: may be set at export time
+        if keep_low_sigma < 0:
+            raise InputError("--keep-low-sigma must be 0 (off) or a positive σ in pixels.")
+        arch["keep_low_sigma"] = float(keep_low_sigma)
     try:
         config = GeneratorConfig.from_dict(arch)
         generator = Generator(config)
