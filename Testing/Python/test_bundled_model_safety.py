@@ -10,10 +10,10 @@ data needed, so they run in CI), through the shipped inference path (engine.deno
 * fine detail: at least 85% of the in-band energy of every resolution pattern is kept at 25%;
 * low-contrast contrast: every ≥ 5 mm insert keeps at least LCD_CONTRAST_FLOOR of its contrast.
 
-The last floor is FAR BELOW the project's target (0.9; the model card says by how much the
-bundled model misses it: 3.0 keeps 0.31–0.50 of the contrast of the ≥ 5 mm inserts at 10% dose on
-the card's phantom, about 2.0's level): it only catches a model that erases them outright; it does
-not claim the target is met.
+The last floor is BELOW the project's target (0.9; the model card says by how much the bundled
+model misses it: 3.1 keeps 0.59–0.82 of the contrast of the 5–10 mm inserts at 10% dose on the card's
+phantom, 3.0 without the low-frequency pass-through kept 0.31–0.50): it catches a model that erases
+faint lesions the way 3.0 did; it does not claim the target is met.
 """
 
 import numpy as np
@@ -21,8 +21,9 @@ import pytest
 
 from LowDoseDenoiseLib.quality import taskphantoms as tp
 
-#: the bundled 3.0 model measures 0.29–0.46 here (8 realisations, 256² phantom); the target is 0.9
-LCD_CONTRAST_FLOOR = 0.25
+#: the bundled 3.1 model measures 0.60–0.81 here (8 realisations, 256² phantom), 3.0 measured 0.29–0.46;
+#: the target is 0.9
+LCD_CONTRAST_FLOOR = 0.5
 
 
 def _bundled():
