@@ -422,7 +422,12 @@ def test_bundled_model_cuts_simulated_noise_on_phantom():
     noise_in = float((noisy[1] - clean[1])[flat].std())
     noise_out = float((out[1] - clean[1])[flat].std())
     assert noise_out / noise_in <= 0.5, (noise_in, noise_out)  # the card's target: noise halved
-    assert abs(float((out[1] - clean[1])[flat].mean())) <= 3.0
+    # bias over the whole liver (3 slices): the mean error of one small ROI is mostly the input's own
+    # low-frequency noise there (-4.3 HU for this seed), which a model with a low-frequency
+    # pass-through keeps, as it should; what it must not do is shift the mean
+    liver = make_phantom(size=320, slices=3, seed=0).labels["liver"]
+    assert abs(float((out - clean)[liver].mean())) <= 2.0
+    assert abs(float((out[1] - noisy[1])[flat].mean())) <= 1.0  # no shift of the ROI's mean either
 
 
 def test_env_var_controls_shared_data(monkeypatch, tmp_path):
