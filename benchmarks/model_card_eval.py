@@ -68,22 +68,17 @@ LIVER_WINDOW = metrics.window_bounds("liver")
 
 
 def gaussian(hu: np.ndarray) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
+    """The library's Gaussian peer (σ 0.8 px in-plane)."""
+    from LowDoseDenoiseLib.quality import filters
 
-    return np.stack([gaussian_filter(s, 0.8) for s in hu]).astype(np.float32)
+    return filters.gaussian(hu, (1.0, 1.0, 1.0))
 
 
 def curvature_diffusion(hu: np.ndarray, spacing) -> np.ndarray:
-    """SimpleITK curvature anisotropic diffusion on the 3D block, as Slicer's module runs it."""
-    import SimpleITK as sitk
+    """The library's curvature anisotropic diffusion (5 it.) on the 3D block, as Slicer's module runs it."""
+    from LowDoseDenoiseLib.quality import filters
 
-    image = sitk.GetImageFromArray(hu.astype(np.float32))
-    image.SetSpacing(tuple(float(s) for s in spacing))
-    filt = sitk.CurvatureAnisotropicDiffusionImageFilter()
-    filt.SetConductanceParameter(1.0)
-    filt.SetTimeStep(0.0625)
-    filt.SetNumberOfIterations(5)
-    return sitk.GetArrayFromImage(filt.Execute(image)).astype(np.float32)
+    return filters.curvature_diffusion(5)(hu, spacing)
 
 
 def routine_metrics(name: str, out: np.ndarray, noisy: np.ndarray, clean: np.ndarray, liver, body, spacing) -> Dict:

@@ -42,6 +42,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "LowDoseDenoise"))
 
+from LowDoseDenoiseLib.quality import filters  # noqa: E402
+
 DOSES = (0.25, 0.10)
 FALLBACK_PRESETS = {"low": 0.33, "medium": 0.67, "high": 1.0}
 SHARED_DATA_ENV = "LOWDOSE_SHARED_DATA"
@@ -128,90 +130,12 @@ def real_ct_cases(slices: Optional[int], seed: int = 0) -> Tuple[List[Case], Opt
 # --------------------------------------------------------------------------- methods
 
 
-def gaussian(hu: np.ndarray, spacing) -> np.ndarray:
-    from scipy import ndimage
-
-    return ndimage.gaussian_filter(hu, (0.0, 0.8, 0.8)).astype(np.float32)
-
-
-def curvature_diffusion(iterations: int) -> Callable:
-    def run(hu: np.ndarray, spacing) -> np.ndarray:
-        import SimpleITK as sitk
-
-        image = sitk.GetImageFromArray(hu.astype(np.float32))
-        image.SetSpacing(tuple(float(s) for s in spacing))
-        flt = sitk.CurvatureAnisotropicDiffusionImageFilter()
-        flt.SetConductanceParameter(1.0)
-        flt.SetTimeStep(0.0625)
-        flt.SetNumberOfIterations(iterations)
-        flt.DebugOff()
-        shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-        sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK finds 0.0625 "unstable" below 1 mm; Slicer runs it anyway
-        try:
-            return sitk.GetArrayFromImage(flt.Execute(image))
-        finally:
-            sitk.ProcessObject.SetGlobalWarningDisplay(shown)
-
-    return run
-
-
-def nl_means(hu: np.ndarray, spacing) -> np.ndarray:
-    """scikit-image non-local means, σ = the input's flat-tissue noise SD.
-
-    scikit-image's own ``estimate_sigma`` (wavelet MAD of the finest scale) sees only a
-    tenth of CT noise, whose grain spans several pixels, and then NLM removes nothing;
-    the flat-tissue SD (:func:`~LowDoseDenoiseLib.quality.noise.estimate_noise_sd`) is the real σ.
-    """
-    from skimage.restoration import denoise_nl_means
-
-    from LowDoseDenoiseLib.quality.noise import estimate_noise_sd
-
-    sigma = estimate_noise_sd(hu)
-    out = np.empty_like(hu, dtype=np.float32)
-    for k, image in enumerate(hu.astype(np.float64)):
-        out[k] = denoise_nl_means(image, h=0.8 * sigma, sigma=sigma, patch_size=5, patch_distance=6, fast_mode=True)
-    return out
-
-
-def noise_psd(hu: np.ndarray, shape: Tuple[int, int], size: int = 32) -> Optional[np.ndarray]:
-    """The input's noise PSD on a ``shape`` grid in bm3d's convention (white noise σ: σ²·M·N), or None.
-
-    Measured in flat soft-tissue ROIs (plane-detrended periodograms), turned into the
-    noise autocorrelation, zero-padded to the slice size and transformed back.
-    """
-    from LowDoseDenoiseLib.quality import noise
-
-    rois, _ = noise.flat_rois(hu, size)
-    if len(rois) == 0:
-        return None
-    periodogram = (np.abs(np.fft.fft2(noise.detrend_rois(rois, "plane"))) ** 2).mean(axis=0) / (size * size)
-    autocorrelation = np.fft.fftshift(np.real(np.fft.ifft2(periodogram)))
-    padded = np.zeros(shape)
-    cy, cx, h = shape[0] // 2, shape[1] // 2, size // 2
-    padded[cy - h : cy + h, cx - h : cx + h] = autocorrelation
-    psd = np.clip(np.real(np.fft.fft2(np.fft.ifftshift(padded))), 0.0, None)
-    return psd * shape[0] * shape[1]
-
-
-def bm3d_filter(hu: np.ndarray, spacing) -> np.ndarray:
-    """BM3D for correlated noise: given the input's measured noise PSD (white σ if none is found)."""
-    import bm3d
-
-    from LowDoseDenoiseLib.quality.noise import estimate_noise_sd
-
-    if not hasattr(np, "trapz"):  # bm4d (under bm3d) still calls np.trapz, gone in numpy 2.4
-        np.trapz = np.trapezoid
-    psd = noise_psd(hu, hu.shape[-2:])
-    sigma = psd if psd is not None else estimate_noise_sd(hu)
-    return np.stack([np.asarray(bm3d.bm3d(image.astype(np.float64), sigma_psd=sigma), np.float32) for image in hu])
-
-
-def bm3d_available() -> bool:
-    try:
-        import bm3d  # noqa: F401
-    except ImportError:
-        return False
-    return True
+# The classical peers are the library's (one definition: LowDoseDenoiseLib.quality.filters).
+gaussian = filters.gaussian
+curvature_diffusion = filters.curvature_diffusion
+nl_means = filters.nl_means
+bm3d_filter = filters.bm3d_filter
+bm3d_available = filters.bm3d_available
 
 
 # --------------------------------------------------------------------------- measuring

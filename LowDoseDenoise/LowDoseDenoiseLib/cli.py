@@ -507,19 +507,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _json_ready(value):
-    """Non-finite floats become None (JSON has no inf/NaN); numpy scalars become Python numbers."""
-    import math
-
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    return value
 
 
 def _check_roi_spec(spec: str) -> None:
@@ -584,7 +571,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for message in report["warnings"]:  # part of the report, so printed even where warnings are filtered
         print(f"warning: {message}", file=sys.stderr)
     if json_out is not None:
-        outputs.write_text(json_out, json.dumps(_json_ready(report), indent=1, allow_nan=False))
+        outputs.write_text(json_out, json.dumps(outputs.json_ready(report), indent=1, allow_nan=False))
         print(f"metrics: {json_out}")
     return EXIT_OK
 

@@ -45,6 +45,7 @@ __all__ = [
     "check_output",
     "current_umask",
     "file_mode",
+    "json_ready",
     "remove_stale_partials",
     "write_bytes",
     "write_text",
@@ -400,6 +401,24 @@ def write_bytes(target: PathLike, data: bytes) -> Path:
 def write_text(target: PathLike, text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``target`` atomically (see :func:`atomic_file`)."""
     return write_bytes(target, text.encode(encoding))
+
+
+def json_ready(value):
+    """A report made JSON-writable: non-finite floats become None (JSON has no inf/NaN), numpy scalars
+    Python numbers, keys strings; used by every JSON report the library writes."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    return value
 
 
 def file_mode(path: PathLike) -> int:

@@ -2,8 +2,8 @@
 
 One definition of each peer, used by the benchmarks, the held-out evaluation and the
 reader study.  Every filter takes a (z, y, x) float HU array and its spacing (x, y, z) mm
-and returns float32 HU of the same shape; filters are 2D (slice by slice) like the model's
-in-plane processing.  The noise-aware ones (NLM, BM3D) are given the input's own noise SD
+and returns float32 HU of the same shape; Gaussian, NLM and BM3D work slice by slice,
+diffusion on the block as given.  The noise-aware ones (NLM, BM3D) are given the input's own noise SD
 (and BM3D its noise power spectrum), measured by :func:`..quality.noise.estimate_noise_sd`
 in flat soft tissue: scikit-image's wavelet ``estimate_sigma`` sees about a tenth of CT
 noise, whose grain spans several pixels.
@@ -39,8 +39,9 @@ def gaussian(hu: np.ndarray, spacing: Sequence[float], sigma_px: float = 0.8) ->
 
 
 def curvature_diffusion(iterations: int = 5) -> Filter:
-    """SimpleITK curvature anisotropic diffusion (conductance 1, time step 0.0625), in 2D per slice
-    as Slicer's filter is usually run on CT; ``iterations`` 1 or 5 are the usual peers."""
+    """SimpleITK curvature anisotropic diffusion (conductance 1, time step 0.0625) on the array as
+    given, as Slicer's "Curvature Anisotropic Diffusion" module runs it: a (z, y, x) block diffuses in
+    3D, a one-slice block in-plane; ``iterations`` 1 or 5 are the usual peers."""
 
     def run(hu: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
         import SimpleITK as sitk

@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import InputError
+from ..io import outputs
 from . import protocol as p
 from .plan import sha256_file
 from .scores import ScoreFile, Study
@@ -355,8 +356,8 @@ def summarize_study(folder: Union[str, os.PathLike], out: Union[str, os.PathLike
     if out.suffix.lower() != ".md":
         out.mkdir(exist_ok=True)
     summary_figure(summary, figure_path)
-    _write_atomic(json_path, (json.dumps(_json_ready(summary), indent=1, allow_nan=False) + "\n").encode("utf-8"))
-    _write_atomic(report_path, markdown_report(summary, figure_path.name).encode("utf-8"))
+    outputs.write_bytes(json_path, (json.dumps(outputs.json_ready(summary), indent=1, allow_nan=False) + "\n").encode("utf-8"))
+    outputs.write_bytes(report_path, markdown_report(summary, figure_path.name).encode("utf-8"))
     return SummaryResult(report=report_path, json=json_path, figure=figure_path, summary=summary)
 
 
@@ -372,23 +373,8 @@ def _method_details(key: Dict[str, Any]) -> Dict[str, Any]:
 # ---------------------------------------------------------------- outputs
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    from ..io import outputs
-
-    outputs.write_bytes(path, data)
 
 
-def _json_ready(value):
-    """Non-finite floats become None (JSON has no NaN); numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    return value
 
 
 def _fmt(value: Optional[float], digits: int = 2) -> str:
@@ -461,7 +447,6 @@ def summary_figure(summary: Dict[str, Any], out_png: Path) -> Path:
     readers = len(summary["readers"])
     fig.suptitle(f"Reader study: {summary['readings']} pair readings, {readers} reader{'s' * (readers != 1)}, "
                  f"{len(summary['cases'])} case{'s' * (len(summary['cases']) != 1)}", fontsize=11)
-    from ..io import outputs
 
     try:
         with outputs.atomic_file(out_png) as handle:

@@ -180,12 +180,11 @@ def _cache_key(parts) -> str:
 
 
 def _save_npz(path: Path, arrays: Dict[str, np.ndarray]) -> None:
-    """Write a cache file atomically (a partial file never has the final name)."""
+    """Write a cache file through the library's one atomic writer (a partial file never has the final name)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial.npz")
     named: Dict[str, Any] = dict(arrays)  # numpy's stub types **kwds as if they could be allow_pickle
-    np.savez(tmp, **named)
-    os.replace(tmp, path)
+    with atomic_file(path) as handle:  # the temporary keeps the .npz suffix, so savez adds none
+        np.savez(handle.path, **named)
 
 
 # --------------------------------------------------------------------------- trainer
