@@ -1,4 +1,9 @@
-"""Held-out evaluation for the model card: tables and figures under docs/figures/model_*.
+"""Slice-block evaluation of the 2.0 model card (tables and figures under docs/figures/model_*).
+
+SUPERSEDED for publishing by ``benchmarks/heldout.py``: this script holds out slice blocks of scans
+the model trains on (totalseg 14..19, ccth 180..211), which flatters any model trained on those scans;
+the model card's numbers now come from whole held-out scans and the task phantoms.  Kept as the run's
+monitor protocol (the trainer validates on the same blocks) and for comparing with the 2.0 card.
 
 Not a test: it needs ../shared/data (or $LOWDOSE_SHARED_DATA) and takes a few minutes
 on 2 CPU cores.  What it measures:
