@@ -563,7 +563,7 @@ def _disc(size: int, cy: Union[float, np.ndarray], cx: Union[float, np.ndarray],
 def inject_details(stack: np.ndarray, pixel_mm: float, rng: np.random.Generator,
                    contrast_hu: Sequence[float] = (3.0, 30.0),
                    diameter_mm: Sequence[float] = (2.0, 12.0),
-                   pattern_share: float = 0.5) -> np.ndarray:
+                   pattern_share: float = 0.5, discs: bool = True) -> np.ndarray:
     """Add small low-contrast discs and fine high-contrast patterns to a clean (C, P, P) HU stack.
 
     Why: a denoiser trained with an L1/L2 loss on anatomy alone learns that faint small
@@ -574,6 +574,7 @@ def inject_details(stack: np.ndarray, pixel_mm: float, rng: np.random.Generator,
     partial-volume edge) sit on soft tissue; a pattern (bars of period 2–6 pixels or a
     random binary texture, 30–200 HU) is added with probability ``pattern_share``.  All
     2k+1 channels get the same insert, the neighbours scaled by 0.5–1 (partial volume in z).
+    ``discs`` false: the pattern alone (with ``pattern_share`` 1, the trainer's transparency probes).
     """
     out = stack.astype(np.float32, copy=True)
     channels, size = out.shape[0], out.shape[-1]
@@ -583,7 +584,7 @@ def inject_details(stack: np.ndarray, pixel_mm: float, rng: np.random.Generator,
         return out
     ys, xs = np.nonzero(soft)
     inside = soft.astype(np.float32)  # inserts live in soft tissue: none spill into air or bone
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(1, 5)) if discs else 0):
         j = int(rng.integers(len(ys)))
         radius = 0.5 * float(np.exp(rng.uniform(np.log(diameter_mm[0]), np.log(diameter_mm[1])))) / pixel_mm
         contrast = float(np.exp(rng.uniform(np.log(contrast_hu[0]), np.log(contrast_hu[1]))))

@@ -5,7 +5,9 @@
 * perceptual: L1 between feature maps of a fixed network (:mod:`.perceptual`);
 * multi-scale L1: L1 between 2×2, 4×4 and 8×8 block means, which weighs the blotchy
   mid-frequency noise of CT (periods of 8–16 pixels) as much as the fine grain; per-pixel L1
-  alone is dominated by the fine grain and left the blotches (measured, see the model card).
+  alone is dominated by the fine grain and left the blotches (measured, see the model card);
+* transparency: how much of an added faint signal the network fails to pass (paired signal
+  injection, the task phantoms' contrast measure, as a loss).
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["cycle_loss", "identity_loss", "lsgan_discriminator", "lsgan_generator", "multiscale_l1", "perceptual_loss"]
+__all__ = [
+    "cycle_loss", "identity_loss", "lsgan_discriminator", "lsgan_generator", "multiscale_l1", "perceptual_loss",
+    "transparency_loss",
+]
 
 
 def lsgan_generator(fake_score: torch.Tensor) -> torch.Tensor:
@@ -56,3 +61,17 @@ def multiscale_l1(output: torch.Tensor, target: torch.Tensor, factors=(2, 4, 8))
     """
     values = [F.l1_loss(F.avg_pool2d(output, f), F.avg_pool2d(target, f)) for f in factors if f <= output.shape[-1]]
     return torch.stack(values).mean() if values else output.new_zeros(())
+
+
+def transparency_loss(passed: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+    """Mean over samples with a signal of Σ|passed − signal| / Σ|signal| (0 = passed untouched).
+
+    ``passed`` = G(x + s) − G(x) and ``signal`` = s, both (B, 1, H, W); samples whose signal is
+    zero everywhere (no soft tissue to put it in) are left out; all zero gives 0.
+    """
+    size = signal.abs().sum(dim=(1, 2, 3))
+    keep = size > 0
+    if not bool(keep.any()):
+        return passed.new_zeros(())
+    error = (passed - signal).abs().sum(dim=(1, 2, 3))
+    return (error[keep] / size[keep]).mean()

@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import nn
 
 from ..engine import denoise_volume, resolve_device
@@ -538,6 +539,24 @@ class Trainer:
             target = target - z[k : k + 1] / alpha
         return noisy, target
 
+    def _probe(self, noisy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A transparency probe for one sample (LossConfig.transparency): the HU difference of
+        faint discs or one fine pattern added where the noisy stack's centre is soft tissue
+        (0 everywhere when the patch has too little soft tissue; such samples are skipped)."""
+        d = self.config.data
+        pattern = rng.random() < self.config.loss.transparency_patterns
+        # the discs' size in pixels is what the network sees: drawn over the trained pixel range
+        low, high = d.pixel_size
+        pixel = float(np.exp(rng.uniform(np.log(low), np.log(high)))) if d.pixel_size_log else float(rng.uniform(low, high))
+        # inject_details finds soft tissue by HU; on the noisy stack it would see speckle, so it
+        # works on a smoothed copy (the difference it returns is the signal alone)
+        smooth = ndimage.gaussian_filter(noisy.astype(np.float32), (0.0, 2.0, 2.0))
+        with_signal = tdata.inject_details(
+            smooth, pixel, rng, tuple(d.inserts_contrast), tuple(d.inserts_diameter),
+            pattern_share=1.0 if pattern else 0.0, discs=not pattern,
+        )
+        return (with_signal - smooth).astype(np.float32)
+
     def _place_noise(self, sampler: tdata.PatchSampler, fields: np.ndarray, geometry: Dict) -> np.ndarray:
         """Added noise on the patch grid (data.noise_on_patch_grid, see PatchSampler.apply_noise),
         or resampled with the image (the behaviour of the 1.0 model's training)."""
@@ -588,6 +607,8 @@ class Trainer:
                     pairs.append(self._noisy(self.normal_sampler, rng, recorrupt=r2r))
             out["x"] = np.stack([p[0] for p in pairs])
             out["target"] = np.stack([p[1] for p in pairs])
+            if c.loss.transparency > 0:
+                out["probe"] = np.stack([self._probe(p[0], rng) for p in pairs])
         else:
             xs, targets, simulated = [], [], []
             for _ in range(bs):
@@ -608,7 +629,10 @@ class Trainer:
             out["y"] = np.stack([self.normal_sampler.stack(self.normal_sampler.draw_geometry(rng)) for _ in range(bs)])
         tensors = {}
         for key, value in out.items():
-            arr = self._normalise(value) if key != "simulated" else value
+            if key == "probe":  # an HU difference: scaled, not offset or clipped
+                arr = (value / self.norm.scale).astype(np.float32)
+            else:
+                arr = self._normalise(value) if key != "simulated" else value
             tensors[key] = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
         return tensors
 
@@ -627,6 +651,12 @@ class Trainer:
                 perc = losses.perceptual_loss(self.features, out.float(), batch["target"])
                 multi = losses.multiscale_l1(out.float(), batch["target"]) if w.multiscale > 0 else torch.zeros(())
                 total = w.l1 * l1 + w.perceptual * perc + w.multiscale * multi
+                if "probe" in batch:
+                    probe = batch["probe"]
+                    passed = self.g_run(batch["x"] + probe).float() - out.float()
+                    k = c.data.context
+                    trans = losses.transparency_loss(passed, probe[:, k : k + 1])
+                    total = total + w.transparency * trans
             self.opt_g.zero_grad(set_to_none=True)
             total.backward()
             self._clip(self.g.parameters())
@@ -635,6 +665,8 @@ class Trainer:
             values = {"loss": total, "l1": l1, "perceptual": perc}
             if w.multiscale > 0:
                 values["multiscale"] = multi
+            if "probe" in batch:
+                values["transparency"] = trans
             return {key: float(value.detach()) for key, value in values.items()}
         assert self.f is not None and self.d is not None and self.opt_d is not None and self.sched_d is not None
         x, y = batch["x"], batch["y"]
