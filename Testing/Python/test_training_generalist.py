@@ -133,3 +133,61 @@ def test_export_with_a_low_frequency_pass_through(dataset, tmp_path):  # noqa: F
     assert abs(float(removed_kept.mean())) < 0.02
     with pytest.raises(InputError, match="keep-low-sigma"):
         export_checkpoint(str(checkpoint), str(tmp_path / "bad.pt"), keep_low_sigma=-1.0)
+
+
+def test_transparency_loss_is_the_squared_loss_of_contrast_ratio():
+    import torch
+
+    from LowDoseDenoiseLib.training.losses import transparency_loss
+
+    signal = torch.zeros(3, 1, 16, 16)
+    signal[0, 0, 4:8, 4:8] = 0.05
+    signal[1, 0, 2:12, 2:12] = -0.1  # sample 2 has no signal: left out, not a division by zero
+    assert float(transparency_loss(signal.clone(), signal)) == pytest.approx(0.0)
+    assert float(transparency_loss(torch.zeros_like(signal), signal)) == pytest.approx(1.0)
+    assert float(transparency_loss(0.5 * signal, signal)) == pytest.approx(0.25)
+    # changes away from the signal (orthogonal to it) do not count; only the in-phase gain does
+    elsewhere = signal.clone()
+    elsewhere[:, :, 13:, 13:] += 0.3
+    assert float(transparency_loss(elsewhere, signal)) == pytest.approx(0.0, abs=1e-6)
+    assert float(transparency_loss(signal, torch.zeros_like(signal))) == 0.0
+
+
+def test_transparency_probes_are_signal_only_and_leave_the_batch_unchanged(dataset, tmp_path):  # noqa: F811
+    plain = Trainer(_config(dataset, tmp_path / "a"), progress=False)
+    config = _config(dataset, tmp_path / "b", loss={"transparency": 0.1, "transparency_patterns": 0.5})
+    probed = Trainer(config, progress=False)
+    with_signal = []
+    for step in range(6):
+        a, b = plain.batch(step), probed.batch(step)
+        # the probes are drawn after the pairs: the same seed gives the same x and target
+        assert torch_equal(a["x"], b["x"]) and torch_equal(a["target"], b["target"])
+        probe = b["probe"].numpy() * probed.norm.scale  # back to HU
+        assert probe.shape == b["x"].shape
+        centre = probe[:, config.data.context]
+        assert np.all(np.abs(centre).max(axis=(1, 2)) <= 200.0 + 1e-3)  # faint discs or a ≤ 200 HU pattern
+        if np.abs(centre).max() > 0:
+            with_signal.append(step)
+    assert with_signal, "no probe found soft tissue in six batches"
+    import torch
+
+    with torch.no_grad():  # the residual's last layer starts at zero (G = identity, nothing to lose)
+        for parameter in probed.g.tail.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    values = probed.train_step(probed.batch(with_signal[0]))
+    assert 0.0 < values["transparency"] < 10.0 and np.isfinite(values["loss"])
+
+
+def test_transparency_config_is_checked():
+    with pytest.raises(InputError, match="transparency"):
+        config_from_dict({"mode": "paired", "loss": {"transparency": -1}})
+    with pytest.raises(InputError, match="transparency_diameter"):
+        config_from_dict({"mode": "paired", "loss": {"transparency_diameter": [5, 2]}})
+    with pytest.raises(InputError, match="paired-mode"):
+        config_from_dict({"mode": "cyclegan", "loss": {"transparency": 0.1}})
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

@@ -148,12 +148,14 @@ class LossConfig:
     multiscale: float = 0.0  #: paired mode (and the hybrid anchor): L1 of 2/4/8-pixel block means
     paired: float = 0.0  #: CycleGAN mode: extra L1+perceptual on simulated pairs (a hybrid; 0 = pure)
     #: paired mode: weight of the *transparency* term, the benchmark's paired signal injection as a
-    #: loss: a faint disc set or a fine pattern s (training.data.inject_details, data.inserts_contrast /
-    #: inserts_diameter) is added to the noisy input x and Σ|G(x+s) − G(x) − s| / Σ|s| is penalised
-    #: (0 = the signal passes untouched, 1 = erased).  The noise is the same in both, so the term
-    #: costs nothing for removing noise, only for removing signal; L1 alone rewards shrinking faint
-    #: signals the network cannot tell from noise (the 3.x models kept 31–82% of faint-disc contrast)
+    #: loss: faint discs or a fine pattern s (training.data.inject_details; transparency_contrast /
+    #: transparency_diameter) are added to the noisy input x and (1 − c)² is penalised, c the gain of
+    #: G(x+s) − G(x) on s (training.losses.transparency_loss; 1 = kept, 0 = erased).  The noise is the
+    #: same in both, so the term costs nothing for removing noise, only for removing signal; L1 alone
+    #: rewards shrinking faint signals the network cannot tell from noise (3.x kept 31–82% of faint discs)
     transparency: float = 0.0
+    transparency_contrast: List[float] = field(default_factory=lambda: [3.0, 20.0])  #: probe discs, HU (log-uniform, ±)
+    transparency_diameter: List[float] = field(default_factory=lambda: [4.0, 12.0])  #: probe discs, mm (log-uniform)
     transparency_patterns: float = 0.4  #: share of transparency probes that are a fine pattern, not discs
 
 
@@ -325,6 +327,10 @@ def validate(config: TrainConfig) -> None:
         raise InputError("data.inserts must be a share in [0, 1].")
     if config.loss.transparency < 0 or not 0.0 <= config.loss.transparency_patterns <= 1.0:
         raise InputError("loss.transparency must be >= 0 and loss.transparency_patterns a share in [0, 1].")
+    for name in ("transparency_contrast", "transparency_diameter"):
+        pair = getattr(config.loss, name)
+        if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
+            raise InputError(f"loss.{name} must be [min, max] with 0 < min <= max.")
     if config.loss.transparency > 0 and config.mode != "paired":
         raise InputError("loss.transparency is a paired-mode term (mode: paired); set it to 0 for a CycleGAN.")
     for name in ("inserts_contrast", "inserts_diameter"):

@@ -552,7 +552,8 @@ class Trainer:
         # works on a smoothed copy (the difference it returns is the signal alone)
         smooth = ndimage.gaussian_filter(noisy.astype(np.float32), (0.0, 2.0, 2.0))
         with_signal = tdata.inject_details(
-            smooth, pixel, rng, tuple(d.inserts_contrast), tuple(d.inserts_diameter),
+            smooth, pixel, rng, tuple(self.config.loss.transparency_contrast),
+            tuple(self.config.loss.transparency_diameter),
             pattern_share=1.0 if pattern else 0.0, discs=not pattern,
         )
         return (with_signal - smooth).astype(np.float32)
