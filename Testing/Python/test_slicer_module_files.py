@@ -293,7 +293,11 @@ def test_module_follows_slicer_conventions():
 # -- every Slicer/MRML API called exists in the slicer-core wheel ---------------------------------------
 
 #: Files whose MRML/VTK calls are checked.
-API_FILES = [MODULE_FILE] + [LIB_DIR / "slicer" / f"{name}.py" for name in ("scene", "preview", "dicomexport", "compat", "headless")]
+API_FILES = (
+    [MODULE_FILE, MODULE_FILE.parents[1] / "LowDoseReaderStudy" / "LowDoseReaderStudy.py"]
+    + [LIB_DIR / "slicer" / f"{name}.py" for name in ("scene", "preview", "dicomexport", "compat", "headless")]
+    + [LIB_DIR / "readerstudy" / f"{name}.py" for name in ("views", "sceneplan")]
+)
 #: Receiver names whose type is known -> the MRML/VTK class a call on them must exist on.
 RECEIVER_CLASSES = {
     "sh": "vtkMRMLSubjectHierarchyNode",
