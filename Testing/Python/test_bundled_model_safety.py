@@ -7,13 +7,15 @@ data needed, so they run in CI), through the shipped inference path (engine.deno
 * noise: at most half the input's at 10% dose;
 * low-contrast detectability: the NPW matched-filter d′ of every LCD insert is not below the
   input's (a method that erases the lesion with the noise lowers it);
-* fine detail: at least 85% of the in-band energy of every resolution pattern is kept at 25%;
-* low-contrast contrast: every ≥ 5 mm insert keeps at least LCD_CONTRAST_FLOOR of its contrast.
+* fine detail: at least 85% of the in-band energy of every resolution pattern is kept at 25%
+  and at 10% dose;
+* low-contrast contrast: every ≥ 5 mm insert keeps at least LCD_CONTRAST_FLOOR of its contrast
+  at 10% dose (the issue's bar for shipping a model).
 
-The last floor is BELOW the project's target (0.9; the model card says by how much the bundled
-model misses it: 3.1 keeps 0.59–0.82 of the contrast of the 5–10 mm inserts at 10% dose on the card's
-phantom, 3.0 without the low-frequency pass-through kept 0.31–0.50): it catches a model that erases
-faint lesions the way 3.0 did; it does not claim the target is met.
+The project's target for the contrast is 0.9 on the card's phantom (12 realisations, a larger image); the
+floor here is 0.85 because this smaller, faster phantom (8 realisations, 256²) scatters by a few
+hundredths. The bundled 4.0 model measures 0.90–0.91 here; 3.1 (a fixed low-frequency pass-through)
+measured 0.60–0.81 and 3.0 0.29–0.46, both below this floor.
 """
 
 import numpy as np
@@ -21,9 +23,8 @@ import pytest
 
 from LowDoseDenoiseLib.quality import taskphantoms as tp
 
-#: the bundled 3.1 model measures 0.60–0.81 here (8 realisations, 256² phantom), 3.0 measured 0.29–0.46;
-#: the target is 0.9
-LCD_CONTRAST_FLOOR = 0.5
+#: the bundled 4.0 model measures 0.90–0.91 here (8 realisations, 256² phantom), 3.1 measured 0.60–0.81
+LCD_CONTRAST_FLOOR = 0.85
 
 
 def _bundled():
@@ -55,6 +56,7 @@ def results():
     lcd_pairs = tp.noisy_pairs(lcd, 0.10, realisations=8, seed=11)
     res = tp.resolution_phantom(size=256, pixel_mm=0.68)
     res_pairs = tp.noisy_pairs(res, 0.25, realisations=3, seed=12)
+    res_pairs_10 = tp.noisy_pairs(res, 0.10, realisations=3, seed=13)
     for entry in _bundled():
         model = load_model(entry.path)
         method = _method(model)
@@ -63,6 +65,7 @@ def results():
             "lcd": tp.evaluate_method(lcd, method, *lcd_pairs),
             "lcd_identity": tp.evaluate_method(lcd, lambda x: x, *lcd_pairs),
             "res": tp.evaluate_method(res, method, *res_pairs),
+            "res_10": tp.evaluate_method(res, method, *res_pairs_10),
             "bias": float((absent_out.mean(axis=0) - lcd.background)[lcd.background > 30].mean()),
         }
     return out
@@ -90,5 +93,6 @@ def test_low_contrast_inserts_keep_their_contrast(results):
 
 def test_fine_detail_kept(results):
     for name, r in results.items():
-        for pattern, row in r["res"].items():
-            assert row["energy_kept"] >= 0.85, (name, pattern, row)
+        for dose in ("res", "res_10"):
+            for pattern, row in r[dose].items():
+                assert row["energy_kept"] >= 0.85, (name, dose, pattern, row)
