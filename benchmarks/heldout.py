@@ -55,6 +55,17 @@ HELD_OUT: Tuple[Tuple[str, str, str], ...] = (
 HELD_OUT_LOW_DOSE = ("ge-study2", "acrin-flt-breast-ct/dicom/ge-study2-80mA", "GE Discovery LS, 80 mA, SOFT")
 #: Pixel-size rows: (label, source scan, target pixel size mm).
 PIXEL_ROWS = (("0.5 mm", "siemens-B40f", 0.5), ("2 mm", "pancreas", 2.0), ("3 mm", "pancreas", 3.0))
+#: Split B of the leave-one-vendor-out rotation (training/configs/rotation_b*.yaml train on the
+#: Siemens and GE scans only): every Philips scan is held out.
+HELD_OUT_B: Tuple[Tuple[str, str, str], ...] = (
+    ("pancreas", "pancreas-ct-philips/dicom", "Philips Brilliance Big Bore, kernel B + iDose 3, 1.07 mm, abdomen"),
+    ("philips-B", "lung-pet-ct-dx-kernels/dicom/philips-B", "Philips Brilliance 16, kernel B (soft), 0.84 mm"),
+    ("philips-L", "lung-pet-ct-dx-kernels/dicom/philips-L", "Philips Brilliance 16, kernel L (sharp), 0.84 mm"),
+)
+PIXEL_ROWS_B = (("0.5 mm", "philips-L", 0.5), ("2 mm", "pancreas", 2.0), ("3 mm", "pancreas", 3.0))
+#: --split: (held-out scans, pixel-size rows). A: the shipped model's split (its configs never read
+#: these scans); B: the rotation. The real low-dose scan (ge-study2) is held out in both.
+SPLITS = {"A": (HELD_OUT, PIXEL_ROWS), "B": (HELD_OUT_B, PIXEL_ROWS_B)}
 DOSES = (0.25, 0.10)
 LIVER_WINDOW = "liver"  # W400 / L40
 
@@ -436,7 +447,8 @@ def render(report: Dict, args_slices: int) -> List[str]:
              "through `engine.denoise_volume`. Peers in the same run and on the same inputs.", ""]
     if "scans" in report:
         lines += scan_table(report["scans"], f"Held-out scans, simulated dose (mean of {args_slices} slices per scan)")
-        lines += ["Held-out scans: " + "; ".join(f"**{n}**: {d}" for n, _, d in HELD_OUT) + ".", ""]
+        held_out = SPLITS[str(report.get("split", "A"))][0]
+        lines += ["Held-out scans: " + "; ".join(f"**{n}**: {d}" for n, _, d in held_out) + ".", ""]
     if "pixels" in report:
         lines += scan_table(report["pixels"], "Pixel sizes (held-out scans resampled)")
     if "real" in report:
@@ -460,7 +472,7 @@ def merge(paths: Sequence[str], out: Path) -> int:
     for path in paths:
         part = json.loads(Path(path).read_text())
         for key, value in part.items():
-            if key in ("models", "methods", "seed") and key in report and report[key] != value:
+            if key in ("models", "methods", "seed", "split") and key in report and report[key] != value:
                 raise SystemExit(f"{path}: {key} differs from the first report; merge only runs of one set-up.")
             report.setdefault(key, value)
         for png in Path(path).parent.glob("*.png"):
@@ -489,6 +501,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--split", default="A", choices=sorted(SPLITS),
+                        help="held-out scans: A = the shipped model's split (default), B = the leave-one-vendor-out "
+                             "rotation (every Philips scan; for models trained with training/configs/rotation_b*.yaml)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "heldout"))
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="combine the heldout.json of runs of different sections into OUT, then stop")
@@ -511,7 +526,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     root = shared_data_dir()
     report: Dict[str, object] = {"models": {k: {"name": m.name, "version": m.version, "sha256": m.sha256}
                                             for k, m in models.items()},
-                                 "methods": list(methods), "seed": args.seed, "slices": args.slices}
+                                 "methods": list(methods), "seed": args.seed, "slices": args.slices,
+                                 "split": args.split}
+    held_out, pixel_rows = SPLITS[args.split]
     lines = ["# Held-out evaluation", "",
              f"Models: {', '.join(f'{k} (sha256 {m.sha256[:12]})' for k, m in models.items())}. "
              f"Produced by `python benchmarks/heldout.py` ({time.strftime('%Y-%m-%d')}).", ""]
@@ -521,7 +538,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.skip += ["scans", "pixels", "real"]
     series = {}
     if "scans" not in args.skip or "pixels" not in args.skip:
-        for name, folder, description in HELD_OUT:
+        for name, folder, description in held_out:
             series[name] = (load(root / folder, name), description)
     if "scans" not in args.skip:
         blocks = [Block(name, s.hu[c - 1 : c + 2], s.spacing, d)
@@ -539,7 +556,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         lines.append("")
     if "pixels" not in args.skip:
         blocks = []
-        for label, name, pixel in PIXEL_ROWS:
+        for label, name, pixel in pixel_rows:
             s, d = series[name]
             for c in centre_indices(s.hu.shape[0], args.slices):
                 hu, spacing = resample_block(s.hu[c - 1 : c + 2], s.spacing, pixel)
