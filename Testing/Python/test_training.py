@@ -421,7 +421,10 @@ def test_bundled_model_cuts_simulated_noise_on_phantom():
     assert flat.sum() > 200
     noise_in = float((noisy[1] - clean[1])[flat].std())
     noise_out = float((out[1] - clean[1])[flat].std())
-    assert noise_out / noise_in <= 0.5, (noise_in, noise_out)  # the card's target: noise halved
+    # the model must really denoise. 4.0 passes faint lesions and fine detail and so removes less
+    # noise than 3.1 did: 0.52 of the input here (3.1: 0.34); the card's ×0.5 target is reported
+    # as missed where it is (two of three held-out scans), this guard catches a model that stops denoising
+    assert noise_out / noise_in <= 0.6, (noise_in, noise_out)
     # bias over the whole liver (3 slices): the mean error of one small ROI is mostly the input's own
     # low-frequency noise there (-4.3 HU for this seed), which a model with a low-frequency
     # pass-through keeps, as it should; what it must not do is shift the mean
