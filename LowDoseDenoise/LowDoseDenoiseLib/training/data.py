@@ -468,6 +468,13 @@ class PatchSampler:
                     f"{source.name} is only {source.hu.shape[1]}×{source.hu.shape[2]}; use a smaller patch."
                 )
 
+    def draw_pixel_size(self, rng: np.random.Generator) -> float:
+        """A target pixel size (mm) over the configured range, log-uniform if ``pixel_size_log``."""
+        low, high = self.config.pixel_size
+        if self.config.pixel_size_log:
+            return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        return float(rng.uniform(low, high))
+
     def draw_geometry(self, rng: np.random.Generator) -> Dict:
         """Pick source, centre, context, crop box, target pixel size, flips and rotation."""
         cfg = self.config
@@ -476,10 +483,7 @@ class PatchSampler:
         centre = int(source.centres[rng.integers(len(source.centres))])
         copied = bool(rng.random() < cfg.copy_neighbours)
         indices = [centre] * (2 * cfg.context + 1) if copied else context_indices(centre, cfg.context, source.allowed)
-        if cfg.pixel_size_log:
-            target = float(np.exp(rng.uniform(np.log(cfg.pixel_size[0]), np.log(cfg.pixel_size[1]))))
-        else:
-            target = float(rng.uniform(*cfg.pixel_size))
+        target = self.draw_pixel_size(rng)
         crop = int(round(cfg.patch * target / source.pixel_size))
         crop = max(4, min(crop, min(source.hu.shape[1:])))
         flat = source.hu[centre]

@@ -543,11 +543,9 @@ class Trainer:
         """A transparency probe for one sample (LossConfig.transparency): the HU difference of
         faint discs or one fine pattern added where the noisy stack's centre is soft tissue
         (0 everywhere when the patch has too little soft tissue; such samples are skipped)."""
-        d = self.config.data
         pattern = rng.random() < self.config.loss.transparency_patterns
         # the discs' size in pixels is what the network sees: drawn over the trained pixel range
-        low, high = d.pixel_size
-        pixel = float(np.exp(rng.uniform(np.log(low), np.log(high)))) if d.pixel_size_log else float(rng.uniform(low, high))
+        pixel = self.normal_sampler.draw_pixel_size(rng)
         # inject_details finds soft tissue by HU; on the noisy stack it would see speckle, so it
         # works on a smoothed copy (the difference it returns is the signal alone)
         smooth = ndimage.gaussian_filter(noisy.astype(np.float32), (0.0, 2.0, 2.0))
@@ -964,7 +962,8 @@ def plot_metrics(csv_path: Path, png: Path) -> Optional[Path]:
 
     loss_keys = [
         k
-        for k in ("loss", "l1", "perceptual", "adversarial", "cycle", "identity", "paired", "discriminator")
+        for k in ("loss", "l1", "perceptual", "multiscale", "transparency", "adversarial", "cycle", "identity", "paired",
+                  "discriminator")
         if k in rows[-1]
     ]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
