@@ -157,6 +157,9 @@ class LossConfig:
     transparency_contrast: List[float] = field(default_factory=lambda: [3.0, 20.0])  #: probe discs, HU (log-uniform, ±)
     transparency_diameter: List[float] = field(default_factory=lambda: [4.0, 12.0])  #: probe discs, mm (log-uniform)
     transparency_patterns: float = 0.4  #: share of transparency probes that are a fine pattern, not discs
+    #: amplitude of the pattern probes, HU (uniform): a pixel-scale texture far below the noise cannot
+    #: be told from noise, so asking to pass it asks for the identity on noise-like grain
+    transparency_pattern_contrast: List[float] = field(default_factory=lambda: [30.0, 200.0])
 
 
 @dataclass
@@ -327,7 +330,7 @@ def validate(config: TrainConfig) -> None:
         raise InputError("data.inserts must be a share in [0, 1].")
     if config.loss.transparency < 0 or not 0.0 <= config.loss.transparency_patterns <= 1.0:
         raise InputError("loss.transparency must be >= 0 and loss.transparency_patterns a share in [0, 1].")
-    for name in ("transparency_contrast", "transparency_diameter"):
+    for name in ("transparency_contrast", "transparency_diameter", "transparency_pattern_contrast"):
         pair = getattr(config.loss, name)
         if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
             raise InputError(f"loss.{name} must be [min, max] with 0 < min <= max.")

@@ -567,7 +567,8 @@ def _disc(size: int, cy: Union[float, np.ndarray], cx: Union[float, np.ndarray],
 def inject_details(stack: np.ndarray, pixel_mm: float, rng: np.random.Generator,
                    contrast_hu: Sequence[float] = (3.0, 30.0),
                    diameter_mm: Sequence[float] = (2.0, 12.0),
-                   pattern_share: float = 0.5, discs: bool = True) -> np.ndarray:
+                   pattern_share: float = 0.5, discs: bool = True,
+                   pattern_contrast_hu: Sequence[float] = (30.0, 200.0)) -> np.ndarray:
     """Add small low-contrast discs and fine high-contrast patterns to a clean (C, P, P) HU stack.
 
     Why: a denoiser trained with an L1/L2 loss on anatomy alone learns that faint small
@@ -576,7 +577,7 @@ def inject_details(stack: np.ndarray, pixel_mm: float, rng: np.random.Generator,
     inserts are added to the image *before* the noise, so the target contains them and
     erasing them costs loss.  Discs (1–4, ``diameter_mm``, ±``contrast_hu``, one-pixel
     partial-volume edge) sit on soft tissue; a pattern (bars of period 2–6 pixels or a
-    random binary texture, 30–200 HU) is added with probability ``pattern_share``.  All
+    random binary texture, ``pattern_contrast_hu``, uniform) is added with probability ``pattern_share``.  All
     2k+1 channels get the same insert, the neighbours scaled by 0.5–1 (partial volume in z).
     ``discs`` false: the pattern alone (with ``pattern_share`` 1, the trainer's transparency probes).
     """
@@ -611,7 +612,7 @@ def inject_details(stack: np.ndarray, pixel_mm: float, rng: np.random.Generator,
             cell = int(rng.integers(1, 3))
             cells = rng.random((side // cell + 1, side // cell + 1)) > 0.5
             pattern = np.kron(cells, np.ones((cell, cell)))[:side, :side].astype(np.float32)
-        pattern = (pattern - pattern.mean()) * float(rng.uniform(30.0, 200.0))
+        pattern = (pattern - pattern.mean()) * float(rng.uniform(pattern_contrast_hu[0], pattern_contrast_hu[1]))
         pattern = pattern * inside[top:top + side, left:left + side]
         for c in range(channels):
             out[c, top:top + side, left:left + side] += pattern * (1.0 if c == centre else float(rng.uniform(0.5, 1.0)))

@@ -553,6 +553,7 @@ class Trainer:
             smooth, pixel, rng, tuple(self.config.loss.transparency_contrast),
             tuple(self.config.loss.transparency_diameter),
             pattern_share=1.0 if pattern else 0.0, discs=not pattern,
+            pattern_contrast_hu=tuple(self.config.loss.transparency_pattern_contrast),
         )
         return (with_signal - smooth).astype(np.float32)
 
