@@ -80,6 +80,8 @@ class LowDoseReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.views = None
         self.index: Optional[int] = None
         self.shownAt = 0.0
+        self._planning = False
+        self._cancelPlanning = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -127,15 +129,29 @@ class LowDoseReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
 
     # -- actions ------------------------------------------------------------------------------
     def onPlanButton(self) -> None:
+        if self._planning:  # the button reads Cancel while a plan runs (clicked from _showPlanProgress)
+            self._cancelPlanning = True
+            self.ui.planButton.enabled = False
+            self.ui.planStatusLabel.text = _("Cancelling after the current step...")
+            return
         self.ui.planStatusLabel.text = ""
         with slicer.util.tryWithErrorDisplay(_("The study was not planned."), waitCursor=True):
+            from LowDoseDenoiseLib.errors import Cancelled
             from LowDoseDenoiseLib.readerstudy import protocol
 
             parameters = self._parameterNode
-            plan = self.logic.planStudy(
-                self.ui.planCasesComboBox.checkedNodes(), parameters.planMethods, parameters.planFolder,
-                parameters.planReaders, parameters.planSeed, progress=self._showPlanProgress,
-            )
+            self._setPlanning(True)
+            try:
+                plan = self.logic.planStudy(
+                    self.ui.planCasesComboBox.checkedNodes(), parameters.planMethods, parameters.planFolder,
+                    parameters.planReaders, parameters.planSeed, progress=self._showPlanProgress,
+                    cancel=lambda: self._cancelPlanning,
+                )
+            except Cancelled as cancelled:
+                self.ui.planStatusLabel.text = str(cancelled)
+                return
+            finally:
+                self._setPlanning(False)
             self.ui.planStatusLabel.text = _(
                 "Study planned in {folder}: {cases} cases x {methods} methods ({names}), {items} pairs, readers "
                 "{readers}. The key is in {key}: move it away from the readers until every reader has finished."
@@ -180,8 +196,18 @@ class LowDoseReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
                 self.views.set_window(self._parameterNode.windowWidth, self._parameterNode.windowLevel)
 
     # -- helpers ------------------------------------------------------------------------------
+    def _setPlanning(self, planning: bool) -> None:
+        """Plan becomes Cancel while a plan runs (on the main thread; _showPlanProgress lets clicks through)."""
+        self._planning, self._cancelPlanning = planning, False
+        self.ui.planButton.text = _("Cancel") if planning else _("Plan")
+        self.ui.planButton.enabled = True
+        for widget in (self.ui.planCasesComboBox, self.ui.planMethodsLineEdit, self.ui.planReadersLineEdit,
+                       self.ui.planSeedSpinBox, self.ui.planFolderPathLineEdit, self.ui.startButton):
+            widget.enabled = not planning
+
     def _showPlanProgress(self, message: str) -> None:
-        self.ui.planStatusLabel.text = message
+        if not self._cancelPlanning:
+            self.ui.planStatusLabel.text = message
         slicer.app.processEvents()
 
     def _show(self, index: Optional[int]) -> None:
@@ -256,11 +282,13 @@ class LowDoseReaderStudyLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self) -> LowDoseReaderStudyParameterNode:
         return LowDoseReaderStudyParameterNode(super().getParameterNode())
 
-    def planStudy(self, caseNodes, methods: str, studyFolder, readers: str = "2", seed: int = 0, progress=None):
+    def planStudy(self, caseNodes, methods: str, studyFolder, readers: str = "2", seed: int = 0, progress=None,
+                  cancel=None):
         """Plan a blinded study from scene volume nodes into the new folder ``studyFolder``; usable from scripts.
 
         The same planning as ``lowdose-denoise reader-study plan`` (``readers``: a count or ids a,b,c);
-        returns the library's StudyPlan.  The nodes are not modified.
+        returns the library's StudyPlan.  The nodes are not modified.  ``cancel`` (a callable returning
+        True, or a threading.Event) stops it with Cancelled; nothing is written then.
         """
         from LowDoseDenoiseLib.errors import InputError
         from LowDoseDenoiseLib.readerstudy.plan import parse_readers
@@ -269,7 +297,7 @@ class LowDoseReaderStudyLogic(ScriptedLoadableModuleLogic):
         if not studyFolder or not str(studyFolder).strip() or str(studyFolder) == ".":
             raise InputError(_("Choose the new study folder first."))
         return plan_study_from_nodes(list(caseNodes), methods, studyFolder, readers=parse_readers(readers),
-                                     seed=int(seed), progress=progress, scene=slicer.mrmlScene)
+                                     seed=int(seed), progress=progress, scene=slicer.mrmlScene, cancel=cancel)
 
     def startSession(self, studyFolder, readerId: str):
         """(ReadingSession, ReadingViews) for ``readerId`` in ``studyFolder``; usable from scripts."""
@@ -340,6 +368,12 @@ class LowDoseReaderStudyTest(ScriptedLoadableModuleTest):
             voxels = np.rint(rng.normal(40, 30, size=(3, 40, 40))).astype(np.int16)
             case = write_volume(Volume(voxels=voxels, spacing=(0.8, 0.8, 2.5)), folder / f"case{index}.nrrd")
             nodes.append(slicer.util.loadVolume(str(case)))
+        from LowDoseDenoiseLib.errors import Cancelled
+
+        with self.assertRaises(Cancelled):  # Cancel: nothing is written
+            LowDoseReaderStudyLogic().planStudy(nodes, "original,gaussian", folder / "study", "1", 3,
+                                                cancel=lambda: True)
+        self.assertFalse((folder / "study").exists())
         plan = LowDoseReaderStudyLogic().planStudy(nodes, "original,gaussian", folder / "study", "1", 3)
         self.assertEqual((plan.cases, plan.items, plan.readers), (2, 2, ["R1"]))
         worklist = (plan.folder / "worklist.json").read_text()

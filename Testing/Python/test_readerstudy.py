@@ -12,12 +12,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from LowDoseDenoiseLib.errors import InputError
+from LowDoseDenoiseLib.errors import Cancelled, InputError
 from LowDoseDenoiseLib.io.imagefiles import read_volume, write_volume
 from LowDoseDenoiseLib.readerstudy import protocol as p
 from LowDoseDenoiseLib.readerstudy.plan import parse_methods, plan_study, sha256_file
@@ -172,6 +173,29 @@ def test_plan_refuses_bad_input_and_leaves_nothing(cases, tmp_path):
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(InputError, match="already exists"):
         plan_study(cases, "original,cad", tmp_path / "full")
+
+
+def test_cancelled_plan_leaves_no_folder(cases, tmp_path):
+    """Cancel before the start, and during the model's run on the second case: no study folder, no partial."""
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Cancelled, match="no study folder was written"):
+        plan_study(cases, "original,model,cad", tmp_path / "s", cancel=stop)
+    messages = []
+
+    def cancel_in_second_model_run() -> bool:
+        return any(m.startswith("case 2/2: lowdose-liver-pan") and "slices" in m for m in messages)
+
+    with pytest.raises(Cancelled, match="no study folder was written"):
+        plan_study(cases, "original,model,cad", tmp_path / "s", progress=messages.append,
+                   cancel=cancel_in_second_model_run)
+    # it got as far as the model's slices on the second case, and stopped before diffusion there
+    assert "case 2/2: cad" not in messages and any("case 1/2: cad" == m for m in messages)
+    assert any(m.endswith("3/3 slices") for m in messages)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InputError, match="cancel must be None"):
+        plan_study(cases, "original,cad", tmp_path / "s", cancel="yes")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_all_pairs_design(cases, tmp_path):

@@ -168,3 +168,21 @@ def test_parse_readers_shared_by_cli_and_module():
     for text in ("0", " ", ","):
         with pytest.raises(InputError, match="reader"):
             parse_readers(text)
+
+
+def test_cancelled_plan_from_nodes_leaves_no_folder_and_the_nodes_as_they_were(scene_cases, tmp_path):
+    """The module's Cancel: planning stops at the next step, writes nothing and touches no node."""
+    from LowDoseDenoiseLib.errors import Cancelled
+
+    app, _, nodes = scene_cases
+    before = [node_state(node) for node in nodes]
+    node_count = app.scene.GetNumberOfNodes()
+    messages = []
+    with pytest.raises(Cancelled, match="no study folder was written"):
+        plan_study_from_nodes(nodes, METHODS, tmp_path / "study", readers=1, scene=app.scene,
+                              progress=messages.append, cancel=lambda: len(messages) >= 3)
+    assert len(messages) == 3 and messages[0].startswith("case 1/2: reading Slicer volume")
+    # only the fixture's two case files: no study folder, no partial one
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["secretpatient_0.nrrd", "secretpatient_1.nrrd"]
+    assert [node_state(node) for node in nodes] == before
+    assert app.scene.GetNumberOfNodes() == node_count

@@ -26,12 +26,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import Cancelled, InputError
 from ..volume import Volume, as_xyz, cast_like
 from . import protocol as p
 
 __all__ = [
     "FILTERS",
+    "CANCELLED_MESSAGE",
     "CaseSource",
     "KEY_WARNING",
     "PAIR_DESIGNS",
@@ -55,6 +56,7 @@ FILTERS = {
     "nlm": "non-local means per slice (scikit-image, patch 5, distance 6, h = 0.8 x the input's noise SD)",
 }
 PAIR_DESIGNS = ("reference", "all")
+CANCELLED_MESSAGE = "Planning was cancelled; no study folder was written."
 KEY_WARNING = """KEEP THIS FOLDER AWAY FROM THE READERS.
 
 key.json says which method made every image of this reader study, and which image of
@@ -220,8 +222,10 @@ class _ModelCache:
         return self.loaded[path]
 
 
-def _method_image(method: Method, volume: Volume, models: _ModelCache) -> Tuple[np.ndarray, Dict[str, Any]]:
-    """(float32 HU, key details) of ``method`` applied to ``volume``."""
+def _method_image(method: Method, volume: Volume, models: _ModelCache, progress: Any = None,
+                  cancel: Any = None) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """(float32 HU, key details) of ``method`` applied to ``volume``; ``progress(done, total)`` and
+    ``cancel`` go to the model's run (engine.denoise_volume); a filter runs in one piece."""
     hu = volume.hu()
     if method.kind == "original":
         return hu, {}
@@ -231,7 +235,8 @@ def _method_image(method: Method, volume: Volume, models: _ModelCache) -> Tuple[
     from .. import engine
 
     model = models.get(method.model)
-    out = engine.denoise_volume(hu, model, device=models.device, strength=method.strength, spacing=volume.spacing)
+    out = engine.denoise_volume(hu, model, device=models.device, strength=method.strength, spacing=volume.spacing,
+                                progress=progress, cancel=cancel)
     details = {"model": model.name, "model_version": model.version, "model_sha256": model.sha256,
                "strength": method.strength}
     return out, details
@@ -304,6 +309,7 @@ def plan_study(
     overwrite: bool = False,
     force: bool = False,
     progress: Optional[Callable[[str], None]] = None,
+    cancel: Any = None,
 ) -> StudyPlan:
     """Make the images of every case and method and write a blinded study folder ``out``.
 
@@ -313,9 +319,20 @@ def plan_study(
     ``methods`` as :func:`parse_methods`; ``readers`` a count (ids R1..RN) or a list of
     ids; ``pairs`` 'reference' (each method against the original) or 'all' (every two
     methods).  The same inputs and ``seed`` give the same study.
+
+    ``progress(message)`` is told each step (and the slices of each model run);
+    ``cancel`` (a callable returning True to stop, or a ``threading.Event``, as the
+    engine's) is checked before every case and method and between the model's batches:
+    a cancelled plan raises :class:`~..errors.Cancelled` and leaves no study folder.
     """
-    from ..engine import ct_range_problem
+    from ..engine import check_cancel, ct_range_problem, is_cancelled
     from ..io.imagefiles import read_volume
+
+    check_cancel(cancel)
+
+    def stop_if_cancelled() -> None:
+        if is_cancelled(cancel):
+            raise Cancelled(CANCELLED_MESSAGE)
 
     out = Path(out)
     if not cases:
@@ -377,6 +394,7 @@ def plan_study(
         key_cases = []
         for case_index, case in enumerate(case_list):
             source = case.source if isinstance(case, CaseSource) else str(case)
+            stop_if_cancelled()
             say(f"case {case_index + 1}/{len(case_list)}: reading {source}")
             volume = case.load() if isinstance(case, CaseSource) else read_volume(case, force=force)
             if np.issubdtype(volume.voxels.dtype, np.floating) and not np.isfinite(volume.voxels).all():
@@ -388,8 +406,17 @@ def plan_study(
                               "shape": list(volume.voxels.shape), "spacing": list(volume.spacing)})
             made = {}
             for method, label in zip(method_list, labels):
-                say(f"case {case_index + 1}/{len(case_list)}: {label}")
-                hu, details = _method_image(method, volume, models)
+                stop_if_cancelled()
+                step = f"case {case_index + 1}/{len(case_list)}: {label}"
+                say(step)
+
+                def slices_done(done: int, total: int, step: str = step) -> None:
+                    say(f"{step}, {done}/{total} slices")
+
+                try:
+                    hu, details = _method_image(method, volume, models, progress=slices_done, cancel=cancel)
+                except Cancelled:
+                    raise Cancelled(CANCELLED_MESSAGE) from None
                 made[label] = (neutral_volume(volume, hu), details)
             for item in items:
                 if item["case"] != case_index:
@@ -404,6 +431,7 @@ def plan_study(
                     }
             del made
 
+        stop_if_cancelled()
         items.sort(key=lambda item: item["id"])
         worklist = {
             "format_version": p.FORMAT_VERSION,

@@ -70,6 +70,7 @@ def plan_study_from_nodes(
     force: bool = False,
     progress: Optional[Callable[[str], None]] = None,
     scene: Any = None,
+    cancel: Any = None,
 ) -> StudyPlan:
     """:func:`~.plan.plan_study` with scene volume nodes as the cases (arguments as there).
 
@@ -83,4 +84,4 @@ def plan_study_from_nodes(
         check_case_node(node, scene)
     return plan_study([node_case(node) for node in node_list], methods, out, readers=readers, seed=seed,
                       pairs=pairs, window=window, device=device, overwrite=overwrite, force=force,
-                      progress=progress)
+                      progress=progress, cancel=cancel)
