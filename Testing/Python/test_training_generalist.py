@@ -178,7 +178,36 @@ def test_transparency_probes_are_signal_only_and_leave_the_batch_unchanged(datas
     assert 0.0 < values["transparency"] < 10.0 and np.isfinite(values["loss"])
 
 
+def test_squared_error_term_and_the_model_file_names_every_term(dataset, tmp_path):  # noqa: F811
+    """loss.l2 adds the mean squared error; the exported metadata names l1, l2 and transparency with
+    the probes' settings (the 4.0 file's metadata listed L1 only)."""
+    import torch
+
+    from LowDoseDenoiseLib.modelfile import load_model
+    from LowDoseDenoiseLib.training.export import export_checkpoint
+
+    config = _config(dataset, tmp_path, loss={"l2": 2.0, "transparency": 0.1,
+                                               "transparency_pattern_contrast": [60.0, 250.0]})
+    trainer = Trainer(config, progress=False)
+    with torch.no_grad():
+        for parameter in trainer.g.tail.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    batch = trainer.batch(0)
+    with torch.no_grad():
+        expected = float(torch.nn.functional.mse_loss(trainer.g(batch["x"]), batch["target"]))
+    values = trainer.train_step(batch)
+    assert values["l2"] == pytest.approx(expected, rel=1e-4) and values["l2"] > 0
+    training = load_model(export_checkpoint(str(trainer.save()), str(tmp_path / "m.pt"))).metadata["training"]
+    assert training["loss_weights"]["l2"] == 2.0 and training["loss_weights"]["transparency"] == 0.1
+    assert "(l1 + l2 + " in training["method"] and "+ transparency)" in training["method"]
+    assert training["transparency_probes"]["transparency_pattern_contrast"] == [60.0, 250.0]
+
+
 def test_transparency_config_is_checked():
+    with pytest.raises(InputError, match="loss.l2"):
+        config_from_dict({"mode": "paired", "loss": {"l2": -1}})
+    with pytest.raises(InputError, match="transparency_pattern_contrast"):
+        config_from_dict({"mode": "paired", "loss": {"transparency_pattern_contrast": [300, 30]}})
     with pytest.raises(InputError, match="transparency"):
         config_from_dict({"mode": "paired", "loss": {"transparency": -1}})
     with pytest.raises(InputError, match="transparency_diameter"):

@@ -145,6 +145,9 @@ class LossConfig:
     identity: float = 5.0  #: L1 identity (G on normal dose, F on low dose)
     perceptual: float = 0.1  #: perceptual loss on the cycle reconstructions (paired: on the output)
     l1: float = 1.0  #: paired mode: L1 to the clean target
+    #: paired mode: mean squared error to the target (PSNR's own measure; with recorrupted (R2R)
+    #: targets, which carry noise, the squared error is the loss whose minimiser is the clean mean)
+    l2: float = 0.0
     multiscale: float = 0.0  #: paired mode (and the hybrid anchor): L1 of 2/4/8-pixel block means
     paired: float = 0.0  #: CycleGAN mode: extra L1+perceptual on simulated pairs (a hybrid; 0 = pure)
     #: paired mode: weight of the *transparency* term, the benchmark's paired signal injection as a
@@ -328,6 +331,9 @@ def validate(config: TrainConfig) -> None:
         raise InputError("data.dose must be [] or [min, max] dose fractions with 0 < min <= max < 1.")
     if not 0.0 <= d.inserts <= 1.0:
         raise InputError("data.inserts must be a share in [0, 1].")
+    for name in ("l1", "l2", "perceptual", "multiscale"):
+        if getattr(config.loss, name) < 0:
+            raise InputError(f"loss.{name} is a weight and must be >= 0 (0 turns the term off).")
     if config.loss.transparency < 0 or not 0.0 <= config.loss.transparency_patterns <= 1.0:
         raise InputError("loss.transparency must be >= 0 and loss.transparency_patterns a share in [0, 1].")
     for name in ("transparency_contrast", "transparency_diameter", "transparency_pattern_contrast"):

@@ -15,7 +15,10 @@ from ..modelfile import DEFAULT_HU_NORMALISATION, HUNormalisation, make_metadata
 from ..network import ARCHITECTURE, Generator, GeneratorConfig
 from .trainer import read_checkpoint
 
-__all__ = ["export_checkpoint", "training_summary"]
+__all__ = ["PAIRED_TERMS", "export_checkpoint", "training_summary"]
+
+#: The paired-mode loss terms (LossConfig), in the order the training method names them.
+PAIRED_TERMS = ("l1", "l2", "perceptual", "multiscale", "transparency")
 
 
 def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
@@ -41,7 +44,7 @@ def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
         if config.get("model", {}).get("init_generator"):
             method += ", generator initialised from the paired model"
     else:
-        weights = {k: loss.get(k) for k in ("l1", "perceptual", "multiscale")}
+        weights = {k: loss.get(k) for k in PAIRED_TERMS if k in loss}
         method = _paired_method(data, loss)
     steps = int(state.get("step", 0))
     stages = _earlier_stages(config)
@@ -70,12 +73,14 @@ def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
         "noise_on_patch_grid": data.get("noise_on_patch_grid", False),
         "detail_inserts": {k: data.get(k) for k in ("inserts", "inserts_contrast", "inserts_diameter")}
         if data.get("inserts", 0) > 0 else None,
+        "transparency_probes": {k: loss.get(k) for k in loss if k.startswith("transparency_")}
+        if loss.get("transparency", 0) > 0 else None,
         "exported": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 
 def _paired_method(data: Dict[str, Any], loss: Dict[str, Any]) -> str:
-    terms = " + ".join(k for k in ("l1", "perceptual", "multiscale") if loss.get(k, 0) > 0) or "L1"
+    terms = " + ".join(k for k in PAIRED_TERMS if loss.get(k, 0) > 0) or "L1"
     if data.get("recorrupt", 0) > 0 or data.get("recorrupt_low_dose", 0) > 0:
         method = f"supervised ({terms}) on simulated low dose with recorrupted (R2R) targets"
         if data.get("recorrupt_low_dose", 0) > 0:
@@ -103,7 +108,7 @@ def _earlier_stages(config: Dict[str, Any], depth: int = 6) -> list:
                 "steps": int(state.get("step", 0)),
                 "patch": data.get("patch"),
                 "batch_size": cfg.get("optim", {}).get("batch_size"),
-                "loss_weights": {k: loss.get(k) for k in ("l1", "perceptual", "multiscale") if k in loss},
+                "loss_weights": {k: loss.get(k) for k in PAIRED_TERMS if k in loss},
                 "time_s": round(float(state.get("elapsed_s", 0.0)), 1),
             }
         )

@@ -651,6 +651,9 @@ class Trainer:
                 perc = losses.perceptual_loss(self.features, out.float(), batch["target"])
                 multi = losses.multiscale_l1(out.float(), batch["target"]) if w.multiscale > 0 else torch.zeros(())
                 total = w.l1 * l1 + w.perceptual * perc + w.multiscale * multi
+                if w.l2 > 0:
+                    l2 = F.mse_loss(out.float(), batch["target"])
+                    total = total + w.l2 * l2
                 if "probe" in batch:
                     probe = batch["probe"]
                     passed = self.g_run(batch["x"] + probe).float() - out.float()
@@ -665,6 +668,8 @@ class Trainer:
             values = {"loss": total, "l1": l1, "perceptual": perc}
             if w.multiscale > 0:
                 values["multiscale"] = multi
+            if w.l2 > 0:
+                values["l2"] = l2
             if "probe" in batch:
                 values["transparency"] = trans
             return {key: float(value.detach()) for key, value in values.items()}
@@ -963,7 +968,7 @@ def plot_metrics(csv_path: Path, png: Path) -> Optional[Path]:
 
     loss_keys = [
         k
-        for k in ("loss", "l1", "perceptual", "multiscale", "transparency", "adversarial", "cycle", "identity", "paired",
+        for k in ("loss", "l1", "l2", "perceptual", "multiscale", "transparency", "adversarial", "cycle", "identity", "paired",
                   "discriminator")
         if k in rows[-1]
     ]
