@@ -133,6 +133,31 @@ def test_extension_metadata_and_catalog_entry_agree():
     assert entry["scm_url"].removesuffix(".git") == homepage
 
 
+def test_the_s4ext_entry_for_the_slicer_5_6_index_agrees_with_the_json_entry_and_cmake():
+    """The index's 5.6 branch reads LowDoseDenoise.s4ext (key, space, value per line); same source,
+    dependency, category and texts as LowDoseDenoise.json and the top-level CMakeLists.txt."""
+    top = REPO / "CMakeLists.txt"
+    entry = json.loads((REPO / "LowDoseDenoise.json").read_text(encoding="utf-8"))
+    fields = {}
+    for line in (REPO / "LowDoseDenoise.s4ext").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.strip().partition(" ")
+            assert key not in fields, f"{key} given twice"
+            fields[key] = value.strip()
+    known = {"scm", "scmurl", "scmrevision", "depends", "build_subdirectory", "homepage", "contributors",
+             "category", "iconurl", "status", "description", "screenshoturls", "enabled"}
+    assert set(fields) == known, (set(fields) ^ known)
+    assert (fields["scm"], fields["scmurl"], fields["scmrevision"]) == (
+        entry["scm_type"], entry["scm_url"], entry["scm_revision"])
+    assert fields["depends"].split() == entry["build_dependencies"] == cmake_set(top, "EXTENSION_DEPENDS").split()
+    assert (fields["build_subdirectory"], fields["category"]) == (entry["build_subdirectory"], entry["category"])
+    for key, variable in (("homepage", "EXTENSION_HOMEPAGE"), ("contributors", "EXTENSION_CONTRIBUTORS"),
+                          ("description", "EXTENSION_DESCRIPTION"), ("iconurl", "EXTENSION_ICONURL"),
+                          ("screenshoturls", "EXTENSION_SCREENSHOTURLS")):
+        assert fields[key] == cmake_set(top, variable).strip(), key
+    assert fields["enabled"] == "1"
+
+
 # -- icons and screenshot ---------------------------------------------------------------------------
 
 
