@@ -1,5 +1,5 @@
 """Training for unseen scanners (issue 12): detail inserts, own-texture noise, dose-relative
-noise levels, slice strides and log-uniform pixel sizes."""
+noise levels, slice strides, neighbour distances, log-uniform pixel sizes, the transparency term."""
 
 import numpy as np
 import pytest
@@ -94,6 +94,37 @@ def test_log_pixel_sizes_cover_the_range_evenly_in_log():
     assert sizes.min() >= 0.5 and sizes.max() <= 3.0
     below = float(np.mean(sizes < np.sqrt(0.5 * 3.0)))  # the geometric midpoint splits them in half
     assert 0.4 < below < 0.6
+
+
+def test_context_neighbours_at_several_slice_distances():
+    """data.context_distance [1, 3]: neighbours 1–3 slices away (a thick-slice scan's spacing), all three
+    distances drawn, clamped into the allowed block towards the centre; [1, 1] draws nothing extra."""
+    assert tdata.context_indices(10, 1, range(20), distance=3) == [7, 10, 13]
+    assert tdata.context_indices(10, 2, range(9, 12), distance=2) == [9, 9, 10, 11, 11]
+    hu = np.full((40, 64, 64), 40.0, np.float32)
+    source = tdata.SliceSource("s", hu, 1.0, list(range(5, 35)), list(range(40)))
+    far = tdata.PatchSampler([source], tdata.PatchConfig(patch=32, pixel_size=(1.0, 1.0), copy_neighbours=0.0,
+                                                         context_distance=(1, 3)))
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(60):
+        geometry = far.draw_geometry(rng)
+        low, centre, high = geometry["indices"]
+        assert centre - low == high - centre == geometry["distance"]
+        seen.add(geometry["distance"])
+    assert seen == {1, 2, 3}
+    near = tdata.PatchSampler([source], tdata.PatchConfig(patch=32, pixel_size=(1.0, 1.0), copy_neighbours=0.0))
+    fixed = tdata.PatchSampler([source], tdata.PatchConfig(patch=32, pixel_size=(1.0, 1.0), copy_neighbours=0.0,
+                                                           context_distance=(2, 2)))
+    a, b = near.draw_geometry(np.random.default_rng(5)), fixed.draw_geometry(np.random.default_rng(5))
+    # a fixed distance draws no random number: the rest of the geometry is the default's
+    assert (a["distance"], b["distance"]) == (1, 2) and b["indices"][2] - b["indices"][1] == 2
+    assert {k: v for k, v in a.items() if k not in ("indices", "distance")} == {
+        k: v for k, v in b.items() if k not in ("indices", "distance")}
+    with pytest.raises(InputError, match="context_distance"):
+        config_from_dict({"mode": "paired", "data": {"context_distance": [0, 2]}})
+    with pytest.raises(InputError, match="context_distance"):
+        config_from_dict({"mode": "paired", "data": {"context_distance": [3, 1]}})
 
 
 def test_new_config_fields_are_checked():

@@ -428,13 +428,16 @@ class PatchConfig:
     min_tissue: float = 0.3
     flips: bool = True
     pixel_size_log: bool = False  #: draw the target pixel size log-uniformly instead of uniformly
+    context_distance: Tuple[int, int] = (1, 1)  #: neighbour distance in slices, drawn uniformly
 
 
-def context_indices(centre: int, context: int, allowed: Sequence[int]) -> List[int]:
+def context_indices(centre: int, context: int, allowed: Sequence[int], distance: int = 1) -> List[int]:
+    """The 2k+1 slice indices around ``centre``, ``distance`` slices apart; an index outside
+    ``allowed`` moves towards the centre until it is inside (the engine replicates volume ends)."""
     allowed_set = set(allowed)
     out = []
     for offset in range(-context, context + 1):
-        index = centre + offset
+        index = centre + offset * distance
         step = 1 if offset < 0 else -1
         while index not in allowed_set:
             index += step
@@ -482,7 +485,11 @@ class PatchSampler:
         source = self.sources[source_index]
         centre = int(source.centres[rng.integers(len(source.centres))])
         copied = bool(rng.random() < cfg.copy_neighbours)
-        indices = [centre] * (2 * cfg.context + 1) if copied else context_indices(centre, cfg.context, source.allowed)
+        distance = int(cfg.context_distance[0])
+        if cfg.context_distance[1] > distance:  # drawn only then: older configs keep their random sequence
+            distance = int(rng.integers(distance, cfg.context_distance[1] + 1))
+        indices = ([centre] * (2 * cfg.context + 1) if copied
+                   else context_indices(centre, cfg.context, source.allowed, distance))
         target = self.draw_pixel_size(rng)
         crop = int(round(cfg.patch * target / source.pixel_size))
         crop = max(4, min(crop, min(source.hu.shape[1:])))
@@ -499,6 +506,7 @@ class PatchSampler:
             "centre": centre,
             "indices": indices,
             "copied": copied,
+            "distance": distance,
             "crop": (y, x, crop),
             "pixel_size": target,
             "flip": (bool(rng.random() < 0.5) and cfg.flips, bool(rng.random() < 0.5) and cfg.flips),

@@ -58,6 +58,7 @@ def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
         "noise_sd_added_hu": list(sds),
         "noise_textures": list(data.get("textures", [])),
         "copy_neighbours": data.get("copy_neighbours"),
+        "context_distance": data.get("context_distance", [1, 1]),
         "data": f"normal dose: {', '.join(map(str, normal))}; low dose: {', '.join(map(str, low)) or 'simulated'}",
         "steps": steps,
         "epochs": round(steps * batch * patch * patch / (512 * 512 * 12), 2),

@@ -245,7 +245,8 @@ class Trainer:
         d = c.data
         k = d.context
         patch = tdata.PatchConfig(
-            d.patch, k, d.copy_neighbours, (d.pixel_size[0], d.pixel_size[1]), d.min_tissue, d.flips, d.pixel_size_log
+            d.patch, k, d.copy_neighbours, (d.pixel_size[0], d.pixel_size[1]), d.min_tissue, d.flips, d.pixel_size_log,
+            (int(d.context_distance[0]), int(d.context_distance[1])),
         )
         normal = self._series(d.normal_dose)
         low = (
