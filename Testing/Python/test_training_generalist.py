@@ -251,3 +251,32 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return bool(torch.equal(a, b))
+
+
+def test_a_wider_context_starts_as_the_narrower_network(tmp_path):
+    """model.init_generator may hold a generator with fewer context slices: the added outer slices get
+    zero weights, so the 5-slice network computes the 3-slice one's output whatever the outer slices hold."""
+    import torch
+
+    from LowDoseDenoiseLib.network import Generator, GeneratorConfig
+    from LowDoseDenoiseLib.training.trainer import load_generator_weights
+
+    torch.manual_seed(0)
+    narrow = Generator(GeneratorConfig(context=1, width=8, levels=2, res_blocks=1))
+    for parameter in narrow.parameters():  # a non-trivial network (the tail starts at zero)
+        parameter.data.normal_(0.0, 0.2)
+    path = tmp_path / "narrow.pt"
+    torch.save({"g": narrow.state_dict(), "architecture": {"name": "pan-unet", **GeneratorConfig(
+        context=1, width=8, levels=2, res_blocks=1).to_dict()}}, path)
+    wide_cfg = GeneratorConfig(context=2, width=8, levels=2, res_blocks=1)
+    wide = Generator(wide_cfg)
+    load_generator_weights(wide, str(path), wide_cfg)
+    x = torch.randn(2, 5, 32, 32)
+    with torch.no_grad():
+        expected = narrow(x[:, 1:4])
+        assert torch.allclose(wide(x), expected, atol=1e-5)
+        x[:, [0, 4]] = torch.randn(2, 2, 32, 32) * 5  # the outer slices do not matter yet
+        assert torch.allclose(wide(x), expected, atol=1e-5)
+    with pytest.raises(InputError, match="wider context"):
+        load_generator_weights(Generator(GeneratorConfig(context=0, width=8, levels=2, res_blocks=1)), str(path),
+                               GeneratorConfig(context=0, width=8, levels=2, res_blocks=1))

@@ -942,11 +942,32 @@ def load_generator_weights(g: Generator, source: str, gcfg: GeneratorConfig) -> 
         arch = loaded.metadata["architecture"]
         weights = loaded.module.state_dict()
     # the weights' shapes must match; keep_low_sigma is a fixed filter without weights, so a run may
-    # add (or change) it on top of a generator trained without it
-    expected = {k: v for k, v in gcfg.to_dict().items() if k != "keep_low_sigma"}
-    if any(arch.get(key) != value for key, value in expected.items()):
-        raise InputError(f"model.init_generator {path} has architecture {arch}; this run needs {expected}.")
+    # add (or change) it on top of a generator trained without it; a wider context may be added too
+    expected = {k: v for k, v in gcfg.to_dict().items() if k not in ("keep_low_sigma", "context")}
+    source_context = int(arch.get("context", -1))
+    if any(arch.get(key) != value for key, value in expected.items()) or not 0 <= source_context <= gcfg.context:
+        raise InputError(
+            f"model.init_generator {path} has architecture {arch}; this run needs {gcfg.to_dict()} "
+            "(the same shape, with the same or a wider context)."
+        )
+    if source_context < gcfg.context:
+        weights = widen_context(weights, source_context, gcfg.context)
     g.load_state_dict(weights)
+
+
+def widen_context(weights: Dict[str, Any], old: int, new: int) -> Dict[str, Any]:
+    """A generator state for ``new`` context slices each side that computes what ``weights`` (``old``)
+    did: the head convolution's weights for the added outer slices are zero, so the network starts
+    as the narrower one and learns to use the new neighbours."""
+    import torch
+
+    out = dict(weights)
+    head = weights["head.weight"]  # (w, 4·(2·old+1), 3, 3): pixel_unshuffle keeps each slice's 4 phases together
+    wide = torch.zeros((head.shape[0], 4 * (2 * new + 1)) + tuple(head.shape[2:]), dtype=head.dtype)
+    start = 4 * (new - old)
+    wide[:, start : start + head.shape[1]] = head
+    out["head.weight"] = wide
+    return out
 
 
 def plot_metrics(csv_path: Path, png: Path) -> Optional[Path]:
