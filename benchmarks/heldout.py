@@ -47,9 +47,12 @@ sys.path.insert(0, str(ROOT / "LowDoseDenoise"))
 
 #: Whole scans no training config reads: (name, folder under the shared data, what it is).
 HELD_OUT: Tuple[Tuple[str, str, str], ...] = (
-    ("pancreas", "pancreas-ct-philips/dicom", "Philips Brilliance Big Bore, kernel B + iDose 3, 1.07 mm, abdomen"),
-    ("siemens-B40f", "lung-pet-ct-dx-kernels/dicom/siemens-B40f", "Siemens Sensation 10, B40f (medium), 0.65 mm"),
-    ("siemens-B70f", "lung-pet-ct-dx-kernels/dicom/siemens-B70f", "Siemens Sensation 10, B70f (very sharp), 0.65 mm"),
+    ("pancreas", "pancreas-ct-philips/dicom",
+     "Philips Brilliance Big Bore, kernel B + iDose 3, 1.07 mm pixels, 3 mm slices, abdomen"),
+    ("siemens-B40f", "lung-pet-ct-dx-kernels/dicom/siemens-B40f",
+     "Siemens Sensation 10, B40f (medium), 0.65 mm pixels, 8 mm slices, chest"),
+    ("siemens-B70f", "lung-pet-ct-dx-kernels/dicom/siemens-B70f",
+     "Siemens Sensation 10, B70f (very sharp), 0.65 mm pixels, 8 mm slices, chest"),
 )
 #: A real low-dose scan no training config reads (no reference exists).
 HELD_OUT_LOW_DOSE = ("ge-study2", "acrin-flt-breast-ct/dicom/ge-study2-80mA", "GE Discovery LS, 80 mA, SOFT")
@@ -58,9 +61,11 @@ PIXEL_ROWS = (("0.5 mm", "siemens-B40f", 0.5), ("2 mm", "pancreas", 2.0), ("3 mm
 #: Split B of the leave-one-vendor-out rotation (training/configs/rotation_b*.yaml train on the
 #: Siemens and GE scans only): every Philips scan is held out.
 HELD_OUT_B: Tuple[Tuple[str, str, str], ...] = (
-    ("pancreas", "pancreas-ct-philips/dicom", "Philips Brilliance Big Bore, kernel B + iDose 3, 1.07 mm, abdomen"),
-    ("philips-B", "lung-pet-ct-dx-kernels/dicom/philips-B", "Philips Brilliance 16, kernel B (soft), 0.84 mm"),
-    ("philips-L", "lung-pet-ct-dx-kernels/dicom/philips-L", "Philips Brilliance 16, kernel L (sharp), 0.84 mm"),
+    HELD_OUT[0],
+    ("philips-B", "lung-pet-ct-dx-kernels/dicom/philips-B",
+     "Philips Brilliance 16, kernel B (soft), 0.84 mm pixels, 5 mm slices, chest"),
+    ("philips-L", "lung-pet-ct-dx-kernels/dicom/philips-L",
+     "Philips Brilliance 16, kernel L (sharp), 0.84 mm pixels, 5 mm slices, chest"),
 )
 PIXEL_ROWS_B = (("0.5 mm", "philips-L", 0.5), ("2 mm", "pancreas", 2.0), ("3 mm", "pancreas", 3.0))
 #: --split: (held-out scans, pixel-size rows). A: the shipped model's split (its configs never read
@@ -139,6 +144,18 @@ def measure_slice(output: np.ndarray, reference: np.ndarray, noisy: np.ndarray, 
     row["gain"] = row["psnr"] - row["psnr_input"]
     row["noise_ratio"] = row["noise_sd"] / max(row["noise_sd_input"], 1e-6)
     return row
+
+
+def single_slice(method: Callable) -> Callable:
+    """``method`` given the block's centre slice as all three slices (no neighbours)."""
+    def run(block: np.ndarray, spacing) -> np.ndarray:
+        centre = block.shape[0] // 2
+        return method(np.repeat(block[centre : centre + 1], block.shape[0], axis=0), spacing)
+
+    return run
+
+
+SINGLE_TITLE = "Single slices: the held-out scans' slices without their neighbours (a 2D image), 25% dose"
 
 
 def mean_rows(rows: List[Dict[str, float]]) -> Dict[str, float]:
@@ -449,6 +466,8 @@ def render(report: Dict, args_slices: int) -> List[str]:
         lines += scan_table(report["scans"], f"Held-out scans, simulated dose (mean of {args_slices} slices per scan)")
         held_out = SPLITS[str(report.get("split", "A"))][0]
         lines += ["Held-out scans: " + "; ".join(f"**{n}**: {d}" for n, _, d in held_out) + ".", ""]
+    if "single" in report:
+        lines += scan_table(report["single"], SINGLE_TITLE)
     if "pixels" in report:
         lines += scan_table(report["pixels"], "Pixel sizes (held-out scans resampled)")
     if "real" in report:
@@ -497,7 +516,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--strength", type=float, action="append", default=[],
                         help="also run each model at this strength (repeatable; 1.0 is always run)")
     parser.add_argument("--quick", action="store_true", help="smaller phantoms, one dose for the scans")
-    parser.add_argument("--skip", action="append", default=[], choices=["scans", "pixels", "real", "phantoms"])
+    parser.add_argument("--skip", action="append", default=[],
+                        choices=["scans", "single", "pixels", "real", "phantoms"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=2026)
@@ -554,6 +574,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for png in panel_figures(chosen, figure_dir, {n: s.spacing for n, (s, _) in series.items()}):
             lines.append(f"![{png.stem}]({png.name})")
         lines.append("")
+    if "single" not in args.skip and "scans" not in args.skip:
+        # the same blocks and noise, the models given the centre slice alone (a 2D image, a one-slice
+        # series: the engine repeats it as its own neighbours), so the context's part is seen
+        single = {"input": methods["input"]}
+        single.update({f"{label} (one slice)": single_slice(methods[label]) for label in models})
+        report["single"] = scan_section(blocks, single, DOSES[:1], args.seed)
+        lines += scan_table(report["single"], SINGLE_TITLE)
     if "pixels" not in args.skip:
         blocks = []
         for label, name, pixel in pixel_rows:
