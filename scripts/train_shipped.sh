@@ -10,7 +10,7 @@
 #   7. stage 6's checkpoint exported with a low-frequency pass-through (σ 2.5 px, no further
 #      training): model 3.1.0, the card's "3.1" column; generalist_lowpass.yaml is an ablation
 #   8. stage 6 continued with the transparency term (the benchmark's paired signal injection as
-#      a loss), no pass-through: model 4.0.0, shipped                (configs/transparent.yaml)
+#      a loss), no pass-through: model 4.0 (shipped as 4.0.1)       (configs/transparent.yaml)
 # The held-out scans of benchmarks/heldout.py are read by no stage.
 # Each stage starts from the previous one's checkpoint (model.init_generator).  Run folders,
 # checkpoints and logs go to ~/.cache/lowdose-denoise/runs/; rerunning the script resumes every
@@ -57,5 +57,5 @@ stage "$CONFIGS/generalist.yaml" lowdose-liver-pan generalist-a.pt 3.0.0-a
 stage "$CONFIGS/generalist_final.yaml" lowdose-liver-pan generalist-b2.pt 3.0.0
 PYTHONPATH=LowDoseDenoise "$PY" -m LowDoseDenoiseLib.cli export "$RUNS/generalist-b2/checkpoint.pt" \
     "$RUNS/generalist-b2/lowdose-liver-pan.pt" --name lowdose-liver-pan --version 3.1.0 --keep-low-sigma 2.5 --overwrite
-stage "$CONFIGS/transparent.yaml" lowdose-liver-pan lowdose-liver-pan.pt 4.0.0
+stage "$CONFIGS/transparent.yaml" lowdose-liver-pan lowdose-liver-pan.pt 4.0.1
 echo "done: $RUNS/transparent-a/lowdose-liver-pan.pt (copy it to LowDoseDenoise/Resources/Models/)"

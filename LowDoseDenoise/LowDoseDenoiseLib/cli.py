@@ -324,6 +324,7 @@ def _denoise_one(args, model, source: Path, target: Path, dicom_out: bool, occup
         progress=_progress_bar(work.voxels.shape[0], args.quiet, source.name),
         spacing=work.spacing,
         out=denoised.voxels,
+        neighbours=NEIGHBOURS[args.neighbours],
     )
     del volume, work
     info = {"name": model.name, "version": model.version, "sha256": model.sha256, "strength": args.strength}
@@ -594,11 +595,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .training import export
 
     print(export.export_checkpoint(args.checkpoint, args.output, name=args.name, version=args.version,
-                                   overwrite=args.overwrite, keep_low_sigma=args.keep_low_sigma))
+                                   overwrite=args.overwrite, keep_low_sigma=args.keep_low_sigma,
+                                   slice_spacing=args.slice_spacing))
     return EXIT_OK
 
 
 # ---------------------------------------------------------------- parser
+
+
+#: --neighbours: engine.denoise_volume(neighbours=...)
+NEIGHBOURS = {"auto": None, "on": True, "off": False}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -618,6 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--strength", type=_strength, default=1.0, help="0 = unchanged, 1 = full model output")
     p.add_argument("--batch-size", type=_batch_size, default="auto", help="slices per batch (default auto)")
+    p.add_argument("--neighbours", choices=sorted(NEIGHBOURS), default="auto",
+                   help="give the network the neighbouring slices: auto (unless the slices lie farther apart than "
+                        "in the model's training; then each slice is denoised on its own), on, off")
     p.add_argument("--output-format", choices=["auto", *OUTPUT_FORMATS], default="auto",
                    help="auto: DICOM for a DICOM input, else the input's format or OUT's extension")
     p.add_argument("--series", help="Series Instance UID to read when a folder holds several series")
@@ -713,6 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="export with a low-frequency pass-through of this σ in pixels (the Gaussian low-pass part "
                         "of the predicted noise is not removed: faint large lesions keep their contrast); "
                         "default: as trained")
+    p.add_argument("--slice-spacing", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="the distances (mm) between context slices seen in training, for a checkpoint written "
+                        "before the trainer recorded them; the engine denoises slices farther apart one by one")
     p.set_defaults(func=cmd_export)
 
     from .readerstudy.cli import add_parser as add_reader_study_parser

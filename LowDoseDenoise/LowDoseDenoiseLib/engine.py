@@ -44,6 +44,7 @@ __all__ = [
     "ProgressCallback",
     "check_cancel",
     "check_pixel_size",
+    "check_slice_spacing",
     "check_strength",
     "check_volume",
     "ct_range_problem",
@@ -216,6 +217,27 @@ def check_pixel_size(model: Union[LoadedModel, Predictor], spacing: Optional[Seq
     )
 
 
+def check_slice_spacing(model: Union[LoadedModel, Predictor], spacing: Optional[Sequence[float]]) -> Optional[str]:
+    """A note when the slices lie farther apart than the context slices the model was trained on.
+
+    Then :func:`denoise_volume` (``neighbours=None``) gives the network each slice alone, as it is
+    given a single 2D image: neighbours 8 mm away show other anatomy, and a model trained on
+    2–5 mm slices blends it in (measured on held-out 8 mm scans: model card, "Where it fails").
+    None when the model records no range, the spacing has no z or the model has no context.
+    """
+    known = getattr(model, "slice_spacing_range", None)
+    if spacing is None or len(spacing) < 3 or known is None or model.context == 0:
+        return None
+    gap = abs(float(spacing[2]))
+    if gap <= known[1] * 1.05:
+        return None
+    return (
+        f"Slices are {gap:.2f} mm apart, farther than the {known[1]:.2f} mm this model's neighbouring slices were "
+        "in training: each slice is denoised on its own, as a single image (--neighbours on, or neighbours=True, "
+        "uses them anyway)."
+    )
+
+
 # --------------------------------------------------------------------------- the network
 
 
@@ -234,6 +256,7 @@ class Predictor:
     min_size: int = 1
     pixel_size_range: Optional[Tuple[float, float]] = None
     name: str = "network"
+    slice_spacing_range: Optional[Tuple[float, float]] = None
 
     @classmethod
     def of(
@@ -251,7 +274,7 @@ class Predictor:
             model = load_model(model)
         if isinstance(model, LoadedModel):
             return cls(model.module, model.normalisation, model.context, model.min_size, model.pixel_size_range,
-                       model.name)
+                       model.name, model.slice_spacing_range)
         if not callable(model):
             raise InputError(f"Expected a LoadedModel, a model file or a torch.nn.Module, got {type(model).__name__}.")
         if normalisation is None:
@@ -302,6 +325,7 @@ def denoise_volume(
     spacing: Optional[Sequence[float]] = None,
     normalisation: Optional[HUNormalisation] = None,
     out: Optional[np.ndarray] = None,
+    neighbours: Optional[bool] = None,
 ) -> np.ndarray:
     """Denoise a (z, y, x) HU volume (or one 2D slice) and return float32 HU of the same shape.
 
@@ -310,8 +334,11 @@ def denoise_volume(
     ``strength`` in [0, 1] scales the removed noise: 0 returns the input exactly.
     ``progress(done, total)`` is called after every batch; ``cancel`` (a callable or
     an object with ``is_set()``) is checked between batches and raises Cancelled.
-    ``spacing`` is the pixel size (x, y[, z]) in mm, as ``Volume.spacing``; it is used
-    only to warn when the in-plane size lies outside the model's training range.
+    ``spacing`` is the pixel size (x, y[, z]) in mm, as ``Volume.spacing``; it is used to
+    warn when the in-plane size lies outside the model's training range and, with
+    ``neighbours=None``, to denoise each slice on its own when the slices lie farther apart
+    than in the model's training (:func:`check_slice_spacing`); ``neighbours`` True / False
+    always / never gives the network the neighbouring slices.
     ``out``: an array of the input's shape to write the result into and return instead
     (any real type; integer types get the values rounded and clipped as
     :func:`~.volume.cast_like` does), e.g. ``np.empty_like(hu)`` to keep the stored type
@@ -336,6 +363,15 @@ def denoise_volume(
     if message:
         warnings.warn(message, stacklevel=2)
         log.warning(message)
+    if neighbours is not None and not isinstance(neighbours, bool):
+        raise InputError(f"neighbours must be None (by slice spacing), True or False, got {neighbours!r}.")
+    single = neighbours is False
+    if neighbours is None:
+        spacing_note = check_slice_spacing(predictor, spacing)
+        if spacing_note:
+            single = True
+            warnings.warn(spacing_note, stacklevel=2)
+            log.warning(spacing_note)
 
     result = _output_array(out, hu.shape)
     target = resolve_device(device)
@@ -351,7 +387,7 @@ def denoise_volume(
         return result
 
     batch = _auto_batch(target, *volume.shape[1:]) if batch_size == "auto" else int(batch_size)
-    runner = _Runner(predictor, target)
+    runner = _Runner(predictor, target, single)
     done = 0
     with _evaluating(predictor.module), _returning(predictor.module, target):
         while done < depth:
@@ -410,14 +446,19 @@ def _auto_batch(device: Any, height: int, width: int) -> int:
 class _Runner:
     """Runs the network for a block of slices on one device; knows how to back off."""
 
-    def __init__(self, predictor: Predictor, device: Any):
+    def __init__(self, predictor: Predictor, device: Any, single: bool = False):
         self.predictor = predictor
         self.device = device
+        self.single = single  # each slice as its own neighbours (a single image)
         self.module = predictor.module.to(device)
 
     def stack(self, volume: np.ndarray, start: int, stop: int) -> np.ndarray:
-        """(B, 2k+1, H, W) normalised input for slices start..stop, edges replicated."""
+        """(B, 2k+1, H, W) normalised input for slices start..stop, edges replicated (``single``:
+        every slice repeated as its own neighbours)."""
         k = self.predictor.context
+        if self.single:
+            block = self.predictor.normalisation.to_model(volume[start:stop])
+            return np.ascontiguousarray(np.repeat(block[:, None], 2 * k + 1, axis=1))
         depth = volume.shape[0]
         index = np.clip(np.arange(start - k, stop + k), 0, depth - 1)
         block = self.predictor.normalisation.to_model(volume[index])
@@ -459,4 +500,4 @@ class _Runner:
         message = f"Out of {self.device.type.upper()} memory even at batch size 1; continuing on the CPU."
         warnings.warn(message, stacklevel=3)
         log.warning(message)
-        return 1, _Runner(self.predictor, torch.device("cpu"))
+        return 1, _Runner(self.predictor, torch.device("cpu"), self.single)

@@ -14,7 +14,7 @@ Metadata (format version 1)::
     context_slices   k (2k+1 input slices)
     hu_normalisation {"clip": [lo, hi], "offset": o, "scale": s}: x = (clip(hu) - o) / s
     training         {"trained": bool, "pixel_size_mm": [lo, hi], "dose_fraction": [lo, hi],
-                      "data": str, "steps": int, "epochs": float, ...}
+                      "slice_spacing_mm": [lo, hi] (optional), "data": str, "steps": int, ...}
 """
 
 from __future__ import annotations
@@ -170,6 +170,12 @@ class LoadedModel:
     @property
     def pixel_size_range(self) -> Optional[Tuple[float, float]]:
         value = self.metadata["training"].get("pixel_size_mm")
+        return (float(value[0]), float(value[1])) if value else None
+
+    @property
+    def slice_spacing_range(self) -> Optional[Tuple[float, float]]:
+        """[min, max] mm between the context slices the model saw in training (None: not recorded)."""
+        value = self.metadata["training"].get("slice_spacing_mm")
         return (float(value[0]), float(value[1])) if value else None
 
     def summary(self) -> str:

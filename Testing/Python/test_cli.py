@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -263,3 +264,25 @@ def test_phantom_and_simulate_commands(tmp_path):
     assert low.voxels.dtype == clean.voxels.dtype == np.int16
     assert low.spacing == clean.spacing
     assert np.std(low.hu() - clean.hu()) > 5.0
+
+
+def test_thick_slices_are_denoised_one_by_one_unless_asked(tmp_path, capsys):
+    """The bundled model saw neighbours 2–5 mm apart: an 8 mm series is denoised slice by slice
+    (with a warning), as --neighbours off does; --neighbours on gives it the neighbours anyway."""
+    from LowDoseDenoiseLib.quality.phantom import make_low_dose_phantom
+    from LowDoseDenoiseLib.volume import Volume
+
+    _, low, spacing = make_low_dose_phantom(size=96, slices=3, seed=4, spacing=(0.8, 0.8, 8.0))
+    thick = write_volume(Volume(voxels=np.rint(low).astype(np.int16), spacing=spacing), tmp_path / "thick.nrrd")
+    outputs = {}
+    for mode in ("auto", "off", "on"):
+        outputs[mode] = tmp_path / f"{mode}.nrrd"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert cli.main(["denoise", str(thick), str(outputs[mode]), "--device", "cpu", "--neighbours", mode]) == 0
+        capsys.readouterr()
+        said = [str(w.message) for w in caught if "8.00 mm apart" in str(w.message)]
+        assert bool(said) == (mode == "auto"), (mode, said)
+    voxels = {mode: read_volume(path).voxels for mode, path in outputs.items()}
+    assert np.array_equal(voxels["auto"], voxels["off"])
+    assert not np.array_equal(voxels["auto"], voxels["on"])

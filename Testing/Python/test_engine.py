@@ -109,6 +109,40 @@ def test_pixel_size_outside_training_range_warns(test_model):
         denoise_volume(_volume(1), test_model, device="cpu", spacing=(0.8, 0.8))
 
 
+class _NeighbourSensitive(torch.nn.Module):
+    """Output = centre − 0.5 × (mean of the neighbours − centre): depends on what the neighbours hold."""
+
+    context = 1
+    min_size = 1
+
+    def forward(self, x):
+        centre = x[:, 1:2]
+        return centre - 0.5 * (0.5 * (x[:, 0:1] + x[:, 2:3]) - centre)
+
+
+def test_slices_farther_apart_than_in_training_are_denoised_one_by_one(caplog):
+    """A model trained on 2–5 mm slice spacing gets each 8 mm slice alone (as a single image, which
+    the run with neighbours=False shows); 3 mm slices keep their neighbours; both can be forced."""
+    net = Predictor(_NeighbourSensitive(), HUNormalisation(scale=100.0), 1, 1, None, "probe", (2.0, 5.0))
+    volume = _volume(4)
+    alone = denoise_volume(volume, net, device="cpu", neighbours=False)
+    together = denoise_volume(volume, net, device="cpu", neighbours=True)
+    assert np.allclose(alone, volume, atol=1e-3)  # neighbours equal to the centre: no change
+    assert not np.allclose(together, volume, atol=1.0)
+    with caplog.at_level("WARNING"), pytest.warns(UserWarning, match="8.00 mm apart.*on its own"):
+        thick = denoise_volume(volume, net, device="cpu", spacing=(0.7, 0.7, 8.0))
+    assert np.array_equal(thick, alone) and "8.00 mm apart" in caplog.text
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(denoise_volume(volume, net, device="cpu", spacing=(0.7, 0.7, 3.0)), together)
+    assert np.array_equal(denoise_volume(volume, net, device="cpu", spacing=(0.7, 0.7, 8.0), neighbours=True), together)
+    assert np.array_equal(denoise_volume(volume, net, device="cpu", spacing=(0.7, 0.7)), together)  # no z: as before
+    unrecorded = Predictor(_NeighbourSensitive(), HUNormalisation(scale=100.0), 1, 1, None, "old model")
+    assert np.array_equal(denoise_volume(volume, unrecorded, device="cpu", spacing=(0.7, 0.7, 8.0)), together)
+    with pytest.raises(InputError, match="neighbours must be"):
+        denoise_volume(volume, net, device="cpu", neighbours="yes")
+
+
 def test_bad_input(test_model):
     with pytest.raises(InputError, match="below the model's minimum"):
         denoise_volume(np.zeros((2, 6, 40), np.float32), test_model)

@@ -201,6 +201,24 @@ def test_the_shipped_registry_names_an_existing_default():
     assert all(e.dose_range for e in entries if e.trained)  # the intended dose range is stated
 
 
+def test_every_bundled_model_names_the_loss_terms_it_was_trained_with():
+    """The training method in a bundled file's metadata names exactly its terms of weight > 0, and a
+    transparency-trained file states its probes.  (That export writes every term is checked on a real
+    export in test_training_generalist; 4.0.0's file, exported before, named L1 only.)"""
+    from LowDoseDenoiseLib.modelfile import read_metadata
+    from LowDoseDenoiseLib.training.export import PAIRED_TERMS
+
+    for entry in list_models():
+        training = read_metadata(entry.path).get("training", {})
+        weights = training.get("loss_weights") or {}
+        if not training or not set(weights) <= set(PAIRED_TERMS):  # a CycleGAN's weights read differently
+            continue
+        named = training["method"].split("(", 1)[1].split(")", 1)[0].split(" + ")
+        assert named == [k for k in PAIRED_TERMS if (weights.get(k) or 0) > 0], (entry.path.name, training["method"])
+        if (weights.get("transparency") or 0) > 0:
+            assert training["transparency_probes"]["transparency_contrast"], entry.path.name
+
+
 def test_models_command_lists_the_bundled_models(capsys):
     from LowDoseDenoiseLib import cli
 

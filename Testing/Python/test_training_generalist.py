@@ -232,6 +232,13 @@ def test_squared_error_term_and_the_model_file_names_every_term(dataset, tmp_pat
     assert training["loss_weights"]["l2"] == 2.0 and training["loss_weights"]["transparency"] == 0.1
     assert "(l1 + l2 + " in training["method"] and "+ transparency)" in training["method"]
     assert training["transparency_probes"]["transparency_pattern_contrast"] == [60.0, 250.0]
+    # the neighbour distances the context saw: the fixture's slice spacings (× data.context_distance [1, 1])
+    spacings = [float(s.spacing[2]) for s, _ in trainer._series(config.data.normal_dose)]
+    assert training["slice_spacing_mm"] == [min(spacings), max(spacings)]
+    override = export_checkpoint(str(trainer.save()), str(tmp_path / "o.pt"), slice_spacing=(2.0, 5.0))
+    assert load_model(override).slice_spacing_range == (2.0, 5.0)
+    with pytest.raises(InputError, match="slice-spacing"):
+        export_checkpoint(str(trainer.save()), str(tmp_path / "bad.pt"), slice_spacing=(5.0, 2.0))
 
 
 def test_transparency_config_is_checked():

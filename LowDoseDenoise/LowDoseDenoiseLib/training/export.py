@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import platform
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 
@@ -54,6 +54,7 @@ def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
         "trained": steps > 0,
         "method": method,
         "pixel_size_mm": list(data.get("pixel_size", [0.5, 1.5])),
+        "slice_spacing_mm": state.get("slice_spacing_mm"),
         "dose_fraction": dose,
         "noise_sd_added_hu": list(sds),
         "noise_textures": list(data.get("textures", [])),
@@ -129,8 +130,13 @@ def _normalisation(state: Dict[str, Any]) -> HUNormalisation:
 
 
 def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, version: Optional[str] = None,
-                      overwrite: bool = False, keep_low_sigma: Optional[float] = None) -> Path:
+                      overwrite: bool = False, keep_low_sigma: Optional[float] = None,
+                      slice_spacing: Optional[Sequence[float]] = None) -> Path:
     """Write the generator of a training checkpoint as a TorchScript model file with metadata.
+
+    ``slice_spacing`` [min, max] mm: the distances between context slices seen in training, for a
+    checkpoint written before the trainer recorded them (the engine denoises slices farther apart
+    one by one, see engine.check_slice_spacing).
 
     Refuses a checkpoint whose generator is not this project's architecture, and an
     output that exists (unless ``overwrite``) or is the checkpoint itself; the target is
@@ -161,6 +167,10 @@ def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, ver
         ) from None
     run_name = state.get("config", {}).get("name", "lowdose-denoise")
     summary = training_summary(state)
+    if slice_spacing is not None:
+        if len(slice_spacing) != 2 or not 0 < float(slice_spacing[0]) <= float(slice_spacing[1]):
+            raise InputError("--slice-spacing must be MIN MAX in mm with 0 < MIN <= MAX.")
+        summary["slice_spacing_mm"] = [float(v) for v in slice_spacing]
     metadata = make_metadata(
         config,
         name=name or run_name,

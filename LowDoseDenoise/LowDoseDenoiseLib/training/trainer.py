@@ -196,6 +196,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_folder: Optional[Path] = None, progress: bool = True):
         self.config = config
+        self.slice_spacings: List[float] = []  # of the series read (for the model file's metadata)
         self.folder = Path(run_folder) if run_folder else config.run_folder()
         self.progress = progress
         self.rank = int(os.environ.get("RANK", "0"))
@@ -238,6 +239,7 @@ class Trainer:
                 labels = labels if labels.is_absolute() else root / labels
             series = tdata.load_series(path, entry.name or None, labels, cache)
             out.append((series, entry))
+            self.slice_spacings.append(float(series.spacing[2]))
         return out
 
     def _setup_data(self) -> None:
@@ -784,7 +786,16 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "elapsed_s": self.elapsed,
+            # the neighbour distances (mm) the 2.5D context saw: the series' slice spacings × data.context_distance
+            "slice_spacing_mm": self.slice_spacing_range(),
         }
+
+    def slice_spacing_range(self) -> Optional[List[float]]:
+        """[min, max] distance in mm between the context slices seen in training (None: no series read)."""
+        if not self.slice_spacings:
+            return None
+        near, far = self.config.data.context_distance
+        return [round(min(self.slice_spacings) * near, 3), round(max(self.slice_spacings) * far, 3)]
 
     def save(self, path: Optional[Path] = None) -> Path:
         path = path or self.folder / CHECKPOINT
