@@ -287,3 +287,25 @@ def test_a_wider_context_starts_as_the_narrower_network(tmp_path):
     with pytest.raises(InputError, match="wider context"):
         load_generator_weights(Generator(GeneratorConfig(context=0, width=8, levels=2, res_blocks=1)), str(path),
                                GeneratorConfig(context=0, width=8, levels=2, res_blocks=1))
+
+
+def test_a_finished_run_resumed_records_the_slice_spacing(dataset, tmp_path):  # noqa: F811
+    """A checkpoint written before the trainer recorded slice spacings gets them when its finished run
+    is resumed (scripts/train_shipped.sh re-exports every stage); the weights stay as they were."""
+    import torch
+
+    from LowDoseDenoiseLib.training.trainer import CHECKPOINT, read_checkpoint
+
+    config = _config(dataset, tmp_path)
+    first = Trainer(config, progress=False)
+    first.fit(4)
+    path = first.folder / CHECKPOINT
+    state = read_checkpoint(path)
+    state.pop("slice_spacing_mm")  # as an old checkpoint
+    torch.save(state, path)
+    again = Trainer(config, progress=False)
+    again.load(path)
+    again.fit()
+    saved = read_checkpoint(path)
+    assert saved["slice_spacing_mm"] == first.slice_spacing_range() and saved["step"] == 4
+    assert all(torch.equal(saved["g"][k], state["g"][k]) for k in state["g"])

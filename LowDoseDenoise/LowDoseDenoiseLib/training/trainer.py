@@ -849,6 +849,10 @@ class Trainer:
         start = time.time() - self.elapsed
         sums: Dict[str, float] = {}
         count = 0
+        if self.step >= total and self.slice_spacings:
+            # a finished run resumed: its checkpoint gets what this trainer records now (e.g. the
+            # slice spacings, which checkpoints written before 2026-12-02 lack), weights unchanged
+            self.save()
         while self.step < total:
             values = self.train_step(self.batch(self.step))
             self.step += 1
