@@ -631,6 +631,27 @@ def test_warning_raised_in_the_worker_thread_reaches_the_main_thread(app, model)
     logic.finish(job)
 
 
+def test_slices_farther_apart_than_in_training_are_denoised_one_by_one(app):
+    """The bundled model saw neighbours 2–5 mm apart: an 8 mm node is denoised slice by slice, as the
+    engine does with neighbours=False, and the Log says so."""
+    from LowDoseDenoiseLib.engine import denoise_volume
+    from LowDoseDenoiseLib.modelfile import load_model
+    from LowDoseDenoiseLib.volume import cast_like
+
+    bundled = load_model(None)
+    voxels = ct_voxels((4, 48, 56))
+    node = add_volume(app.scene, voxels, "thick CT", np.diag([0.8, 0.8, 8.0, 1.0]))
+    logic = DenoiseLogic(app.scene)
+    job = logic.prepare(node, model=bundled, device="cpu")
+    job.start()
+    assert job.wait(60) and job.state == "done"
+    warnings_ = [m.text for m in job.messages.drain() if m.level == "warning"]
+    assert any("8.00 mm apart" in text for text in warnings_), warnings_
+    out = volume_array(logic.finish(job))
+    alone = denoise_volume(voxels.astype(np.float32), bundled, device="cpu", neighbours=False)
+    assert np.array_equal(out, cast_like(alone, out.dtype))
+
+
 def test_run_summary_measures_noise_on_the_same_central_slices(app, model):
     from LowDoseDenoiseLib.quality.noise import measure_noise
 

@@ -504,7 +504,8 @@ class DenoiseLogic:
             input_name=input_node.GetName() or "volume",
             output_id=output_node.GetID() if output_node is not None else None,
             voxels=voxels,
-            spacing=(float(spacing[1]), float(spacing[0])),
+            # in-plane sizes for the pixel-size check, the slice spacing for the thick-slice rule
+            spacing=(float(spacing[1]), float(spacing[0]), float(spacing[2])),
             model=loaded,
             device=str(target),
             strength=strength,
