@@ -225,7 +225,7 @@ def check_slice_spacing(model: Union[LoadedModel, Predictor], spacing: Optional[
     2–5 mm slices blends it in (measured on held-out 8 mm scans: model card, "Where it fails").
     None when the model records no range, the spacing has no z or the model has no context.
     """
-    known = getattr(model, "slice_spacing_range", None)
+    known = model.slice_spacing_range
     if spacing is None or len(spacing) < 3 or known is None or model.context == 0:
         return None
     gap = abs(float(spacing[2]))
@@ -359,19 +359,14 @@ def denoise_volume(
         raise InputError(f"Voxel type {volume.dtype} is not a real number type.")
     if np.issubdtype(volume.dtype, np.floating) and not np.isfinite(volume).all():
         raise InputError("The volume contains NaN or infinite values; fix or mask them before denoising.")
-    message = check_pixel_size(predictor, spacing)
-    if message:
-        warnings.warn(message, stacklevel=2)
-        log.warning(message)
     if neighbours is not None and not isinstance(neighbours, bool):
         raise InputError(f"neighbours must be None (by slice spacing), True or False, got {neighbours!r}.")
-    single = neighbours is False
-    if neighbours is None:
-        spacing_note = check_slice_spacing(predictor, spacing)
-        if spacing_note:
-            single = True
-            warnings.warn(spacing_note, stacklevel=2)
-            log.warning(spacing_note)
+    spacing_note = check_slice_spacing(predictor, spacing) if neighbours is None else None
+    single = neighbours is False or spacing_note is not None
+    for message in (check_pixel_size(predictor, spacing), spacing_note):
+        if message:
+            warnings.warn(message, stacklevel=2)
+            log.warning(message)
 
     result = _output_array(out, hu.shape)
     target = resolve_device(device)

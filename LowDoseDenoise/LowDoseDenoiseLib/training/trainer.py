@@ -974,8 +974,6 @@ def widen_context(weights: Dict[str, Any], old: int, new: int) -> Dict[str, Any]
     """A generator state for ``new`` context slices each side that computes what ``weights`` (``old``)
     did: the head convolution's weights for the added outer slices are zero, so the network starts
     as the narrower one and learns to use the new neighbours."""
-    import torch
-
     out = dict(weights)
     head = weights["head.weight"]  # (w, 4·(2·old+1), 3, 3): pixel_unshuffle keeps each slice's 4 phases together
     wide = torch.zeros((head.shape[0], 4 * (2 * new + 1)) + tuple(head.shape[2:]), dtype=head.dtype)
