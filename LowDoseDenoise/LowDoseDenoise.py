@@ -85,6 +85,23 @@ class CompareLayout(enum.Enum):
         return _("Side by side") if self is CompareLayout.SIDE_BY_SIDE else _("Side by side + difference")
 
 
+class NeighbourSlices(enum.Enum):
+    """Whether the network sees the neighbouring slices (the engine's thick-slice rule, the CLI's --neighbours)."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+    def label(self) -> str:
+        if self is NeighbourSlices.AUTO:
+            return _("Automatic (by slice spacing)")
+        return _("Always use") if self is NeighbourSlices.ON else _("Never (each slice alone)")
+
+    def setting(self) -> Optional[bool]:
+        """``neighbours`` of the engine: None (automatic, by slice spacing), True (always) or False (never)."""
+        return None if self is NeighbourSlices.AUTO else self is NeighbourSlices.ON
+
+
 @parameterNodeWrapper
 class LowDoseDenoiseParameterNode:
     """All GUI state; most .ui widgets bind to these fields through SlicerParameterName.
@@ -96,6 +113,8 @@ class LowDoseDenoiseParameterNode:
     modelFile - a TorchScript model file written by `lowdose-denoise export` ("" when none is chosen).
     device - "auto", "cpu", "cuda:N" or "mps" (menu filled at run time).
     strength - fraction of the predicted noise that is removed, 0..1.
+    neighbours - give the network the neighbouring slices: automatically (not when the slices lie farther
+        apart than in the model's training; then each slice is denoised on its own), always or never.
     compareLayout - side by side, or with a third view of the difference.
     linkViews - link panning, zooming and scrolling of the comparison views.
     showComparison - show the comparison when a run finishes.
@@ -108,13 +127,15 @@ class LowDoseDenoiseParameterNode:
     modelFile: str = ""
     device: str = "auto"
     strength: Annotated[float, WithinRange(0.0, 1.0)] = 1.0
+    neighbours: NeighbourSlices = NeighbourSlices.AUTO
     compareLayout: CompareLayout = CompareLayout.SIDE_BY_SIDE
     linkViews: bool = True
     showComparison: bool = True
 
 
 #: Parameter-node fields remembered across sessions (qt.QSettings).
-REMEMBERED = ("model", "modelFile", "device", "strength", "compareLayout", "linkViews", "showComparison")
+REMEMBERED = ("model", "modelFile", "device", "strength", "neighbours", "compareLayout", "linkViews",
+              "showComparison")
 
 
 #
@@ -248,6 +269,8 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     value = min(max(float(value), 0.0), 1.0)
                 elif name == "compareLayout":
                     value = CompareLayout(str(value))
+                elif name == "neighbours":
+                    value = NeighbourSlices(str(value))
                 elif name in ("linkViews", "showComparison"):
                     value = str(value).lower() in ("true", "1")
                 setattr(node, name, value)
@@ -427,6 +450,8 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             region=job.region.label, input=job.input_name)
         self._log("info", _("Started: {what} with {model}, strength {strength:g}, on {device}.").format(
             what=what, model=job.model.summary(), strength=job.strength, device=job.device))
+        if node.neighbours is not NeighbourSlices.AUTO:
+            self._log("info", _("Neighbouring slices: {choice}.").format(choice=node.neighbours.label()))
         self._drainMessages(job)
         self._timer.start()
         self._updateGui()
@@ -436,7 +461,8 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         look like CT."""
         from LowDoseDenoiseLib.slicer.scene import NotCTError
 
-        arguments = dict(model=self.logic.modelSource(node), device=node.device, strength=node.strength)
+        arguments = dict(model=self.logic.modelSource(node), device=node.device, strength=node.strength,
+                         neighbours=node.neighbours.setting())
 
         def prepare(**extra):
             if preview:
@@ -580,12 +606,17 @@ class LowDoseDenoiseLogic(ScriptedLoadableModuleLogic):
         return LowDoseDenoiseParameterNode(super().getParameterNode())
 
     def process(self, inputVolume, outputVolume=None, modelPath=None, device="auto", strength=1.0,
-                allowNonCT=False):
-        """Denoise ``inputVolume`` and wait for the result (scripts, self-test); returns the output node."""
+                allowNonCT=False, neighbours=None):
+        """Denoise ``inputVolume`` and wait for the result (scripts, self-test); returns the output node.
+
+        ``neighbours``: None (automatic, by slice spacing), True (always use the neighbouring slices) or
+        False (each slice alone), as in LowDoseDenoiseLib.engine.denoise_volume.
+        """
         if not self.ensureDependencies():
             raise RuntimeError(self.torchProblem() or _("PyTorch is not available."))
         return self.denoise.process(
-            inputVolume, outputVolume, model=modelPath, device=device, strength=strength, allow_non_ct=allowNonCT
+            inputVolume, outputVolume, model=modelPath, device=device, strength=strength, allow_non_ct=allowNonCT,
+            neighbours=neighbours,
         )
 
     # -- model choice ---------------------------------------------------------------------------
@@ -833,6 +864,8 @@ class LowDoseDenoiseTest(ScriptedLoadableModuleTest):
         node.outputVolume = None
         node.model, node.modelFile = "file", self._tinyModel()
         node.device, node.strength, node.showComparison = "cpu", 0.75, True
+        node.neighbours = NeighbourSlices.AUTO
+        self.assertEqual(widget.ui.neighboursComboBox.count, len(NeighbourSlices))
 
         self.delayDisplay("Apply, then Cancel at once: nothing is added")
         volumesBefore = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
@@ -840,6 +873,7 @@ class LowDoseDenoiseTest(ScriptedLoadableModuleTest):
         self.assertIsNotNone(widget._job)
         self.assertEqual(widget.ui.applyButton.text, _("Cancel"))
         self.assertFalse(widget.ui.strengthSection.enabled)
+        self.assertFalse(widget.ui.neighboursComboBox.enabled)  # in the strength section
         widget.onApplyButton()  # the Apply button is Cancel now
         self._waitForJob(widget)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), volumesBefore)

@@ -166,15 +166,18 @@ def mean_rows(rows: List[Dict[str, float]]) -> Dict[str, float]:
 
 
 def make_methods(models: Dict[str, object], use_bm3d: bool, device: str,
-                 strengths: Sequence[float] = ()) -> Dict[str, Callable]:
+                 strengths: Sequence[float] = (), ensembles: Sequence[int] = ()) -> Dict[str, Callable]:
     """name -> f(block (3, y, x) HU, spacing) -> centre slice (y, x).  The model sees the 2.5D
-    block through the engine; the classical peers filter the centre slice in 2D."""
-    from LowDoseDenoiseLib.engine import denoise_volume
+    block through the engine (its default self-ensemble, engine.DEFAULT_ENSEMBLE, unless
+    ``ensembles`` adds "<label> ×N" rows for the first model); the classical peers filter the centre
+    slice in 2D."""
+    from LowDoseDenoiseLib.engine import DEFAULT_ENSEMBLE, denoise_volume
     from LowDoseDenoiseLib.quality import filters
 
-    def model_method(model, strength: float = 1.0) -> Callable:
+    def model_method(model, strength: float = 1.0, ensemble: int = DEFAULT_ENSEMBLE) -> Callable:
         def run(block: np.ndarray, spacing) -> np.ndarray:
-            out = denoise_volume(block, model=model, device=device, spacing=spacing, strength=strength)
+            out = denoise_volume(block, model=model, device=device, spacing=spacing, strength=strength,
+                                 ensemble=ensemble)
             return out[block.shape[0] // 2]
 
         return run
@@ -191,6 +194,9 @@ def make_methods(models: Dict[str, object], use_bm3d: bool, device: str,
         methods[label] = model_method(model)
         for strength in strengths:
             methods[f"{label} @{strength:g}"] = model_method(model, strength)
+        for ensemble in ensembles if label == next(iter(models)) else ():  # the first model only
+            if ensemble != DEFAULT_ENSEMBLE:
+                methods[f"{label} ×{ensemble}"] = model_method(model, ensemble=ensemble)
     methods["Gaussian σ0.8"] = peer(filters.gaussian)
     methods["diffusion 5 it."] = peer(filters.curvature_diffusion(5))
     methods["NLM"] = peer(filters.nl_means)
@@ -515,6 +521,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--no-bm3d", action="store_true", help="skip BM3D even when installed")
     parser.add_argument("--strength", type=float, action="append", default=[],
                         help="also run each model at this strength (repeatable; 1.0 is always run)")
+    parser.add_argument("--ensemble", type=int, action="append", default=[], choices=[1, 2, 4, 8],
+                        help="also run the first model with this self-ensemble size (repeatable; every model runs "
+                             "with the engine's default)")
     parser.add_argument("--quick", action="store_true", help="smaller phantoms, one dose for the scans")
     parser.add_argument("--skip", action="append", default=[],
                         choices=["scans", "single", "pixels", "real", "phantoms"])
@@ -542,7 +551,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         loaded = load_model(path)
         label = f"{loaded.name} {loaded.version}" if path is None else Path(path).stem
         models[label] = loaded
-    methods = make_methods(models, not args.no_bm3d, args.device, args.strength)
+    methods = make_methods(models, not args.no_bm3d, args.device, args.strength, args.ensemble)
     root = shared_data_dir()
     report: Dict[str, object] = {"models": {k: {"name": m.name, "version": m.version, "sha256": m.sha256}
                                             for k, m in models.items()},

@@ -325,9 +325,11 @@ def _denoise_one(args, model, source: Path, target: Path, dicom_out: bool, occup
         spacing=work.spacing,
         out=denoised.voxels,
         neighbours=NEIGHBOURS[args.neighbours],
+        ensemble=args.ensemble,
     )
     del volume, work
-    info = {"name": model.name, "version": model.version, "sha256": model.sha256, "strength": args.strength}
+    info = {"name": model.name, "version": model.version, "sha256": model.sha256, "strength": args.strength,
+            "ensemble": args.ensemble}
     if grid is not None and grid.resampled:
         return _write_regularized(args, grid, denoised, target, dicom_out, occupied, compression, info)
     if dicom_out:
@@ -608,6 +610,8 @@ NEIGHBOURS = {"auto": None, "on": True, "off": False}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import engine  # numpy and the model file reader only; torch is imported when a model runs
+
     parser = argparse.ArgumentParser(
         prog="lowdose-denoise",
         description="Denoise low-dose CT with a deep-learning generator (the LowDoseDenoise engine).",
@@ -627,6 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--neighbours", choices=sorted(NEIGHBOURS), default="auto",
                    help="give the network the neighbouring slices: auto (unless the slices lie farther apart than "
                         "in the model's training; then each slice is denoised on its own), on, off")
+    p.add_argument("--ensemble", type=int, choices=sorted(engine.ENSEMBLES), default=engine.DEFAULT_ENSEMBLE,
+                   help="self-ensemble: run the network on this many in-plane symmetries of each slice (transposed, "
+                        f"rotated, flipped) and average; 1 = one pass (fastest), default {engine.DEFAULT_ENSEMBLE}")
     p.add_argument("--output-format", choices=["auto", *OUTPUT_FORMATS], default="auto",
                    help="auto: DICOM for a DICOM input, else the input's format or OUT's extension")
     p.add_argument("--series", help="Series Instance UID to read when a folder holds several series")

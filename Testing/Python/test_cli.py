@@ -286,3 +286,28 @@ def test_thick_slices_are_denoised_one_by_one_unless_asked(tmp_path, capsys):
     voxels = {mode: read_volume(path).voxels for mode, path in outputs.items()}
     assert np.array_equal(voxels["auto"], voxels["off"])
     assert not np.array_equal(voxels["auto"], voxels["on"])
+
+
+def test_self_ensemble_option_reaches_the_engine(tmp_path, capsys):
+    """--ensemble 1 is one pass of the network, the default (engine.DEFAULT_ENSEMBLE) averages it with
+    its transposed twin, --ensemble 8 with every symmetry of the square; a size off the list is refused."""
+    from LowDoseDenoiseLib import engine
+    from LowDoseDenoiseLib.quality.phantom import make_low_dose_phantom
+    from LowDoseDenoiseLib.volume import Volume
+
+    _, low, spacing = make_low_dose_phantom(size=96, slices=3, seed=5, spacing=(0.8, 0.8, 2.0))
+    source = write_volume(Volume(voxels=low.astype(np.float32), spacing=spacing), tmp_path / "low.nrrd")
+    voxels = {}
+    for size in ("1", "default", "8"):
+        out = tmp_path / f"e{size}.nrrd"
+        extra = [] if size == "default" else ["--ensemble", size]
+        assert cli.main(["-q", "denoise", str(source), str(out), "--device", "cpu", *extra]) == 0
+        voxels[size] = read_volume(out).voxels
+    model = engine.Predictor.of(None)
+    for size, key in ((1, "1"), (engine.DEFAULT_ENSEMBLE, "default"), (8, "8")):
+        expected = engine.denoise_volume(low.astype(np.float32), model, device="cpu", spacing=spacing, ensemble=size)
+        np.testing.assert_allclose(voxels[key], expected, atol=1e-3)
+    assert np.abs(voxels["1"] - voxels["default"]).max() > 0.05
+    with pytest.raises(SystemExit):
+        cli.main(["-q", "denoise", str(source), str(tmp_path / "bad.nrrd"), "--ensemble", "3"])
+    assert "invalid choice" in capsys.readouterr().err

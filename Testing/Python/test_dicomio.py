@@ -34,7 +34,7 @@ from LowDoseDenoiseLib.io import dicomread, dicomwrite  # noqa: E402
 from LowDoseDenoiseLib.io.imagefiles import read_volume  # noqa: E402
 from LowDoseDenoiseLib.volume import Volume
 
-MODEL = {"name": "ldd-test", "version": "0.1.0", "sha256": "ab" * 32, "strength": 0.8}
+MODEL = {"name": "ldd-test", "version": "0.1.0", "sha256": "ab" * 32, "strength": 0.8, "ensemble": 2}
 
 
 def _tool(name: str) -> str:
@@ -268,6 +268,7 @@ def test_derived_series_round_trip_uids_and_sources_untouched(tmp_path, orientat
     assert list(first.ImageType) == ["DERIVED", "SECONDARY", "AXIAL"]
     assert "ldd-test" in first.DerivationDescription and "0.1.0" in first.DerivationDescription
     assert "abababababab" in first.DerivationDescription and "0.8" in first.DerivationDescription
+    assert "self-ensemble 2" in first.DerivationDescription
     assert first.DerivationCodeSequence[0].CodeValue == "113087"
     assert first.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
     assert first.WindowCenter == 40 and first.WindowWidth == 400

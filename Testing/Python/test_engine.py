@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import make_test_generator
+from LowDoseDenoiseLib import engine
 from LowDoseDenoiseLib.engine import (
     Predictor,
     check_strength,
@@ -44,11 +45,56 @@ def test_a_2d_image_is_one_slice(test_model):
 
 def test_edges_replicate_the_end_slice(test_model):
     hu = _volume(3)
-    out = denoise_volume(hu, test_model, device="cpu")
+    out = denoise_volume(hu, test_model, device="cpu", ensemble=1)
     stacked = np.stack([hu[0], hu[0], hu[1]])[None] / 1000.0
     with torch.no_grad():
         first = test_model.module(torch.from_numpy(stacked.astype(np.float32)))[0, 0].numpy() * 1000.0
     np.testing.assert_allclose(out[0], first, atol=1e-3)
+
+
+def test_self_ensemble_of_two_averages_the_network_and_its_transposed_twin(test_model):
+    hu = _volume(3)
+    stacked = torch.from_numpy((hu[None] / 1000.0).astype(np.float32))
+    with torch.no_grad():
+        plain = test_model.module(stacked)[0, 0].numpy()
+        twin = test_model.module(stacked.transpose(-1, -2))[0, 0].numpy().T
+    expected = 0.5 * (plain + twin) * 1000.0
+    out = denoise_volume(hu, test_model, device="cpu")  # the default is the pair
+    assert engine.DEFAULT_ENSEMBLE == 2
+    np.testing.assert_allclose(out[1], expected, atol=2e-3)
+    single = denoise_volume(hu, test_model, device="cpu", ensemble=1)
+    np.testing.assert_allclose(single[1], plain * 1000.0, atol=1e-3)
+    assert np.abs(single - out).max() > 0.1  # the random network is not symmetric itself
+
+
+@pytest.mark.parametrize("size", [4, 8])
+def test_self_ensembles_with_the_transpose_make_the_denoiser_commute_with_it(test_model, size):
+    hu = _volume(3, rows=40, cols=40)
+    out = denoise_volume(hu, test_model, device="cpu", ensemble=size)
+    flipped = denoise_volume(np.ascontiguousarray(hu.transpose(0, 2, 1)), test_model, device="cpu", ensemble=size)
+    np.testing.assert_allclose(flipped, out.transpose(0, 2, 1), atol=2e-3)
+    rotated = denoise_volume(np.ascontiguousarray(hu[:, ::-1, ::-1]), test_model, device="cpu", ensemble=size)
+    np.testing.assert_allclose(rotated, out[:, ::-1, ::-1], atol=2e-3)
+    if size == 8:  # the whole group: a quarter turn too
+        turned = denoise_volume(np.ascontiguousarray(np.rot90(hu, 1, axes=(1, 2))), test_model, device="cpu",
+                                ensemble=size)
+        np.testing.assert_allclose(turned, np.rot90(out, 1, axes=(1, 2)), atol=2e-3)
+    plain = denoise_volume(hu, test_model, device="cpu", ensemble=1)
+    plain_t = denoise_volume(np.ascontiguousarray(hu.transpose(0, 2, 1)), test_model, device="cpu", ensemble=1)
+    assert np.abs(plain_t - plain.transpose(0, 2, 1)).max() > 0.1  # one pass does not commute
+
+
+def test_self_ensemble_on_a_non_square_image_keeps_its_shape(test_model):
+    hu = _volume(2, rows=40, cols=28)
+    for size in sorted(engine.ENSEMBLES):
+        out = denoise_volume(hu, test_model, device="cpu", ensemble=size)
+        assert out.shape == hu.shape and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("bad", [0, 3, 16, True, "2", 2.0])
+def test_a_self_ensemble_size_outside_the_list_is_refused(test_model, bad):
+    with pytest.raises(InputError, match="self-ensemble size must be one of"):
+        denoise_volume(_volume(1), test_model, device="cpu", ensemble=bad)
 
 
 def test_strength_zero_is_identity_and_strength_scales_linearly(test_model):

@@ -652,6 +652,95 @@ def test_slices_farther_apart_than_in_training_are_denoised_one_by_one(app):
     assert np.array_equal(out, cast_like(alone, out.dtype))
 
 
+@pytest.fixture(scope="module")
+def bundled():
+    from LowDoseDenoiseLib.modelfile import load_model
+
+    return load_model(None)
+
+
+def thick_ct(app, name="thick CT"):
+    """A small CT node with 8 mm slices: farther apart than the bundled model's 2–5 mm in training."""
+    return add_volume(app.scene, ct_voxels((5, 64, 64)), name, np.diag([0.8, 0.8, 8.0, 1.0]))
+
+
+def spacing_warnings(job) -> list:
+    return [text for text in job.messages.warnings if "mm apart" in text]
+
+
+def test_the_neighbours_switch_decides_the_thick_slice_rule(app, bundled):
+    """neighbours=None (the GUI's Automatic) on 8 mm slices denoises each slice alone, as False does, and
+    says so in the job's messages; True gives the network the neighbours anyway, without the warning."""
+    from LowDoseDenoiseLib.engine import denoise_volume
+    from LowDoseDenoiseLib.volume import cast_like
+
+    node = thick_ct(app)
+    logic = DenoiseLogic(app.scene)
+    outputs, jobs = {}, {}
+    for setting in (None, False, True):
+        job = logic.prepare(node, model=bundled, device="cpu", neighbours=setting)
+        assert job.neighbours is setting
+        job.run()
+        jobs[setting] = job
+        outputs[setting] = logic.finish(job)
+    auto, alone, together = (volume_array(outputs[s]) for s in (None, False, True))
+    np.testing.assert_array_equal(auto, alone)
+    assert np.abs(together.astype(float) - alone).max() > 0
+    expected = denoise_volume(volume_array(node).astype(np.float32), bundled, device="cpu", neighbours=True)
+    np.testing.assert_array_equal(together, cast_like(expected, together.dtype))
+    assert any("8.00 mm apart" in text for text in spacing_warnings(jobs[None])), jobs[None].messages.warnings
+    assert spacing_warnings(jobs[True]) == [] and spacing_warnings(jobs[False]) == []
+    # the output says which rule made it, in the CLI's words
+    assert [outputs[s].GetAttribute("LowDoseDenoise.Neighbours") for s in (None, False, True)] == ["auto", "off", "on"]
+    # process() and a background job pass it on too
+    assert np.array_equal(volume_array(logic.process(node, model=bundled, device="cpu", neighbours=True)), together)
+    job = logic.prepare(node, model=bundled, device="cpu", neighbours=True)
+    job.start()
+    assert job.wait(60) and job.state == "done" and spacing_warnings(job) == []
+    np.testing.assert_array_equal(volume_array(logic.finish(job)), together)
+
+
+@pytest.mark.parametrize("setting", [None, False, True])
+def test_a_preview_equals_a_full_run_with_the_same_neighbours_setting(app, bundled, setting):
+    """The preview reads the model's context slices; with each slice alone they are unused, and the
+    preview is still the full run's voxels (the slice preview and an ROI preview, an inner and an end slice)."""
+    node = thick_ct(app)
+    logic = DenoiseLogic(app.scene, app.app_logic)
+    whole = volume_array(logic.process(node, model=bundled, device="cpu", neighbours=setting))
+    for k in (2, 0):
+        centre_red_view_on_slice(app, node, k)
+        job = logic.prepare_preview(node, model=bundled, device="cpu", neighbours=setting)
+        assert job.neighbours is setting and job.region.read == (max(k - 1, 0), min(k + 2, 5))
+        job.run()
+        assert (spacing_warnings(job) != []) == (setting is None)
+        preview = logic.finish_preview(job)
+        np.testing.assert_array_equal(volume_array(preview)[0], whole[k])
+    roi = add_roi(app.scene, (ijk_to_ras(node) @ np.array([30, 28, 2, 1.0]))[:3], (12.0, 10.0, 20.0))
+    preview = logic.preview(node, roi, model=bundled, device="cpu", neighbours=setting)
+    (i0, i1, j0, j1, k0, k1) = (int(v) for v in preview.GetAttribute("LowDoseDenoise.PreviewRegion").split())
+    assert (k0, k1) == (1, 4)  # three slices, read with slices 0 and 4 as context
+    np.testing.assert_array_equal(volume_array(preview), whole[k0:k1, j0:j1, i0:i1])
+
+
+@pytest.mark.parametrize("value", ["yes", 2, 1, "on", "auto"])
+def test_a_neighbours_value_other_than_none_true_false_is_refused_before_anything_changes(app, bundled, value):
+    node = thick_ct(app)
+    logic = DenoiseLogic(app.scene, app.app_logic)
+    centre_red_view_on_slice(app, node, 2)
+    ids, before = app.node_ids(), voxel_hash(node)
+    calls = (
+        lambda: logic.prepare(node, model=bundled, device="cpu", neighbours=value),
+        lambda: logic.process(node, model=bundled, device="cpu", neighbours=value),
+        lambda: logic.prepare_preview(node, model=bundled, device="cpu", neighbours=value),
+        lambda: logic.preview(node, model=bundled, device="cpu", neighbours=value),
+    )
+    for call in calls:
+        with pytest.raises(InputError, match=r"Neighbouring slices must be None .*True .*False .*got") as caught:
+            call()
+        assert repr(value) in str(caught.value)
+    assert app.node_ids() == ids and voxel_hash(node) == before and logic.previews_of(node) == []
+
+
 def test_run_summary_measures_noise_on_the_same_central_slices(app, model):
     from LowDoseDenoiseLib.quality.noise import measure_noise
 

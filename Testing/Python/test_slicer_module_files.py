@@ -224,6 +224,42 @@ def test_ui_binds_every_parameter_with_a_fitting_widget():
         assert WIDGET_TYPES[cls](fields[parameter]), f"{object_name} ({cls}) cannot represent {fields[parameter]}"
 
 
+def module_enum(name: str):
+    """The enum class ``name`` of LowDoseDenoise.py, built on its own (``_`` as identity: no Slicer needed)."""
+    import enum
+    from typing import Optional
+
+    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+    (node,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name]
+    namespace: dict = {"enum": enum, "Optional": Optional, "_": lambda text: text}
+    exec(compile(ast.Module(body=[node], type_ignores=[]), str(MODULE_FILE), "exec"), namespace)
+    return namespace[name]
+
+
+def test_neighbouring_slices_choice_is_the_clis_and_sits_in_the_strength_section():
+    """The Neighbouring slices combo offers the CLI's --neighbours auto|on|off as the engine's None/True/False,
+    is remembered, reaches prepare(), and lies in the strength section (disabled while a job runs)."""
+    from LowDoseDenoiseLib.cli import NEIGHBOURS
+
+    choice = module_enum("NeighbourSlices")
+    assert {member.value: member.setting() for member in choice} == NEIGHBOURS
+    assert [member.label() for member in choice] == [
+        "Automatic (by slice spacing)", "Always use", "Never (each slice alone)"]
+    assert parameter_node_fields()["neighbours"] == "NeighbourSlices"
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    remembered = re.search(r"^REMEMBERED = \((.*?)\)", source, re.S | re.M)
+    assert remembered and '"neighbours"' in remembered.group(1)
+    assert "neighbours=node.neighbours.setting()" in source
+    root = ET.parse(UI_FILE).getroot()
+    (section,) = [w for w in root.iter("widget") if w.get("name") == "strengthSection"]
+    inside = {w.get("name"): w for w in section.iter("widget")}
+    assert {"neighboursLabel", "neighboursComboBox"} <= set(inside)
+    assert inside["neighboursLabel"].findtext("property/string") == "Neighbouring slices:"
+    tooltip = [p.findtext("string") for p in inside["neighboursComboBox"].findall("property")
+               if p.get("name") == "toolTip"]
+    assert tooltip and "farther apart than in the model's training" in tooltip[0]
+
+
 def test_module_uses_only_widgets_in_the_ui():
     used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text(encoding="utf-8")))
     missing = sorted(used - set(ui_widgets()))

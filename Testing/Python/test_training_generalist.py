@@ -32,6 +32,26 @@ def test_inject_details_adds_faint_discs_and_patterns_only_on_soft_tissue():
     assert np.array_equal(tdata.inject_details(air, 0.8, rng), air)
 
 
+def test_inject_details_floor_on_the_disc_size_in_pixels():
+    """min_diameter_px enlarges discs drawn smaller than the floor (the transparency probes'
+    LossConfig.transparency_min_pixels); without it a 4 mm disc at 3 mm pixels is about one pixel."""
+    stack = np.full((3, 96, 96), 50.0, np.float32)
+
+    def disc_area(floor: float) -> list:
+        rng = np.random.default_rng(3)
+        areas = []
+        for _ in range(20):
+            diff = tdata.inject_details(stack, 3.0, rng, diameter_mm=(4.0, 4.0), pattern_share=0.0,
+                                        min_diameter_px=floor)[1] - stack[1]
+            areas.append(float(np.abs(diff).sum() / max(np.abs(diff).max(), 1e-6)))
+        return areas
+
+    small, floored = disc_area(0.0), disc_area(6.0)
+    # area in pixels ≈ π r² (one disc of full contrast ≈ its area; several discs add up)
+    assert max(small) < 12.0  # 1.3-pixel discs, up to four of them
+    assert min(floored) > 0.7 * np.pi * 3.0 ** 2  # at least one 6-pixel disc each time
+
+
 def test_own_texture_noise_reads_back_its_sd_and_grain(dataset, tmp_path):  # noqa: F811
     # a fine-grain series and a smooth-grain series: each one's "own" texture keeps its grain
     rng = np.random.default_rng(1)
@@ -217,7 +237,7 @@ def test_squared_error_term_and_the_model_file_names_every_term(dataset, tmp_pat
     from LowDoseDenoiseLib.modelfile import load_model
     from LowDoseDenoiseLib.training.export import export_checkpoint
 
-    config = _config(dataset, tmp_path, loss={"l2": 2.0, "transparency": 0.1,
+    config = _config(dataset, tmp_path, loss={"l2": 2.0, "transparency": 0.1, "transparency_min_pixels": 4.0,
                                                "transparency_pattern_contrast": [60.0, 250.0]})
     trainer = Trainer(config, progress=False)
     with torch.no_grad():
@@ -232,6 +252,7 @@ def test_squared_error_term_and_the_model_file_names_every_term(dataset, tmp_pat
     assert training["loss_weights"]["l2"] == 2.0 and training["loss_weights"]["transparency"] == 0.1
     assert "(l1 + l2 + " in training["method"] and "+ transparency)" in training["method"]
     assert training["transparency_probes"]["transparency_pattern_contrast"] == [60.0, 250.0]
+    assert training["transparency_probes"]["transparency_min_pixels"] == 4.0
     # the neighbour distances the context saw: the fixture's slice spacings (× data.context_distance [1, 1])
     spacings = [float(s.spacing[2]) for s, _ in trainer._series(config.data.normal_dose)]
     assert training["slice_spacing_mm"] == [min(spacings), max(spacings)]
@@ -248,6 +269,8 @@ def test_transparency_config_is_checked():
         config_from_dict({"mode": "paired", "loss": {"transparency_pattern_contrast": [300, 30]}})
     with pytest.raises(InputError, match="transparency"):
         config_from_dict({"mode": "paired", "loss": {"transparency": -1}})
+    with pytest.raises(InputError, match="transparency_min_pixels"):
+        config_from_dict({"mode": "paired", "loss": {"transparency_min_pixels": -2}})
     with pytest.raises(InputError, match="transparency_diameter"):
         config_from_dict({"mode": "paired", "loss": {"transparency_diameter": [5, 2]}})
     with pytest.raises(InputError, match="paired-mode"):

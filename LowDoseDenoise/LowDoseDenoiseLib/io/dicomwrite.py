@@ -237,6 +237,7 @@ def _plan(volume: Volume, hu: np.ndarray, info: Optional[DicomSource], model_inf
     derivation = (
         f"Denoised with LowDoseDenoise, model {model_name} version {model.get('version', 'unknown')}"
         f" (sha256 {sha[:12] or 'unknown'}), strength {model.get('strength', 1.0)}"
+        + (f", self-ensemble {model['ensemble']}" if model.get("ensemble") else "")
     )[:1024]
     slope = float(info.rescale_slope or 1.0) if info else 1.0
     intercept = float(info.rescale_intercept or 0.0) if info else 0.0
@@ -502,7 +503,7 @@ def write_derived_series(
     description/code, a Source Image Sequence per slice and the Referenced Series; each
     slice sits at its source slice's true position.  Without a DICOM source (NRRD,
     NIfTI) it starts a new anonymous study and warns.  ``model_info`` keys: name,
-    version, sha256, strength.  ``compression``: see :func:`resolve_compression`.  The
+    version, sha256, strength[, ensemble].  ``compression``: see :func:`resolve_compression`.  The
     folder may not be (or lie in) a source folder or one of ``inputs``; an existing
     non-empty folder is refused unless ``overwrite``.  Returns ``out_folder``.
     """

@@ -22,8 +22,14 @@ The output keeps a node reference (role :data:`SOURCE_REFERENCE_ROLE`) to the vo
 was made from; the DICOM export (:mod:`.dicomexport`) files the result into *that*
 volume's patient and study, never into whatever happens to be selected.  Warnings of a
 run (values that do not look like CT, pixel size outside the training range, a fall
-back from the GPU to the CPU) are collected in :attr:`DenoiseJob.messages`, a
-thread-safe :class:`~.messages.MessageLog` the GUI drains on its main thread.
+back from the GPU to the CPU, slices denoised one by one because they lie farther apart than
+in the model's training) are collected in :attr:`DenoiseJob.messages`, a thread-safe
+:class:`~.messages.MessageLog` the GUI drains on its main thread.
+
+Every entry that starts a job takes ``neighbours``, the engine's thick-slice rule
+(:func:`LowDoseDenoiseLib.engine.denoise_volume`): None (automatic: each slice is denoised on
+its own when the slices lie farther apart than in the model's training), True (always give
+the network the neighbouring slices) or False (never: each slice alone).
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ __all__ = [
     "COMPARISON_LAYOUTS",
     "EXPORT_EXTENSIONS",
     "GPU_BATCH_PIXELS",
+    "NEIGHBOURS_SETTINGS",
     "NOISE_SLICES",
     "OUTPUT_SUFFIX",
     "PREVIEW_SUFFIX",
@@ -103,6 +110,8 @@ SOURCE_REFERENCE_ROLE = "LowDoseDenoiseSource"
 NOISE_SLICES = 5
 #: Comparison layouts understood by :meth:`DenoiseLogic.show_comparison`.
 COMPARISON_LAYOUTS = ("side-by-side", "with-difference")
+#: ``neighbours`` (the engine's thick-slice rule) -> the provenance attribute's value, the CLI's ``--neighbours`` word.
+NEIGHBOURS_SETTINGS: Dict[Optional[bool], str] = {None: "auto", True: "on", False: "off"}
 #: File endings :meth:`DenoiseLogic.export` writes (one file each, so the write can be atomic).
 EXPORT_EXTENSIONS = (".nrrd", ".nii", ".nii.gz", ".mha")
 
@@ -182,6 +191,7 @@ class DenoiseJob:
         strength: float,
         messages: Optional[MessageLog] = None,
         batch_size: Optional[int] = None,
+        neighbours: Optional[bool] = None,
     ):
         self.input_id = input_id
         self.input_name = input_name
@@ -191,6 +201,9 @@ class DenoiseJob:
         self.model = model
         self.device = device
         self.strength = strength
+        #: The engine's thick-slice rule: None automatic (by slice spacing), True always, False never
+        #: give the network the neighbouring slices (see :func:`~LowDoseDenoiseLib.engine.denoise_volume`).
+        self.neighbours = _check_neighbours(neighbours)
         #: Slices per engine batch; a cancel waits for at most one batch.
         self.batch_size = batch_size if batch_size is not None else cancel_bounded_batch(device, *voxels.shape[1:])
         #: Warnings and notes of this run, thread-safe; the GUI drains them on its main thread.
@@ -266,6 +279,7 @@ class DenoiseJob:
                     cancel=is_cancelled,
                     spacing=self.spacing,
                     batch_size=self.batch_size,
+                    neighbours=self.neighbours,
                 )
                 self.summary = self._summarise(result, time.monotonic() - self._started)
                 if is_cancelled():  # asked for after the last batch: still a cancel, nothing is kept
@@ -394,6 +408,7 @@ class DenoiseLogic:
         cancel: Any = None,
         allow_non_ct: bool = False,
         messages: Optional[MessageLog] = None,
+        neighbours: Optional[bool] = None,
     ):
         """Denoise ``input_node`` and return the output volume node.
 
@@ -404,7 +419,10 @@ class DenoiseLogic:
         and ``cancel`` (a callable or an Event) are passed to the engine.  Values that do
         not look like CT in HU raise :class:`NotCTError` unless ``allow_non_ct``.  The
         run's warnings and summary go to ``messages`` (or a new log, see
-        :attr:`DenoiseJob.messages`).  On error or cancel the scene is unchanged.
+        :attr:`DenoiseJob.messages`).  ``neighbours`` is the engine's thick-slice rule: None
+        (automatic: each slice alone when the slices lie farther apart than in the model's
+        training), True (always use the neighbouring slices), False (each slice alone).  On
+        error or cancel the scene is unchanged.
         """
         job = self.prepare(
             input_node,
@@ -414,6 +432,7 @@ class DenoiseLogic:
             strength=strength,
             allow_non_ct=allow_non_ct,
             messages=messages,
+            neighbours=neighbours,
         )
         job.run(progress=progress, cancel=cancel)
         return self.finish(job)
@@ -427,15 +446,19 @@ class DenoiseLogic:
         strength: float = 1.0,
         allow_non_ct: bool = False,
         messages: Optional[MessageLog] = None,
+        neighbours: Optional[bool] = None,
     ) -> DenoiseJob:
-        """Check the input, output, model, device and strength, and copy the voxels into a job.
+        """Check the input, output, model, device, strength and neighbours; copy the voxels into a job.
 
+        ``neighbours``: None (automatic, by slice spacing), True or False, as
+        :func:`~LowDoseDenoiseLib.engine.denoise_volume` takes it; anything else is an InputError.
         Raises InputError, ModelError or DeviceError with a message for the user, and
         :class:`NotCTError` when the values do not look like CT in HU (an MR, an 8-bit
         picture, a parameter map) unless ``allow_non_ct``, in which case the job's
         messages carry the warning.  The scene is not changed.
         """
-        return self._prepare(input_node, output_node, model, device, strength, allow_non_ct, messages)
+        return self._prepare(input_node, output_node, model, device, strength, allow_non_ct, messages,
+                             neighbours=neighbours)
 
     def prepare_preview(
         self,
@@ -447,20 +470,24 @@ class DenoiseLogic:
         strength: float = 1.0,
         allow_non_ct: bool = False,
         messages: Optional[MessageLog] = None,
+        neighbours: Optional[bool] = None,
     ) -> PreviewJob:
         """A job that denoises only the slice shown in ``view`` or, with ``roi_node``, the ROI's voxels.
 
         The region is found now (see :mod:`.preview`): the input slice through the centre
         of the ``view`` slice view, or the input voxels in ``roi_node``'s box; the engine
         gets those whole slices plus the model's neighbouring slices as context, so the
-        preview equals a full run at its voxels.  Checks and errors as :meth:`prepare`; the
-        CT check looks at the whole input (a small ROI inside the liver would look 8-bit).
+        preview equals a full run with the same ``neighbours`` at its voxels (with each slice
+        alone, the context slices are read but unused; the thick-slice rule looks at the slice
+        spacing, which the region shares with the input).  Checks and errors as :meth:`prepare`;
+        the CT check looks at the whole input (a small ROI inside the liver would look 8-bit).
         The scene is not changed.
         """
         return self._prepare(input_node, None, model, device, strength, allow_non_ct, messages,
-                             preview=(roi_node, view))
+                             preview=(roi_node, view), neighbours=neighbours)
 
-    def _prepare(self, input_node, output_node, model, device, strength, allow_non_ct, messages, preview=None):
+    def _prepare(self, input_node, output_node, model, device, strength, allow_non_ct, messages, preview=None,
+                 neighbours=None):
         from ..engine import ct_range_problem, resolve_device
 
         log = messages if messages is not None else MessageLog()
@@ -468,6 +495,7 @@ class DenoiseLogic:
         if output_node is not None:
             self._check_output(output_node, input_node)
         strength = _check_strength(strength)
+        neighbours = _check_neighbours(neighbours)
         loaded = model if isinstance(model, LoadedModel) else load_model(model)
         dims = image.GetDimensions()
         if min(dims[0], dims[1]) < loaded.min_size:
@@ -510,6 +538,7 @@ class DenoiseLogic:
             device=str(target),
             strength=strength,
             messages=log,
+            neighbours=neighbours,
         )
         if region is None:
             return DenoiseJob(**arguments)
@@ -527,6 +556,7 @@ class DenoiseLogic:
         cancel: Any = None,
         allow_non_ct: bool = False,
         messages: Optional[MessageLog] = None,
+        neighbours: Optional[bool] = None,
     ):
         """Denoise the slice shown in ``view`` (or the ``roi_node`` box) and return the preview volume.
 
@@ -534,7 +564,7 @@ class DenoiseLogic:
         for scripts; on error or cancel the scene is unchanged.
         """
         job = self.prepare_preview(input_node, roi_node, view, model=model, device=device, strength=strength,
-                                   allow_non_ct=allow_non_ct, messages=messages)
+                                   allow_non_ct=allow_non_ct, messages=messages, neighbours=neighbours)
         job.run(progress=progress, cancel=cancel)
         return self.finish_preview(job)
 
@@ -864,6 +894,7 @@ class DenoiseLogic:
             "ModelTrained": "yes" if training.get("trained", True) else "no",
             "TrainingDose": f"{dose[0]:g}-{dose[1]:g}" if dose else "",
             "Strength": f"{job.strength:g}",
+            "Neighbours": NEIGHBOURS_SETTINGS[job.neighbours],  # the thick-slice rule, as --neighbours says it
             "Device": job.device,
             "Date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "Software": f"LowDoseDenoise {__version__}",
@@ -1097,6 +1128,16 @@ def _check_strength(strength: Any) -> float:
     if not 0.0 <= value <= 1.0:
         raise InputError(f"Strength must be between 0 (off) and 1 (full), got {strength}.")
     return value
+
+
+def _check_neighbours(neighbours: Any) -> Optional[bool]:
+    """The thick-slice rule as the engine takes it: None, True or False (not 1, "yes" or "on")."""
+    if neighbours is None or neighbours is True or neighbours is False:
+        return neighbours
+    raise InputError(
+        "Neighbouring slices must be None (automatic, by slice spacing), True (always use them) or False "
+        f"(each slice alone), got {neighbours!r}."
+    )
 
 
 def _vtk_matrix(array: np.ndarray):

@@ -168,6 +168,11 @@ class LossConfig:
     #: amplitude of the pattern probes, HU (uniform): a pixel-scale texture far below the noise cannot
     #: be told from noise, so asking to pass it asks for the identity on noise-like grain
     transparency_pattern_contrast: List[float] = field(default_factory=lambda: [30.0, 200.0])
+    #: smallest probe disc, in pixels of the patch grid (0: none; smaller draws are enlarged to it).  A
+    #: faint disc of one or two pixels looks like a noise grain: asking the network to pass it asks it to
+    #: pass the grain too (for small signals the kept share of a signal and of the noise in its band go
+    #: together), while the low-contrast targets concern lesions of 5 mm and more (6+ pixels at 0.8 mm)
+    transparency_min_pixels: float = 0.0
 
 
 @dataclass
@@ -348,6 +353,8 @@ def validate(config: TrainConfig) -> None:
         pair = getattr(config.loss, name)
         if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
             raise InputError(f"loss.{name} must be [min, max] with 0 < min <= max.")
+    if config.loss.transparency_min_pixels < 0:
+        raise InputError("loss.transparency_min_pixels must be >= 0 (0: no floor on the probe discs' size).")
     if config.loss.transparency > 0 and config.mode != "paired":
         raise InputError("loss.transparency is a paired-mode term (mode: paired); set it to 0 for a CycleGAN.")
     for name in ("inserts_contrast", "inserts_diameter"):

@@ -576,7 +576,8 @@ def inject_details(stack: np.ndarray, pixel_mm: float, rng: np.random.Generator,
                    contrast_hu: Sequence[float] = (3.0, 30.0),
                    diameter_mm: Sequence[float] = (2.0, 12.0),
                    pattern_share: float = 0.5, discs: bool = True,
-                   pattern_contrast_hu: Sequence[float] = (30.0, 200.0)) -> np.ndarray:
+                   pattern_contrast_hu: Sequence[float] = (30.0, 200.0),
+                   min_diameter_px: float = 0.0) -> np.ndarray:
     """Add small low-contrast discs and fine high-contrast patterns to a clean (C, P, P) HU stack.
 
     Why: a denoiser trained with an L1/L2 loss on anatomy alone learns that faint small
@@ -588,6 +589,8 @@ def inject_details(stack: np.ndarray, pixel_mm: float, rng: np.random.Generator,
     random binary texture, ``pattern_contrast_hu``, uniform) is added with probability ``pattern_share``.  All
     2k+1 channels get the same insert, the neighbours scaled by 0.5–1 (partial volume in z).
     ``discs`` false: the pattern alone (with ``pattern_share`` 1, the trainer's transparency probes).
+    ``min_diameter_px``: discs smaller than this many pixels on the patch grid are drawn at this
+    size instead (0: no floor; the trainer's transparency probes, LossConfig.transparency_min_pixels).
     """
     out = stack.astype(np.float32, copy=True)
     channels, size = out.shape[0], out.shape[-1]
@@ -600,6 +603,7 @@ def inject_details(stack: np.ndarray, pixel_mm: float, rng: np.random.Generator,
     for _ in range(int(rng.integers(1, 5)) if discs else 0):
         j = int(rng.integers(len(ys)))
         radius = 0.5 * float(np.exp(rng.uniform(np.log(diameter_mm[0]), np.log(diameter_mm[1])))) / pixel_mm
+        radius = max(radius, 0.5 * min_diameter_px)
         contrast = float(np.exp(rng.uniform(np.log(contrast_hu[0]), np.log(contrast_hu[1]))))
         contrast *= 1.0 if rng.random() < 0.5 else -1.0
         disc = _disc(size, ys[j], xs[j], max(radius, 0.75)) * contrast * inside

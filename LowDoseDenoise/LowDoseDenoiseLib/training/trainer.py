@@ -557,6 +557,7 @@ class Trainer:
             tuple(self.config.loss.transparency_diameter),
             pattern_share=1.0 if pattern else 0.0, discs=not pattern,
             pattern_contrast_hu=tuple(self.config.loss.transparency_pattern_contrast),
+            min_diameter_px=self.config.loss.transparency_min_pixels,
         )
         return (with_signal - smooth).astype(np.float32)
 
@@ -747,7 +748,7 @@ class Trainer:
             return {}
 
         def run(hu: np.ndarray) -> np.ndarray:
-            return denoise_volume(hu, self.g, device=self.device, normalisation=self.norm)
+            return denoise_volume(hu, self.g, device=self.device, normalisation=self.norm, ensemble=1)
 
         out = run(v.noisy)
         few = slice(0, min(2, len(v.noisy)))
