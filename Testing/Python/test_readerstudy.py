@@ -123,7 +123,8 @@ def test_key_unblinds_exactly(study, cases):
         hu = volume.hu()
         expected = {
             "original": volume.voxels,
-            "cad": cast_like(CLASSICAL_FILTERS["cad"](hu, volume.spacing), np.int16),
+            "cad": cast_like(np.stack([CLASSICAL_FILTERS["cad"](hu[k : k + 1], volume.spacing)[0]
+                                       for k in range(len(hu))]), np.int16),  # per slice, as FILTERS says
             "gaussian": cast_like(CLASSICAL_FILTERS["gaussian"](hu, volume.spacing), np.int16),
             "lowdose-liver-pan@0.7": cast_like(engine.denoise_volume(hu, None, device="cpu", strength=0.7,
                                                                      spacing=volume.spacing), np.int16),
@@ -173,6 +174,42 @@ def test_plan_refuses_bad_input_and_leaves_nothing(cases, tmp_path):
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(InputError, match="already exists"):
         plan_study(cases, "original,cad", tmp_path / "full")
+
+
+def test_filters_run_slice_by_slice_with_progress_and_cancel():
+    """apply_filter runs each filter per slice (as FILTERS describes them): the same as the filter on
+    each slice alone, NLM with h from the whole volume's noise SD (as on the volume at once); it
+    reports every slice and stops between slices when cancelled."""
+    from LowDoseDenoiseLib.quality import filters
+    from LowDoseDenoiseLib.readerstudy.plan import apply_filter
+
+    rng = np.random.default_rng(2)
+    hu = (40.0 + rng.normal(0, 25, (4, 48, 48))).astype(np.float32)
+    spacing = (0.8, 0.8, 2.0)
+    cad = apply_filter("cad", hu, spacing)
+    for k in range(4):
+        np.testing.assert_allclose(cad[k], filters.curvature_diffusion(5)(hu[k : k + 1], spacing)[0], atol=1e-4)
+    assert np.abs(cad - filters.curvature_diffusion(5)(hu, spacing)).max() > 0.1  # not the 3D diffusion
+    np.testing.assert_allclose(apply_filter("nlm", hu, spacing), filters.nl_means(hu, spacing), atol=1e-4)
+    done = []
+    apply_filter("gaussian", hu, spacing, progress=lambda d, t: done.append((d, t)))
+    assert done == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    seen = []
+    with pytest.raises(Cancelled, match="nlm filter was cancelled"):
+        apply_filter("nlm", hu, spacing, progress=lambda d, t: seen.append(d), cancel=lambda: len(seen) >= 2)
+    assert seen == [1, 2]  # stopped before the third slice
+
+
+def test_a_cancel_during_a_filter_stops_the_plan_between_slices(cases, tmp_path):
+    messages = []
+
+    def cancel_in_first_filter() -> bool:
+        return any(m.startswith("case 1/2: nlm") and m.endswith("1/3 slices") for m in messages)
+
+    with pytest.raises(Cancelled, match="no study folder was written"):
+        plan_study(cases, "original,nlm", tmp_path / "s", progress=messages.append, cancel=cancel_in_first_filter)
+    assert not any(m.endswith("2/3 slices") for m in messages)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cancelled_plan_leaves_no_folder(cases, tmp_path):
