@@ -391,11 +391,19 @@ def phantom_tables(results) -> List[str]:
             cells = []
             for m in methods:
                 r = by_method[m][insert]
-                cells.append(f"{r['contrast_ratio']:.2f} / d′ {r['d_prime']:.2f}" if lcd else f"{r['energy_kept']:.2f}")
+                cell = f"{r['contrast_ratio']:.2f} / d′ {r['d_prime']:.2f}" if lcd else f"{r['energy_kept']:.2f}"
+                if lcd and m == "input" and "d_prime_ceiling" in r:
+                    ceiling = r["d_prime_ceiling"]
+                    cell += f" (ceiling {ceiling:.2f}; 3 slices {ceiling * math.sqrt(3):.2f})"
+                cells.append(cell)
             lines.append(f"| {insert} | " + " | ".join(cells) + " |")
         noise = {m: by_method[m][inserts[0]]["noise_sd"] for m in methods}
         lines.append("| noise SD (HU) | " + " | ".join(f"{noise[m]:.1f}" for m in methods) + " |")
-        lines += ["", ("Cells: injected-contrast ratio (identity = 1.00) / NPW matched-filter d′."
+        lines += ["", ("Cells: injected-contrast ratio (identity = 1.00) / NPW matched-filter d′. Ceiling: the "
+                       "prewhitened (Hotelling) d′ of the input slice, which no method's NPW d′ can exceed on one "
+                       "slice at any contrast it keeps (Stein's lemma, quality.taskphantoms.prewhitened_detectability); "
+                       "the model also sees the two neighbouring slices, independent looks at the same insert, whose "
+                       "ceiling is √3 times as high."
                        if lcd else "Cells: in-band (0.1–0.5 cycles/pixel) pattern energy kept (identity = 1.00)."), ""]
     return lines
 

@@ -56,6 +56,28 @@ def test_gaussian_blur_loses_small_insert_contrast_more(lcd):
     assert results["3 mm / 14 HU"]["noise_sd"] < 0.5 * identity["3 mm / 14 HU"]["noise_sd"]
 
 
+def test_prewhitened_ceiling_reads_the_white_noise_answer_and_bounds_linear_filters():
+    """In white noise of SD σ the Hotelling d′ is |s|/σ; in the simulator's correlated noise no linear
+    filter's NPW d′ (measured over many realisations) exceeds it, and the identity's NPW d′ lies below
+    it (correlated noise: the NPW observer is not the ideal one)."""
+    phantom = tp.lcd_phantom(size=256, pixel_mm=0.8)
+    rng = np.random.default_rng(0)
+    white = phantom.background[None] + rng.normal(0, 20.0, (8,) + phantom.background.shape).astype(np.float32)
+    signals = (phantom.with_signals() - phantom.background)[None]
+    rows = tp.evaluate_method(phantom, lambda x: x, white, white + signals)
+    for insert in phantom.inserts:
+        expected = np.sqrt((insert.signal[insert.roi].astype(np.float64) ** 2).sum()) / 20.0
+        assert rows[insert.name]["d_prime_ceiling"] == pytest.approx(expected, rel=0.06), insert.name
+    absent, present = tp.noisy_pairs(phantom, 0.1, realisations=48, seed=5)
+    for method in (lambda x: x, lambda x: ndimage.gaussian_filter(x, (0, 1.0, 1.0)),
+                   lambda x: ndimage.gaussian_filter(x, (0, 2.5, 2.5))):
+        rows = tp.evaluate_method(phantom, method, absent, present)
+        for name, row in rows.items():
+            assert row["d_prime"] <= 1.1 * row["d_prime_ceiling"], (name, row)
+    identity = tp.evaluate_method(phantom, lambda x: x, absent, present)
+    assert all(row["d_prime"] < row["d_prime_ceiling"] for row in identity.values())
+
+
 def test_resolution_identity_keeps_1_and_gaussian_its_known_transfer():
     phantom = tp.resolution_phantom(size=256, pixel_mm=0.68)
     absent, present = tp.noisy_pairs(phantom, 0.25, realisations=2, seed=1)

@@ -42,6 +42,7 @@ __all__ = [
     "noisy_pairs",
     "npw_detectability",
     "pattern_energy_kept",
+    "prewhitened_detectability",
     "resolution_phantom",
 ]
 
@@ -242,6 +243,49 @@ def npw_detectability(insert: Insert, absent_out: np.ndarray, present_out: np.nd
     return d, float(0.5 * (1.0 + erf(d / 2.0)))
 
 
+#: tiles of noise nearest an insert that estimate its noise spectrum (prewhitened_detectability)
+NEAREST_TILES = 24
+
+
+def prewhitened_detectability(insert: Insert, absent: np.ndarray, flat: np.ndarray) -> float:
+    """The Hotelling (prewhitening matched filter) d′ of the known signal on the *input* images: the
+    ceiling of every method's NPW d′ (:func:`npw_detectability`) at any contrast it keeps.
+
+    Why it bounds them: for Gaussian noise n of covariance Σ, Stein's lemma makes the output's
+    template statistic t = sᵀG(x+n) covary with the prewhitened noise wᵀn (w = Σ⁻¹s) by
+    sᵀE[J]s = c·|s|², c the kept contrast; by Cauchy–Schwarz var t ≥ c²|s|⁴ / sᵀΣ⁻¹s, so the NPW
+    d′ = c|s|²/sd t ≤ √(sᵀΣ⁻¹s), whatever G does (for small signals).  With white noise that means
+    a method keeping a share c of a faint lesion keeps at least c² of the noise that looks like it.
+
+    Estimated with the noise taken as stationary: the mean periodogram of ROI-sized tiles of the
+    signal-absent images' noise (each minus the realisations' mean, rescaled for it) inside
+    ``flat``, the :data:`NEAREST_TILES` nearest the insert, and d′² = Σ_f |S(f)|² / E|N(f)|² over
+    the tile's frequencies (circulant approximation).
+    """
+    template: np.ndarray = insert.signal[insert.roi].astype(np.float64)
+    h, w = template.shape
+    images = np.asarray(absent, dtype=np.float64)
+    count = images.shape[0]
+    if count < 2:
+        raise InputError("The prewhitened d′ needs at least 2 noise realisations.")
+    noise = (images - images.mean(axis=0)) * np.sqrt(count / (count - 1.0))
+    centre = ((insert.roi[0].start + insert.roi[0].stop) / 2.0, (insert.roi[1].start + insert.roi[1].stop) / 2.0)
+    corners = []
+    for top in range(0, flat.shape[0] - h + 1, max(1, h // 2)):
+        for left in range(0, flat.shape[1] - w + 1, max(1, w // 2)):
+            if flat[top : top + h, left : left + w].all():
+                corners.append((float(np.hypot(top + h / 2.0 - centre[0], left + w / 2.0 - centre[1])), top, left))
+    if not corners:
+        raise InputError(f"No flat region of {h}×{w} pixels to measure the noise spectrum for '{insert.name}'.")
+    # CT noise is not stationary over a cylinder (higher at its centre): the tiles nearest the insert
+    nearest = sorted(corners)[:NEAREST_TILES]
+    tiles = np.concatenate([noise[:, top : top + h, left : left + w] for _, top, left in nearest], axis=0)
+    power = (np.abs(np.fft.fft2(tiles)) ** 2).mean(axis=0)
+    signal_power = np.abs(np.fft.fft2(template)) ** 2
+    usable = power > 1e-9 * power.max()
+    return float(np.sqrt((signal_power[usable] / power[usable]).sum()))
+
+
 def pattern_energy_kept(insert: Insert, absent_out: np.ndarray, present_out: np.ndarray) -> float:
     """Share of the true pattern's content in its band that survives, in phase (identity = 1)."""
     band = insert.band or (0.1, 0.5)
@@ -267,7 +311,8 @@ def evaluate_method(phantom: TaskPhantom, method: Method, absent: np.ndarray, pr
 
     Also the noise SD of the processed signal-absent images in the flat cylinder (away
     from the inserts), so a method cannot look good by removing signal and noise alike
-    without it showing.
+    without it showing, and for every disc the input's prewhitened d′ (the ceiling of any
+    method's NPW d′, :func:`prewhitened_detectability`).
     """
     absent_out = _apply(method, absent)
     present_out = _apply(method, present)
@@ -278,11 +323,15 @@ def evaluate_method(phantom: TaskPhantom, method: Method, absent: np.ndarray, pr
         flat[max(0, ys.start - pad):ys.stop + pad, max(0, xs.start - pad):xs.stop + pad] = False
     noise = float(np.std(absent_out[:, flat] - absent_out[:, flat].mean(axis=0)))
     results: Dict[str, Dict[str, float]] = {}
+    ceilings: Dict[str, float] = {}
     for insert in phantom.inserts:
         row: Dict[str, float] = {"noise_sd": noise}
         if insert.band is None:
             row["contrast_ratio"] = contrast_ratio(insert, absent_out, present_out)
             row["d_prime"], row["auc"] = npw_detectability(insert, absent_out, present_out)
+            if insert.name not in ceilings:
+                ceilings[insert.name] = prewhitened_detectability(insert, absent, flat)
+            row["d_prime_ceiling"] = ceilings[insert.name]
         else:
             row["energy_kept"] = pattern_energy_kept(insert, absent_out, present_out)
         results[insert.name] = row
