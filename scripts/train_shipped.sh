@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the shipped model lowdose-liver-pan 4.0 in the background, in stages (see the model card):
+# Train the shipped model lowdose-liver-pan 4.1 in the background, in stages (see the model card):
 #   1. paired supervised pre-training, HU scale 100, 64² patches   (configs/paired_hu100.yaml)
 #   2. recorrupted (R2R) targets, 128² patches                     (configs/r2r.yaml)
 #   3. R2R, noise on the patch grid, plus R2R on real low dose     (configs/r2r_real.yaml)
@@ -10,7 +10,9 @@
 #   7. stage 6's checkpoint exported with a low-frequency pass-through (σ 2.5 px, no further
 #      training): model 3.1.0, the card's "3.1" column; generalist_lowpass.yaml is an ablation
 #   8. stage 6 continued with the transparency term (the benchmark's paired signal injection as
-#      a loss), no pass-through: model 4.0 (shipped as 4.0.1)       (configs/transparent.yaml)
+#      a loss), its probe discs at least 4 pixels, no pass-through: model 4.1.0
+#                                                                  (configs/transparent_floor.yaml;
+#      configs/transparent.yaml, the same without the floor, was model 4.0, bundled as 4.0.1)
 # The held-out scans of benchmarks/heldout.py are read by no stage.
 # Each stage starts from the previous one's checkpoint (model.init_generator).  Run folders,
 # checkpoints and logs go to ~/.cache/lowdose-denoise/runs/; rerunning the script resumes every
@@ -57,5 +59,5 @@ stage "$CONFIGS/generalist.yaml" lowdose-liver-pan generalist-a.pt 3.0.0-a
 stage "$CONFIGS/generalist_final.yaml" lowdose-liver-pan generalist-b2.pt 3.0.0
 PYTHONPATH=LowDoseDenoise "$PY" -m LowDoseDenoiseLib.cli export "$RUNS/generalist-b2/checkpoint.pt" \
     "$RUNS/generalist-b2/lowdose-liver-pan.pt" --name lowdose-liver-pan --version 3.1.0 --keep-low-sigma 2.5 --overwrite
-stage "$CONFIGS/transparent.yaml" lowdose-liver-pan lowdose-liver-pan.pt 4.0.1
-echo "done: $RUNS/transparent-a/lowdose-liver-pan.pt (copy it to LowDoseDenoise/Resources/Models/)"
+stage "$CONFIGS/transparent_floor.yaml" lowdose-liver-pan lowdose-liver-pan.pt 4.1.0
+echo "done: $RUNS/transparent-floor/lowdose-liver-pan.pt (copy it to LowDoseDenoise/Resources/Models/)"

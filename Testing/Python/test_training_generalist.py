@@ -332,3 +332,24 @@ def test_a_finished_run_resumed_records_the_slice_spacing(dataset, tmp_path):  #
     saved = read_checkpoint(path)
     assert saved["slice_spacing_mm"] == first.slice_spacing_range() and saved["step"] == 4
     assert all(torch.equal(saved["g"][k], state["g"][k]) for k in state["g"])
+
+
+def test_a_run_started_from_an_exported_file_records_that_files_lineage(dataset, tmp_path):  # noqa: F811
+    """model.init_generator may be an exported model file (the shipped stages start from one when the
+    earlier checkpoints are gone): the export of the new run names that file's run and its own earlier
+    stages, as a chain of checkpoints would."""
+    from LowDoseDenoiseLib.modelfile import load_model
+    from LowDoseDenoiseLib.training.export import export_checkpoint
+
+    first = Trainer(_config(dataset, tmp_path / "a"), progress=False)
+    first.fit(2)
+    exported = export_checkpoint(str(first.save()), str(tmp_path / "first.pt"), name="first", version="1.2.3")
+    config = _config(dataset, tmp_path / "b", model={"width": 4, "levels": 2, "res_blocks": 1, "f_width": 4,
+                                                     "disc_width": 4, "disc_layers": 2,
+                                                     "init_generator": str(exported)})
+    second = Trainer(config, progress=False)
+    second.fit(2)
+    training = load_model(export_checkpoint(str(second.save()), str(tmp_path / "second.pt"))).metadata["training"]
+    assert training["pretraining"]["run"] == "first 1.2.3 (first.pt)"
+    assert training["pretraining"]["steps"] == 2 and "supervised" in training["pretraining"]["method"]
+    assert [stage["run"] for stage in training["earlier_stages"]] == ["first 1.2.3 (first.pt)"]

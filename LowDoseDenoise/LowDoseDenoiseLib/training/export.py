@@ -99,6 +99,8 @@ def _earlier_stages(config: Dict[str, Any], depth: int = 6) -> list:
         try:
             state = read_checkpoint(Path(init).expanduser())
         except InputError:
+            # an exported model file (lowdose-denoise export) carries its own lineage in its metadata
+            stages.extend(_exported_stages(Path(init).expanduser()))
             break
         cfg = state.get("config", {})
         data, loss = cfg.get("data", {}), cfg.get("loss", {})
@@ -117,6 +119,31 @@ def _earlier_stages(config: Dict[str, Any], depth: int = 6) -> list:
         init = cfg.get("model", {}).get("init_generator", "")
         depth -= 1
     return stages
+
+
+def _exported_stages(path: Path) -> list:
+    """The stages of an exported model file used as ``model.init_generator``: the file's own run
+    (from its training metadata), then the earlier stages it records; [] when it has none."""
+    from ..modelfile import load_model
+
+    try:
+        metadata = load_model(path).metadata
+    except Exception:  # not a model file either: the lineage simply ends here
+        return []
+    training = metadata.get("training") or {}
+    if not training:
+        return []
+    own = {
+        "run": f"{metadata.get('name', path.stem)} {metadata.get('version', '')} ({path.name})".strip(),
+        "mode": "paired" if str(training.get("method", "")).startswith("supervised") else training.get("mode"),
+        "method": training.get("method"),
+        "steps": training.get("steps"),
+        "patch": training.get("patch"),
+        "batch_size": training.get("batch_size"),
+        "loss_weights": training.get("loss_weights"),
+        "time_s": training.get("time_s"),
+    }
+    return [own] + list(training.get("earlier_stages") or [])
 
 
 def _normalisation(state: Dict[str, Any]) -> HUNormalisation:

@@ -956,7 +956,9 @@ def load_generator_weights(g: Generator, source: str, gcfg: GeneratorConfig) -> 
 
         loaded = load_model(path)
         arch = loaded.metadata["architecture"]
-        weights = loaded.module.state_dict()
+        # a TorchScript file's state also lists the non-persistent pass-through kernel (a fixed filter
+        # made from keep_low_sigma, not a weight): the new generator makes its own
+        weights = {k: v for k, v in loaded.module.state_dict().items() if not k.endswith("low_kernel")}
     # the weights' shapes must match; keep_low_sigma is a fixed filter without weights, so a run may
     # add (or change) it on top of a generator trained without it; a wider context may be added too
     expected = {k: v for k, v in gcfg.to_dict().items() if k not in ("keep_low_sigma", "context")}
