@@ -202,6 +202,9 @@ def make_methods(models: Dict[str, object], use_bm3d: bool, device: str,
     methods["NLM"] = peer(filters.nl_means)
     if use_bm3d and filters.bm3d_available():
         methods["BM3D"] = peer(filters.bm3d_filter)
+    elif use_bm3d:  # the targets compare with the better of BM3D and diffusion: say so when BM3D is missing
+        print("BM3D is not installed (pip install bm3d, or the package's [bench] extra): the tables and the "
+              "targets compare with diffusion and NLM only; pass --no-bm3d to silence this.", file=sys.stderr)
     return methods
 
 
