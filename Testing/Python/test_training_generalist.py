@@ -353,3 +353,27 @@ def test_a_run_started_from_an_exported_file_records_that_files_lineage(dataset,
     assert training["pretraining"]["run"] == "first 1.2.3 (first.pt)"
     assert training["pretraining"]["steps"] == 2 and "supervised" in training["pretraining"]["method"]
     assert [stage["run"] for stage in training["earlier_stages"]] == ["first 1.2.3 (first.pt)"]
+
+
+def test_insert_floor_reaches_the_inserts_and_the_model_file(dataset, tmp_path, monkeypatch):  # noqa: F811
+    """data.inserts_min_pixels goes to every detail insert of the training samples and into the exported
+    metadata; a negative floor is refused."""
+    from LowDoseDenoiseLib.modelfile import load_model
+    from LowDoseDenoiseLib.training.export import export_checkpoint
+
+    seen = []
+    original = tdata.inject_details
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("min_diameter_px"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tdata, "inject_details", recording)
+    config = _config(dataset, tmp_path, data={"inserts": 1.0, "inserts_min_pixels": 5.0})
+    trainer = Trainer(config, progress=False)
+    trainer.batch(0)
+    assert seen and set(seen) == {5.0}
+    training = load_model(export_checkpoint(str(trainer.save()), str(tmp_path / "m.pt"))).metadata["training"]
+    assert training["detail_inserts"]["inserts_min_pixels"] == 5.0
+    with pytest.raises(InputError, match="inserts_min_pixels"):
+        config_from_dict({"mode": "paired", "data": {"inserts_min_pixels": -1}})

@@ -94,6 +94,10 @@ class DataConfig:
     inserts: float = 0.0
     inserts_contrast: List[float] = field(default_factory=lambda: [3.0, 30.0])  #: disc contrast range, HU (log-uniform, ±)
     inserts_diameter: List[float] = field(default_factory=lambda: [2.0, 12.0])  #: disc diameter range, mm (log-uniform)
+    #: smallest insert disc in pixels of the patch (0: none; smaller draws are enlarged to it): a faint
+    #: disc of a pixel or two in the target teaches the network to keep noise-sized blobs (as
+    #: LossConfig.transparency_min_pixels for the probes)
+    inserts_min_pixels: float = 0.0
     #: add the simulated noise on the patch grid after the image is rescaled (true: the grain keeps
     #: its texture at every pixel size) instead of rescaling it with the image (false: smooths it)
     noise_on_patch_grid: bool = True
@@ -357,6 +361,8 @@ def validate(config: TrainConfig) -> None:
         raise InputError("loss.transparency_min_pixels must be >= 0 (0: no floor on the probe discs' size).")
     if config.loss.transparency > 0 and config.mode != "paired":
         raise InputError("loss.transparency is a paired-mode term (mode: paired); set it to 0 for a CycleGAN.")
+    if d.inserts_min_pixels < 0:
+        raise InputError("data.inserts_min_pixels must be >= 0 (0: no floor on the insert discs' size).")
     for name in ("inserts_contrast", "inserts_diameter"):
         pair = getattr(d, name)
         if len(pair) != 2 or not 0 < pair[0] <= pair[1]:

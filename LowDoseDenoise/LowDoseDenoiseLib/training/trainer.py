@@ -521,7 +521,8 @@ class Trainer:
         source = sampler.sources[geometry["source"]]
         if d.inserts > 0 and rng.random() < d.inserts:
             clean = tdata.inject_details(
-                clean, geometry["pixel_size"], rng, tuple(d.inserts_contrast), tuple(d.inserts_diameter)
+                clean, geometry["pixel_size"], rng, tuple(d.inserts_contrast), tuple(d.inserts_diameter),
+                min_diameter_px=d.inserts_min_pixels,
             )
         noisy = clean
         if add:
