@@ -102,6 +102,36 @@ class NeighbourSlices(enum.Enum):
         return None if self is NeighbourSlices.AUTO else self is NeighbourSlices.ON
 
 
+class SelfEnsemble(enum.Enum):
+    """How many passes of the network are averaged per slice (the engine's self-ensemble, the CLI's --ensemble).
+
+    Each pass sees the slices turned or mirrored (transpose, rotations, flips); the outputs, turned back,
+    are averaged. The values are strings (a combo-bound enum needs hashable values that the settings
+    store as text); ``size()`` is the engine's ``ensemble``.
+    """
+
+    ONE = "1"
+    TWO = "2"
+    FOUR = "4"
+    EIGHT = "8"
+
+    def label(self) -> str:
+        if self is SelfEnsemble.ONE:
+            return _("One pass (fastest)")
+        if self is SelfEnsemble.TWO:
+            return _("2 passes: slice and transpose (default)")
+        return _("4 passes") if self is SelfEnsemble.FOUR else _("8 passes (best, for a GPU)")
+
+    def size(self) -> int:
+        """``ensemble`` of the engine: 1, 2, 4 or 8 passes of the network per slice."""
+        return int(self.value)
+
+
+#: The engine's DEFAULT_ENSEMBLE, written out: the library is not imported when the module loads
+#: (Testing/Python/test_slicer_module_files.py checks that the two agree).
+DEFAULT_SELF_ENSEMBLE = SelfEnsemble.TWO
+
+
 @parameterNodeWrapper
 class LowDoseDenoiseParameterNode:
     """All GUI state; most .ui widgets bind to these fields through SlicerParameterName.
@@ -115,6 +145,7 @@ class LowDoseDenoiseParameterNode:
     strength - fraction of the predicted noise that is removed, 0..1.
     neighbours - give the network the neighbouring slices: automatically (not when the slices lie farther
         apart than in the model's training; then each slice is denoised on its own), always or never.
+    ensemble - passes of the network per slice, averaged (self-ensemble): 1, 2 (the engine's default), 4 or 8.
     compareLayout - side by side, or with a third view of the difference.
     linkViews - link panning, zooming and scrolling of the comparison views.
     showComparison - show the comparison when a run finishes.
@@ -128,14 +159,15 @@ class LowDoseDenoiseParameterNode:
     device: str = "auto"
     strength: Annotated[float, WithinRange(0.0, 1.0)] = 1.0
     neighbours: NeighbourSlices = NeighbourSlices.AUTO
+    ensemble: SelfEnsemble = DEFAULT_SELF_ENSEMBLE
     compareLayout: CompareLayout = CompareLayout.SIDE_BY_SIDE
     linkViews: bool = True
     showComparison: bool = True
 
 
 #: Parameter-node fields remembered across sessions (qt.QSettings).
-REMEMBERED = ("model", "modelFile", "device", "strength", "neighbours", "compareLayout", "linkViews",
-              "showComparison")
+REMEMBERED = ("model", "modelFile", "device", "strength", "neighbours", "ensemble", "compareLayout",
+              "linkViews", "showComparison")
 
 
 #
@@ -271,6 +303,8 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     value = CompareLayout(str(value))
                 elif name == "neighbours":
                     value = NeighbourSlices(str(value))
+                elif name == "ensemble":
+                    value = SelfEnsemble(str(value))
                 elif name in ("linkViews", "showComparison"):
                     value = str(value).lower() in ("true", "1")
                 setattr(node, name, value)
@@ -448,8 +482,9 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = _("Denoising on {device}…").format(device=job.device)
         what = job.input_name if not preview else _("{region} of '{input}' (preview)").format(
             region=job.region.label, input=job.input_name)
-        self._log("info", _("Started: {what} with {model}, strength {strength:g}, on {device}.").format(
-            what=what, model=job.model.summary(), strength=job.strength, device=job.device))
+        passes = _("1 pass") if job.ensemble == 1 else _("{count} passes").format(count=job.ensemble)
+        self._log("info", _("Started: {what} with {model}, strength {strength:g}, {passes}, on {device}.").format(
+            what=what, model=job.model.summary(), strength=job.strength, passes=passes, device=job.device))
         if node.neighbours is not NeighbourSlices.AUTO:
             self._log("info", _("Neighbouring slices: {choice}.").format(choice=node.neighbours.label()))
         self._drainMessages(job)
@@ -462,7 +497,7 @@ class LowDoseDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from LowDoseDenoiseLib.slicer.scene import NotCTError
 
         arguments = dict(model=self.logic.modelSource(node), device=node.device, strength=node.strength,
-                         neighbours=node.neighbours.setting())
+                         neighbours=node.neighbours.setting(), ensemble=node.ensemble.size())
 
         def prepare(**extra):
             if preview:
@@ -606,17 +641,19 @@ class LowDoseDenoiseLogic(ScriptedLoadableModuleLogic):
         return LowDoseDenoiseParameterNode(super().getParameterNode())
 
     def process(self, inputVolume, outputVolume=None, modelPath=None, device="auto", strength=1.0,
-                allowNonCT=False, neighbours=None):
+                allowNonCT=False, neighbours=None, ensemble=None):
         """Denoise ``inputVolume`` and wait for the result (scripts, self-test); returns the output node.
 
         ``neighbours``: None (automatic, by slice spacing), True (always use the neighbouring slices) or
-        False (each slice alone), as in LowDoseDenoiseLib.engine.denoise_volume.
+        False (each slice alone), as in LowDoseDenoiseLib.engine.denoise_volume. ``ensemble``: passes of the
+        network per slice, averaged (1, 2, 4 or 8; None: the engine's DEFAULT_ENSEMBLE, 2).
         """
         if not self.ensureDependencies():
             raise RuntimeError(self.torchProblem() or _("PyTorch is not available."))
         return self.denoise.process(
             inputVolume, outputVolume, model=modelPath, device=device, strength=strength, allow_non_ct=allowNonCT,
             neighbours=neighbours,
+            ensemble=DEFAULT_SELF_ENSEMBLE.size() if ensemble is None else ensemble,
         )
 
     # -- model choice ---------------------------------------------------------------------------
@@ -866,6 +903,8 @@ class LowDoseDenoiseTest(ScriptedLoadableModuleTest):
         node.device, node.strength, node.showComparison = "cpu", 0.75, True
         node.neighbours = NeighbourSlices.AUTO
         self.assertEqual(widget.ui.neighboursComboBox.count, len(NeighbourSlices))
+        node.ensemble = SelfEnsemble.ONE  # one pass: the quickest self-test
+        self.assertEqual(widget.ui.ensembleComboBox.count, len(SelfEnsemble))
 
         self.delayDisplay("Apply, then Cancel at once: nothing is added")
         volumesBefore = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
@@ -874,6 +913,7 @@ class LowDoseDenoiseTest(ScriptedLoadableModuleTest):
         self.assertEqual(widget.ui.applyButton.text, _("Cancel"))
         self.assertFalse(widget.ui.strengthSection.enabled)
         self.assertFalse(widget.ui.neighboursComboBox.enabled)  # in the strength section
+        self.assertFalse(widget.ui.ensembleComboBox.enabled)
         widget.onApplyButton()  # the Apply button is Cancel now
         self._waitForJob(widget)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), volumesBefore)
@@ -897,6 +937,7 @@ class LowDoseDenoiseTest(ScriptedLoadableModuleTest):
         outputVolume = node.outputVolume
         self.assertIsNotNone(outputVolume)
         self.assertIn("strength 0.75", outputVolume.GetName())
+        self.assertEqual(outputVolume.GetAttribute("LowDoseDenoise.Ensemble"), "1")  # the Passes choice
         self.assertIn("sha256", widget.ui.logTextEdit.toPlainText())
         after = slicer.util.arrayFromVolume(outputVolume)
         self.assertEqual(after.shape, before.shape)

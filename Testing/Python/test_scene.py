@@ -741,6 +741,105 @@ def test_a_neighbours_value_other_than_none_true_false_is_refused_before_anythin
     assert app.node_ids() == ids and voxel_hash(node) == before and logic.previews_of(node) == []
 
 
+# -- the self-ensemble (the module's Passes choice) ----------------------------------------------------
+
+
+def ensemble_ct(app, name="CT"):
+    """A small CT node with 3 mm slices (within the bundled model's training: its neighbours are used)."""
+    return add_volume(app.scene, ct_voxels((3, 64, 64), seed=5), name, np.diag([0.8, 0.8, 3.0, 1.0]))
+
+
+def engine_run(node, bundled, ensemble: int) -> np.ndarray:
+    from LowDoseDenoiseLib.engine import denoise_volume
+    from LowDoseDenoiseLib.volume import cast_like
+
+    voxels = volume_array(node)
+    out = denoise_volume(voxels.astype(np.float32), bundled, device="cpu", spacing=(0.8, 0.8, 3.0),
+                         ensemble=ensemble)
+    return cast_like(out, voxels.dtype)
+
+
+def test_the_ensemble_reaches_the_engine_and_is_recorded(app, bundled):
+    """ensemble=1 is the engine's single pass and differs from the default ×2; ×8 is the engine's ×8; the
+    result records the size (as --ensemble says it) and the run summary names it."""
+    from LowDoseDenoiseLib.engine import DEFAULT_ENSEMBLE
+
+    node = ensemble_ct(app)
+    logic = DenoiseLogic(app.scene)
+    outputs = {}
+    for ensemble in (1, 8):
+        job = logic.prepare(node, model=bundled, device="cpu", ensemble=ensemble)
+        assert job.ensemble == ensemble
+        job.run()
+        assert job.summary.ensemble == ensemble and f"self-ensemble ×{ensemble}" in job.summary.line()
+        outputs[ensemble] = logic.finish(job)
+        np.testing.assert_array_equal(volume_array(outputs[ensemble]), engine_run(node, bundled, ensemble))
+    default_job = logic.prepare(node, model=bundled, device="cpu")
+    assert default_job.ensemble == DEFAULT_ENSEMBLE == 2
+    default_job.run()
+    outputs[DEFAULT_ENSEMBLE] = logic.finish(default_job)
+    default = volume_array(outputs[DEFAULT_ENSEMBLE])
+    np.testing.assert_array_equal(default, engine_run(node, bundled, DEFAULT_ENSEMBLE))
+    assert np.abs(volume_array(outputs[1]).astype(float) - default).max() > 0
+    assert {e: outputs[e].GetAttribute("LowDoseDenoise.Ensemble") for e in outputs} == {1: "1", 8: "8", 2: "2"}
+    assert outputs[8].GetAttribute("LowDoseDenoise.Neighbours") == "auto"  # next to the thick-slice rule
+    assert "self-ensemble ×8" in outputs[8].GetDescription()
+    # process() and a background job pass it on too; a NumPy integer is taken as its int
+    one = logic.process(node, model=bundled, device="cpu", ensemble=np.int64(1))
+    np.testing.assert_array_equal(volume_array(one), volume_array(outputs[1]))
+    assert one.GetAttribute("LowDoseDenoise.Ensemble") == "1"
+    job = logic.prepare(node, model=bundled, device="cpu", ensemble=1)
+    assert type(job.ensemble) is int
+    job.start()
+    assert job.wait(60) and job.state == "done"
+    np.testing.assert_array_equal(volume_array(logic.finish(job)), volume_array(outputs[1]))
+
+
+def test_a_preview_with_one_pass_equals_a_full_run_with_one_pass(app, bundled):
+    """The self-ensemble's symmetries act on whole slices, which a preview reads: a slice preview and an
+    ROI preview with ensemble=1 hold the voxels of a full run with ensemble=1 (not those of the default)."""
+    node = ensemble_ct(app)
+    logic = DenoiseLogic(app.scene, app.app_logic)
+    whole = volume_array(logic.process(node, model=bundled, device="cpu", ensemble=1))
+    default = volume_array(logic.process(node, model=bundled, device="cpu"))
+    for k in (1, 0):
+        centre_red_view_on_slice(app, node, k)
+        job = logic.prepare_preview(node, model=bundled, device="cpu", ensemble=1)
+        assert job.ensemble == 1
+        job.run()
+        preview = logic.finish_preview(job)
+        assert preview.GetAttribute("LowDoseDenoise.Ensemble") == "1"
+        np.testing.assert_array_equal(volume_array(preview)[0], whole[k])
+    roi = add_roi(app.scene, (ijk_to_ras(node) @ np.array([30, 28, 1, 1.0]))[:3], (12.0, 10.0, 2.0))
+    preview = logic.preview(node, roi, model=bundled, device="cpu", ensemble=1)
+    (i0, i1, j0, j1, k0, k1) = (int(v) for v in preview.GetAttribute("LowDoseDenoise.PreviewRegion").split())
+    assert (k0, k1) == (1, 2)
+    np.testing.assert_array_equal(volume_array(preview), whole[k0:k1, j0:j1, i0:i1])
+    assert np.abs(volume_array(preview).astype(float) - default[k0:k1, j0:j1, i0:i1]).max() > 0
+    assert preview.GetAttribute("LowDoseDenoise.Ensemble") == "1"
+
+
+@pytest.mark.parametrize("value", [3, "2", True, 2.0, None, 0, 16])
+def test_an_ensemble_other_than_1_2_4_8_is_refused_before_anything_changes(app, bundled, value, tmp_path):
+    node = ensemble_ct(app)
+    logic = DenoiseLogic(app.scene, app.app_logic)
+    centre_red_view_on_slice(app, node, 1)
+    ids, before = app.node_ids(), voxel_hash(node)
+    calls = (
+        lambda: logic.prepare(node, model=bundled, device="cpu", ensemble=value),
+        lambda: logic.process(node, model=bundled, device="cpu", ensemble=value),
+        lambda: logic.prepare_preview(node, model=bundled, device="cpu", ensemble=value),
+        lambda: logic.preview(node, model=bundled, device="cpu", ensemble=value),
+        # checked before the model is loaded: a missing model file is not what the error is about
+        lambda: logic.prepare(node, model=tmp_path / "missing.pt", device="cpu", ensemble=value),
+    )
+    for call in calls:
+        with pytest.raises(InputError, match=r"self-ensemble size must be one of \[1, 2, 4, 8\].*got") as caught:
+            call()
+        assert repr(value) in str(caught.value)
+    assert app.node_ids() == ids and voxel_hash(node) == before and logic.previews_of(node) == []
+
+
 def test_run_summary_measures_noise_on_the_same_central_slices(app, model):
     from LowDoseDenoiseLib.quality.noise import measure_noise
 

@@ -260,6 +260,51 @@ def test_neighbouring_slices_choice_is_the_clis_and_sits_in_the_strength_section
     assert tooltip and "farther apart than in the model's training" in tooltip[0]
 
 
+def test_passes_choice_is_the_engines_self_ensemble_and_sits_in_the_strength_section():
+    """The Passes combo offers the engine's self-ensemble sizes (the CLI's --ensemble), defaults to the engine's
+    default although the module does not import the library, is remembered, reaches prepare(), and lies in the
+    strength section below Neighbouring slices."""
+    from LowDoseDenoiseLib import engine
+
+    choice = module_enum("SelfEnsemble")
+    assert [member.size() for member in choice] == sorted(engine.ENSEMBLES)
+    assert all(member.value == str(member.size()) for member in choice)  # hashable text, as QSettings stores it
+    assert [member.label() for member in choice] == [
+        "One pass (fastest)", "2 passes: slice and transpose (default)", "4 passes", "8 passes (best, for a GPU)"]
+    assert parameter_node_fields()["ensemble"] == "SelfEnsemble"
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    (constant,) = [ast.unparse(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                   and [ast.unparse(t) for t in n.targets] == ["DEFAULT_SELF_ENSEMBLE"]]
+    assert constant.startswith("SelfEnsemble.")
+    assert choice[constant.split(".", 1)[1]].size() == engine.DEFAULT_ENSEMBLE  # written out, as the engine says
+    (wrapper,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LowDoseDenoiseParameterNode"]
+    (default,) = [ast.unparse(item.value) for item in wrapper.body
+                  if isinstance(item, ast.AnnAssign) and ast.unparse(item.target) == "ensemble"]
+    assert default == "DEFAULT_SELF_ENSEMBLE"
+    # the logic's process() for scripts has the same default
+    (logic,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LowDoseDenoiseLogic"]
+    (process,) = [n for n in logic.body if isinstance(n, ast.FunctionDef) and n.name == "process"]
+    defaults = dict(zip([a.arg for a in process.args.args][-len(process.args.defaults):], process.args.defaults))
+    assert ast.unparse(defaults["ensemble"]) == "None"
+    assert "ensemble=DEFAULT_SELF_ENSEMBLE.size() if ensemble is None else ensemble" in ast.unparse(process)
+    remembered = re.search(r"^REMEMBERED = \((.*?)\)", source, re.S | re.M)
+    assert remembered and '"ensemble"' in remembered.group(1)
+    assert "value = SelfEnsemble(str(value))" in source  # restored from QSettings
+    assert "ensemble=node.ensemble.size()" in source
+    root = ET.parse(UI_FILE).getroot()
+    (section,) = [w for w in root.iter("widget") if w.get("name") == "strengthSection"]
+    order = [w.get("name") for w in section.iter("widget")]
+    assert {"ensembleLabel", "ensembleComboBox"} <= set(order)
+    assert order.index("neighboursComboBox") < order.index("ensembleLabel") < order.index("ensembleComboBox")
+    inside = {w.get("name"): w for w in section.iter("widget")}
+    assert inside["ensembleLabel"].findtext("property/string") == "Passes:"
+    tooltips = [[p.findtext("string") for p in inside[name].findall("property") if p.get("name") == "toolTip"]
+                for name in ("ensembleLabel", "ensembleComboBox")]
+    assert tooltips[0] and tooltips[0] == tooltips[1]
+    assert all(word in tooltips[1][0] for word in ("more noise", "sharp kernels", "detail", "GPU"))
+
+
 def test_module_uses_only_widgets_in_the_ui():
     used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text(encoding="utf-8")))
     missing = sorted(used - set(ui_widgets()))

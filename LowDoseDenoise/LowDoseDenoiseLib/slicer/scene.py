@@ -29,7 +29,9 @@ in the model's training) are collected in :attr:`DenoiseJob.messages`, a thread-
 Every entry that starts a job takes ``neighbours``, the engine's thick-slice rule
 (:func:`LowDoseDenoiseLib.engine.denoise_volume`): None (automatic: each slice is denoised on
 its own when the slices lie farther apart than in the model's training), True (always give
-the network the neighbouring slices) or False (never: each slice alone).
+the network the neighbouring slices) or False (never: each slice alone), and ``ensemble``, the
+engine's self-ensemble (:data:`LowDoseDenoiseLib.engine.ENSEMBLES`: 1, 2, 4 or 8 in-plane symmetries
+of each slice stack, averaged; default :data:`~LowDoseDenoiseLib.engine.DEFAULT_ENSEMBLE`).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from .. import __version__
+from .. import __version__, engine
 from ..errors import Cancelled, InputError, LowDoseDenoiseError
 from ..modelfile import LoadedModel, load_model
 from . import compat
@@ -154,15 +156,18 @@ class RunSummary:
     slices: int
     noise_in: float
     noise_out: float
+    #: The self-ensemble: passes of the network per slice (``denoise_volume(ensemble=)``).
+    ensemble: int = engine.DEFAULT_ENSEMBLE
 
     def line(self) -> str:
-        """One line: model, SHA-256 prefix, strength, device, time and noise before/after."""
+        """One line: model, SHA-256 prefix, strength, self-ensemble, device, time and noise before/after."""
         if np.isfinite(self.noise_in) and np.isfinite(self.noise_out):
             noise = f"noise SD {self.noise_in:.1f} -> {self.noise_out:.1f} HU in flat soft tissue"
         else:
             noise = "noise not measured (no flat soft tissue found)"
         return (
-            f"{self.model} (sha256 {self.sha256[:12]}), strength {self.strength:g}, {self.device}, "
+            f"{self.model} (sha256 {self.sha256[:12]}), strength {self.strength:g}, "
+            f"self-ensemble ×{self.ensemble}, {self.device}, "
             f"{self.slices} slices in {self.seconds:.1f} s; {noise}"
         )
 
@@ -192,6 +197,7 @@ class DenoiseJob:
         messages: Optional[MessageLog] = None,
         batch_size: Optional[int] = None,
         neighbours: Optional[bool] = None,
+        ensemble: int = engine.DEFAULT_ENSEMBLE,
     ):
         self.input_id = input_id
         self.input_name = input_name
@@ -204,6 +210,9 @@ class DenoiseJob:
         #: The engine's thick-slice rule: None automatic (by slice spacing), True always, False never
         #: give the network the neighbouring slices (see :func:`~LowDoseDenoiseLib.engine.denoise_volume`).
         self.neighbours = _check_neighbours(neighbours)
+        #: The engine's self-ensemble: the network runs on this many in-plane symmetries of each slice
+        #: stack and the outputs are averaged (1, 2, 4 or 8; see :data:`~LowDoseDenoiseLib.engine.ENSEMBLES`).
+        self.ensemble = engine.check_ensemble(ensemble)
         #: Slices per engine batch; a cancel waits for at most one batch.
         self.batch_size = batch_size if batch_size is not None else cancel_bounded_batch(device, *voxels.shape[1:])
         #: Warnings and notes of this run, thread-safe; the GUI drains them on its main thread.
@@ -280,6 +289,7 @@ class DenoiseJob:
                     spacing=self.spacing,
                     batch_size=self.batch_size,
                     neighbours=self.neighbours,
+                    ensemble=self.ensemble,
                 )
                 self.summary = self._summarise(result, time.monotonic() - self._started)
                 if is_cancelled():  # asked for after the last batch: still a cancel, nothing is kept
@@ -321,6 +331,7 @@ class DenoiseJob:
             slices=depth,
             noise_in=float(noise_in),
             noise_out=float(noise_out),
+            ensemble=self.ensemble,
         )
 
     def start(self) -> None:
@@ -409,6 +420,7 @@ class DenoiseLogic:
         allow_non_ct: bool = False,
         messages: Optional[MessageLog] = None,
         neighbours: Optional[bool] = None,
+        ensemble: int = engine.DEFAULT_ENSEMBLE,
     ):
         """Denoise ``input_node`` and return the output volume node.
 
@@ -421,7 +433,10 @@ class DenoiseLogic:
         run's warnings and summary go to ``messages`` (or a new log, see
         :attr:`DenoiseJob.messages`).  ``neighbours`` is the engine's thick-slice rule: None
         (automatic: each slice alone when the slices lie farther apart than in the model's
-        training), True (always use the neighbouring slices), False (each slice alone).  On
+        training), True (always use the neighbouring slices), False (each slice alone).
+        ``ensemble`` is the engine's self-ensemble: the network runs on 1, 2, 4 or 8 in-plane
+        symmetries of each slice stack and the outputs are averaged (1 is the fastest; the
+        default :data:`~LowDoseDenoiseLib.engine.DEFAULT_ENSEMBLE` costs two passes).  On
         error or cancel the scene is unchanged.
         """
         job = self.prepare(
@@ -433,6 +448,7 @@ class DenoiseLogic:
             allow_non_ct=allow_non_ct,
             messages=messages,
             neighbours=neighbours,
+            ensemble=ensemble,
         )
         job.run(progress=progress, cancel=cancel)
         return self.finish(job)
@@ -447,18 +463,20 @@ class DenoiseLogic:
         allow_non_ct: bool = False,
         messages: Optional[MessageLog] = None,
         neighbours: Optional[bool] = None,
+        ensemble: int = engine.DEFAULT_ENSEMBLE,
     ) -> DenoiseJob:
-        """Check the input, output, model, device, strength and neighbours; copy the voxels into a job.
+        """Check the input, output, model, device, strength, neighbours and ensemble; copy the voxels into a job.
 
-        ``neighbours``: None (automatic, by slice spacing), True or False, as
-        :func:`~LowDoseDenoiseLib.engine.denoise_volume` takes it; anything else is an InputError.
+        ``neighbours``: None (automatic, by slice spacing), True or False, and ``ensemble``: 1, 2, 4
+        or 8 (an int, not a bool or a string), as :func:`~LowDoseDenoiseLib.engine.denoise_volume`
+        takes them; anything else is an InputError.
         Raises InputError, ModelError or DeviceError with a message for the user, and
         :class:`NotCTError` when the values do not look like CT in HU (an MR, an 8-bit
         picture, a parameter map) unless ``allow_non_ct``, in which case the job's
         messages carry the warning.  The scene is not changed.
         """
         return self._prepare(input_node, output_node, model, device, strength, allow_non_ct, messages,
-                             neighbours=neighbours)
+                             neighbours=neighbours, ensemble=ensemble)
 
     def prepare_preview(
         self,
@@ -471,23 +489,25 @@ class DenoiseLogic:
         allow_non_ct: bool = False,
         messages: Optional[MessageLog] = None,
         neighbours: Optional[bool] = None,
+        ensemble: int = engine.DEFAULT_ENSEMBLE,
     ) -> PreviewJob:
         """A job that denoises only the slice shown in ``view`` or, with ``roi_node``, the ROI's voxels.
 
         The region is found now (see :mod:`.preview`): the input slice through the centre
         of the ``view`` slice view, or the input voxels in ``roi_node``'s box; the engine
         gets those whole slices plus the model's neighbouring slices as context, so the
-        preview equals a full run with the same ``neighbours`` at its voxels (with each slice
-        alone, the context slices are read but unused; the thick-slice rule looks at the slice
-        spacing, which the region shares with the input).  Checks and errors as :meth:`prepare`;
+        preview equals a full run with the same ``neighbours`` and ``ensemble`` at its voxels
+        (with each slice alone, the context slices are read but unused; the thick-slice rule
+        looks at the slice spacing, which the region shares with the input; the self-ensemble's
+        symmetries act on whole slices).  Checks and errors as :meth:`prepare`;
         the CT check looks at the whole input (a small ROI inside the liver would look 8-bit).
         The scene is not changed.
         """
         return self._prepare(input_node, None, model, device, strength, allow_non_ct, messages,
-                             preview=(roi_node, view), neighbours=neighbours)
+                             preview=(roi_node, view), neighbours=neighbours, ensemble=ensemble)
 
     def _prepare(self, input_node, output_node, model, device, strength, allow_non_ct, messages, preview=None,
-                 neighbours=None):
+                 neighbours=None, ensemble=engine.DEFAULT_ENSEMBLE):
         from ..engine import ct_range_problem, resolve_device
 
         log = messages if messages is not None else MessageLog()
@@ -496,6 +516,7 @@ class DenoiseLogic:
             self._check_output(output_node, input_node)
         strength = _check_strength(strength)
         neighbours = _check_neighbours(neighbours)
+        ensemble = engine.check_ensemble(ensemble)
         loaded = model if isinstance(model, LoadedModel) else load_model(model)
         dims = image.GetDimensions()
         if min(dims[0], dims[1]) < loaded.min_size:
@@ -539,6 +560,7 @@ class DenoiseLogic:
             strength=strength,
             messages=log,
             neighbours=neighbours,
+            ensemble=ensemble,
         )
         if region is None:
             return DenoiseJob(**arguments)
@@ -557,6 +579,7 @@ class DenoiseLogic:
         allow_non_ct: bool = False,
         messages: Optional[MessageLog] = None,
         neighbours: Optional[bool] = None,
+        ensemble: int = engine.DEFAULT_ENSEMBLE,
     ):
         """Denoise the slice shown in ``view`` (or the ``roi_node`` box) and return the preview volume.
 
@@ -564,7 +587,8 @@ class DenoiseLogic:
         for scripts; on error or cancel the scene is unchanged.
         """
         job = self.prepare_preview(input_node, roi_node, view, model=model, device=device, strength=strength,
-                                   allow_non_ct=allow_non_ct, messages=messages, neighbours=neighbours)
+                                   allow_non_ct=allow_non_ct, messages=messages, neighbours=neighbours,
+                                   ensemble=ensemble)
         job.run(progress=progress, cancel=cancel)
         return self.finish_preview(job)
 
@@ -895,6 +919,7 @@ class DenoiseLogic:
             "TrainingDose": f"{dose[0]:g}-{dose[1]:g}" if dose else "",
             "Strength": f"{job.strength:g}",
             "Neighbours": NEIGHBOURS_SETTINGS[job.neighbours],  # the thick-slice rule, as --neighbours says it
+            "Ensemble": str(job.ensemble),  # the self-ensemble, as --ensemble says it
             "Device": job.device,
             "Date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "Software": f"LowDoseDenoise {__version__}",
@@ -904,7 +929,7 @@ class DenoiseLogic:
             node.SetAttribute(ATTRIBUTE_PREFIX + key, str(value))
         node.SetDescription(
             f"Denoised from '{input_node.GetName()}' with {job.model.summary()}, strength {job.strength:g}, "
-            f"on {job.device}. Not for diagnosis unless validated at your site."
+            f"self-ensemble ×{job.ensemble}, on {job.device}. Not for diagnosis unless validated at your site."
         )
 
     def _copy_display(self, source, target) -> None:
