@@ -947,6 +947,9 @@ def test_dicom_export_files_the_result_into_its_own_source_study(app, model, tmp
     referenced = {h.SourceImageSequence[0].ReferencedSOPInstanceUID for h in headers}
     assert referenced == set(series_a.sop_uids) and not referenced & set(series_b.sop_uids)
     assert all(h.SeriesInstanceUID != series_a.series_uid for h in headers)
+    # the derived series says how it was made: model, strength and the self-ensemble of the run
+    assert all(f"self-ensemble {out_a.GetAttribute('LowDoseDenoise.Ensemble')}" in str(h.DerivationDescription)
+               for h in headers)
     # source files that do not match the output's grid are refused before anything is written
     from dicom_fixtures import write_ct_series
 

@@ -173,6 +173,7 @@ def _model_info(output_node) -> Dict[str, str]:
         "version": attribute("ModelVersion"),
         "sha256": attribute("ModelSHA256"),
         "strength": attribute("Strength"),
+        "ensemble": attribute("Ensemble"),  # "" on results made before the self-ensemble was recorded
     }
 
 
