@@ -722,19 +722,24 @@ def test_a_preview_equals_a_full_run_with_the_same_neighbours_setting(app, bundl
     np.testing.assert_array_equal(volume_array(preview), whole[k0:k1, j0:j1, i0:i1])
 
 
+def every_entry(logic, node, model, **setting):
+    """The four ways a denoising run or preview starts (prepare, process, prepare_preview, preview), each
+    with ``setting``, as calls to check for a refusal."""
+    return (
+        lambda: logic.prepare(node, model=model, device="cpu", **setting),
+        lambda: logic.process(node, model=model, device="cpu", **setting),
+        lambda: logic.prepare_preview(node, model=model, device="cpu", **setting),
+        lambda: logic.preview(node, model=model, device="cpu", **setting),
+    )
+
+
 @pytest.mark.parametrize("value", ["yes", 2, 1, "on", "auto"])
 def test_a_neighbours_value_other_than_none_true_false_is_refused_before_anything_changes(app, bundled, value):
     node = thick_ct(app)
     logic = DenoiseLogic(app.scene, app.app_logic)
     centre_red_view_on_slice(app, node, 2)
     ids, before = app.node_ids(), voxel_hash(node)
-    calls = (
-        lambda: logic.prepare(node, model=bundled, device="cpu", neighbours=value),
-        lambda: logic.process(node, model=bundled, device="cpu", neighbours=value),
-        lambda: logic.prepare_preview(node, model=bundled, device="cpu", neighbours=value),
-        lambda: logic.preview(node, model=bundled, device="cpu", neighbours=value),
-    )
-    for call in calls:
+    for call in every_entry(logic, node, bundled, neighbours=value):
         with pytest.raises(InputError, match=r"Neighbouring slices must be None .*True .*False .*got") as caught:
             call()
         assert repr(value) in str(caught.value)
@@ -825,11 +830,7 @@ def test_an_ensemble_other_than_1_2_4_8_is_refused_before_anything_changes(app, 
     logic = DenoiseLogic(app.scene, app.app_logic)
     centre_red_view_on_slice(app, node, 1)
     ids, before = app.node_ids(), voxel_hash(node)
-    calls = (
-        lambda: logic.prepare(node, model=bundled, device="cpu", ensemble=value),
-        lambda: logic.process(node, model=bundled, device="cpu", ensemble=value),
-        lambda: logic.prepare_preview(node, model=bundled, device="cpu", ensemble=value),
-        lambda: logic.preview(node, model=bundled, device="cpu", ensemble=value),
+    calls = every_entry(logic, node, bundled, ensemble=value) + (
         # checked before the model is loaded: a missing model file is not what the error is about
         lambda: logic.prepare(node, model=tmp_path / "missing.pt", device="cpu", ensemble=value),
     )
