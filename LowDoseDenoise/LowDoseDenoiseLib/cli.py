@@ -24,6 +24,7 @@ from typing import Callable, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
+from .engine import NEIGHBOURS  # --neighbours: engine.denoise_volume(neighbours=...)
 from .errors import Cancelled, InputError, LowDoseDenoiseError
 from .volume import Volume, cast_like
 
@@ -604,9 +605,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- parser
 
-
-#: --neighbours: engine.denoise_volume(neighbours=...)
-NEIGHBOURS = {"auto": None, "on": True, "off": False}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,11 +41,13 @@ __all__ = [
     "DEFAULT_ENSEMBLE",
     "DEVICES",
     "ENSEMBLES",
+    "NEIGHBOURS",
     "CancelCheck",
     "Predictor",
     "ProgressCallback",
     "check_cancel",
     "check_ensemble",
+    "check_neighbours",
     "check_pixel_size",
     "check_slice_spacing",
     "check_strength",
@@ -333,6 +335,21 @@ ENSEMBLES: Dict[int, Tuple[str, ...]] = {
 DEFAULT_ENSEMBLE = 2
 
 
+#: The thick-slice rule's settings by the words the CLI (``--neighbours``) and the provenance use:
+#: ``denoise_volume(neighbours=)`` None (automatic, by slice spacing), True (always), False (never).
+NEIGHBOURS: Dict[str, Optional[bool]] = {"auto": None, "on": True, "off": False}
+
+
+def check_neighbours(neighbours: Any) -> Optional[bool]:
+    """``neighbours`` as :func:`denoise_volume` takes it: None, True or False (not 1, "yes" or "on")."""
+    if neighbours is None or neighbours is True or neighbours is False:
+        return neighbours
+    raise InputError(
+        "Neighbouring slices must be None (automatic, by slice spacing), True (always use them) or False "
+        f"(each slice alone): neighbours must be one of these three, got {neighbours!r}."
+    )
+
+
 def check_ensemble(ensemble: Any) -> int:
     if isinstance(ensemble, bool) or not isinstance(ensemble, (int, np.integer)) or int(ensemble) not in ENSEMBLES:
         raise InputError(f"The self-ensemble size must be one of {sorted(ENSEMBLES)} (1 = one pass of the network), "
@@ -410,8 +427,7 @@ def denoise_volume(
         raise InputError(f"Voxel type {volume.dtype} is not a real number type.")
     if np.issubdtype(volume.dtype, np.floating) and not np.isfinite(volume).all():
         raise InputError("The volume contains NaN or infinite values; fix or mask them before denoising.")
-    if neighbours is not None and not isinstance(neighbours, bool):
-        raise InputError(f"neighbours must be None (by slice spacing), True or False, got {neighbours!r}.")
+    neighbours = check_neighbours(neighbours)
     spacing_note = check_slice_spacing(predictor, spacing) if neighbours is None else None
     single = neighbours is False or spacing_note is not None
     for message in (check_pixel_size(predictor, spacing), spacing_note):

@@ -113,7 +113,7 @@ NOISE_SLICES = 5
 #: Comparison layouts understood by :meth:`DenoiseLogic.show_comparison`.
 COMPARISON_LAYOUTS = ("side-by-side", "with-difference")
 #: ``neighbours`` (the engine's thick-slice rule) -> the provenance attribute's value, the CLI's ``--neighbours`` word.
-NEIGHBOURS_SETTINGS: Dict[Optional[bool], str] = {None: "auto", True: "on", False: "off"}
+NEIGHBOURS_SETTINGS: Dict[Optional[bool], str] = {value: word for word, value in engine.NEIGHBOURS.items()}
 #: File endings :meth:`DenoiseLogic.export` writes (one file each, so the write can be atomic).
 EXPORT_EXTENSIONS = (".nrrd", ".nii", ".nii.gz", ".mha")
 
@@ -209,7 +209,7 @@ class DenoiseJob:
         self.strength = strength
         #: The engine's thick-slice rule: None automatic (by slice spacing), True always, False never
         #: give the network the neighbouring slices (see :func:`~LowDoseDenoiseLib.engine.denoise_volume`).
-        self.neighbours = _check_neighbours(neighbours)
+        self.neighbours = engine.check_neighbours(neighbours)
         #: The engine's self-ensemble: the network runs on this many in-plane symmetries of each slice
         #: stack and the outputs are averaged (1, 2, 4 or 8; see :data:`~LowDoseDenoiseLib.engine.ENSEMBLES`).
         self.ensemble = engine.check_ensemble(ensemble)
@@ -515,7 +515,7 @@ class DenoiseLogic:
         if output_node is not None:
             self._check_output(output_node, input_node)
         strength = _check_strength(strength)
-        neighbours = _check_neighbours(neighbours)
+        neighbours = engine.check_neighbours(neighbours)
         ensemble = engine.check_ensemble(ensemble)
         loaded = model if isinstance(model, LoadedModel) else load_model(model)
         dims = image.GetDimensions()
@@ -1153,16 +1153,6 @@ def _check_strength(strength: Any) -> float:
     if not 0.0 <= value <= 1.0:
         raise InputError(f"Strength must be between 0 (off) and 1 (full), got {strength}.")
     return value
-
-
-def _check_neighbours(neighbours: Any) -> Optional[bool]:
-    """The thick-slice rule as the engine takes it: None, True or False (not 1, "yes" or "on")."""
-    if neighbours is None or neighbours is True or neighbours is False:
-        return neighbours
-    raise InputError(
-        "Neighbouring slices must be None (automatic, by slice spacing), True (always use them) or False "
-        f"(each slice alone), got {neighbours!r}."
-    )
 
 
 def _vtk_matrix(array: np.ndarray):
