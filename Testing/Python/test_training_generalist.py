@@ -377,3 +377,36 @@ def test_insert_floor_reaches_the_inserts_and_the_model_file(dataset, tmp_path, 
     assert training["detail_inserts"]["inserts_min_pixels"] == 5.0
     with pytest.raises(InputError, match="inserts_min_pixels"):
         config_from_dict({"mode": "paired", "data": {"inserts_min_pixels": -1}})
+
+
+def test_cyclegan_transparency_term_probes_g_on_its_low_dose_input(dataset, tmp_path):  # noqa: F811
+    """In CycleGAN mode the transparency term asks G to pass faint signal added to its low-dose input
+    (the safety anchor of the paper's method trained for real): the probes leave x and y unchanged,
+    the term is G(x + probe) − G(x) against the probe, and the model file names it."""
+    import torch
+
+    from LowDoseDenoiseLib.modelfile import load_model
+    from LowDoseDenoiseLib.training import losses
+    from LowDoseDenoiseLib.training.export import export_checkpoint
+
+    plain = Trainer(_config(dataset, tmp_path / "a", mode="cyclegan"), progress=False)
+    config = _config(dataset, tmp_path / "b", mode="cyclegan", loss={"transparency": 0.3})
+    probed = Trainer(config, progress=False)
+    with_signal = None
+    for step in range(8):
+        a, b = plain.batch(step), probed.batch(step)
+        assert torch_equal(a["x"], b["x"]) and torch_equal(a["y"], b["y"])
+        assert b["probe"].shape == b["x"].shape
+        if with_signal is None and float(b["probe"].abs().max()) > 0:
+            with_signal = b
+    assert with_signal is not None, "no probe found soft tissue in eight batches"
+    with torch.no_grad():  # G's residual starts at zero (the identity passes everything)
+        for parameter in probed.g.tail.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+        k = config.data.context
+        expected = float(losses.transparency_loss(probed.g(with_signal["x"] + with_signal["probe"])
+                                                  - probed.g(with_signal["x"]), with_signal["probe"][:, k : k + 1]))
+    values = probed.train_step(with_signal)
+    assert values["transparency"] == pytest.approx(expected, rel=1e-3) and values["transparency"] > 0
+    training = load_model(export_checkpoint(str(probed.save()), str(tmp_path / "m.pt"))).metadata["training"]
+    assert training["loss_weights"]["transparency"] == 0.3 and "with the transparency term" in training["method"]

@@ -159,7 +159,8 @@ class LossConfig:
     l2: float = 0.0
     multiscale: float = 0.0  #: paired mode (and the hybrid anchor): L1 of 2/4/8-pixel block means
     paired: float = 0.0  #: CycleGAN mode: extra L1+perceptual on simulated pairs (a hybrid; 0 = pure)
-    #: paired mode: weight of the *transparency* term, the benchmark's paired signal injection as a
+    #: weight of the *transparency* term (paired mode; in CycleGAN mode on G's low-dose inputs, a
+    #: safety anchor that does not ask for any particular output), the benchmark's paired signal injection as a
     #: loss: faint discs or a fine pattern s (training.data.inject_details; transparency_contrast /
     #: transparency_diameter) are added to the noisy input x and (1 − c)² is penalised, c the gain of
     #: G(x+s) − G(x) on s (training.losses.transparency_loss; 1 = kept, 0 = erased).  The noise is the
@@ -359,8 +360,6 @@ def validate(config: TrainConfig) -> None:
             raise InputError(f"loss.{name} must be [min, max] with 0 < min <= max.")
     if config.loss.transparency_min_pixels < 0:
         raise InputError("loss.transparency_min_pixels must be >= 0 (0: no floor on the probe discs' size).")
-    if config.loss.transparency > 0 and config.mode != "paired":
-        raise InputError("loss.transparency is a paired-mode term (mode: paired); set it to 0 for a CycleGAN.")
     if d.inserts_min_pixels < 0:
         raise InputError("data.inserts_min_pixels must be >= 0 (0: no floor on the insert discs' size).")
     for name in ("inserts_contrast", "inserts_diameter"):

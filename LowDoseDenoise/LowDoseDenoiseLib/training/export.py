@@ -41,6 +41,9 @@ def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
             method = "CycleGAN (unpaired) with a paired L1 anchor on simulated pairs (hybrid)"
         else:
             method = "CycleGAN (unpaired)"
+        if loss.get("transparency", 0) > 0:
+            weights["transparency"] = loss["transparency"]
+            method += " with the transparency term"
         if config.get("model", {}).get("init_generator"):
             method += ", generator initialised from the paired model"
     else:

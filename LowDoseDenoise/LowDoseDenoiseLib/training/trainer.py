@@ -90,15 +90,21 @@ class CycleGenerators(nn.Module):
         self.f = f
         self.context = context
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor, y: torch.Tensor,
+                probe: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, ...]:
+        """fake_y, rec_x, fake_x, rec_y, id_y, id_x; with a transparency ``probe`` (added to x) also
+        G(x + probe), in the same forward of G (one pass through a DistributedDataParallel wrapper)."""
         k = self.context
         batch = x.shape[0]
         xc, yc = x[:, k : k + 1], y[:, k : k + 1]
         f_out = self.f(torch.cat([yc, xc]))
         fake_x, id_x = f_out[:batch], f_out[batch:]
-        g_out = self.g(torch.cat([x, fake_x.repeat(1, 2 * k + 1, 1, 1), y]))
-        fake_y, rec_y, id_y = g_out[:batch], g_out[batch : 2 * batch], g_out[2 * batch :]
+        g_in = [x, fake_x.repeat(1, 2 * k + 1, 1, 1), y] + ([x + probe] if probe is not None else [])
+        g_out = self.g(torch.cat(g_in))
+        fake_y, rec_y, id_y = g_out[:batch], g_out[batch : 2 * batch], g_out[2 * batch : 3 * batch]
         rec_x = self.f(fake_y)
+        if probe is not None:
+            return fake_y, rec_x, fake_x, rec_y, id_y, id_x, g_out[3 * batch :]
         return fake_y, rec_x, fake_x, rec_y, id_y, id_x
 
 
@@ -632,6 +638,8 @@ class Trainer:
             out["target"] = np.stack(targets)
             out["simulated"] = np.array(simulated, dtype=np.float32)
             out["y"] = np.stack([self.normal_sampler.stack(self.normal_sampler.draw_geometry(rng)) for _ in range(bs)])
+            if c.loss.transparency > 0:  # drawn last: the same seed gives the same x and y as without
+                out["probe"] = np.stack([self._probe(x, rng) for x in xs])
         tensors = {}
         for key, value in out.items():
             if key == "probe":  # an HU difference: scaled, not offset or clipped
@@ -686,13 +694,18 @@ class Trainer:
         for p in self.d.parameters():
             p.requires_grad_(False)
         with self._autocast():
-            fake_y, rec_x, fake_x, rec_y, id_y, id_x = (t.float() for t in self.cycle_run(x, y))
+            outputs = [t.float() for t in self.cycle_run(x, y, batch.get("probe"))]
+            fake_y, rec_x, fake_x, rec_y, id_y, id_x = outputs[:6]
             score_x, score_y = self.d(fake_x, fake_y)
             adv = losses.lsgan_generator(score_x.float()) + losses.lsgan_generator(score_y.float())
             cyc = losses.cycle_loss(rec_x, xc) + losses.cycle_loss(rec_y, yc)
             ide = losses.identity_loss(id_y, yc) + losses.identity_loss(id_x, xc)
             perc = losses.perceptual_loss(self.features, torch.cat([rec_x, rec_y]), torch.cat([xc, yc]))
             total = w.adversarial * adv + w.cycle * cyc + w.identity * ide + w.perceptual * perc
+            trans = torch.zeros((), device=x.device)
+            if "probe" in batch:  # G must pass faint signal added to its low-dose input (as in paired mode)
+                trans = losses.transparency_loss(outputs[6] - fake_y, batch["probe"][:, k : k + 1])
+                total = total + w.transparency * trans
             paired = torch.zeros((), device=x.device)
             if w.paired > 0 and float(batch["simulated"].sum()) > 0:
                 sel = batch["simulated"] > 0.5
@@ -731,6 +744,8 @@ class Trainer:
             "paired": paired,
             "discriminator": loss_d,
         }
+        if "probe" in batch:
+            values["transparency"] = trans
         return {key: float(value.detach()) for key, value in values.items()}
 
     def _clip(self, params) -> None:
