@@ -134,6 +134,9 @@ class ModelConfig:
     f_width: int = 16  #: width of F (only used in training)
     disc_width: int = 32
     disc_layers: int = 3
+    #: the discriminators' HU window, [centre, half-width]: mapped to ±3 and clipped (40 ± 600 HU: soft
+    #: tissue, fat, bone; a narrower window makes soft-tissue noise a larger share of what they see)
+    disc_window: List[float] = field(default_factory=lambda: [40.0, 600.0])
     init_generator: str = ""  #: checkpoint or exported .pt whose G initialises this run's G (hybrid)
     #: weight init of fresh generators: "kaiming" (He normal for leaky ReLU, residual branches
     #: scaled by 0.1, last conv zero: keeps the small noise signal alive through the depth) or
@@ -358,6 +361,8 @@ def validate(config: TrainConfig) -> None:
         pair = getattr(config.loss, name)
         if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
             raise InputError(f"loss.{name} must be [min, max] with 0 < min <= max.")
+    if len(config.model.disc_window) != 2 or not float(config.model.disc_window[1]) > 0:
+        raise InputError("model.disc_window must be [centre, half-width] in HU with half-width > 0.")
     if config.loss.transparency_min_pixels < 0:
         raise InputError("loss.transparency_min_pixels must be >= 0 (0: no floor on the probe discs' size).")
     if d.inserts_min_pixels < 0:

@@ -75,7 +75,6 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 CHECKPOINT_FORMAT = 1
 #: Discriminator input: HU window centred at 40 HU, ±600 HU mapped to ±3.
-_D_CENTRE_HU, _D_SCALE_HU = 40.0, 200.0
 
 
 # --------------------------------------------------------------------------- models
@@ -111,20 +110,24 @@ class CycleGenerators(nn.Module):
 class Discriminators(nn.Module):
     """D_X (low dose) and D_Y (normal dose) with one forward for both.
 
-    Inputs are model units; they are mapped back to HU and windowed (40 ± 600 HU to ±3)
-    so the discriminators see soft-tissue noise at a useful scale.
+    Inputs are model units; they are mapped back to HU and windowed (``window`` = centre,
+    half-width in HU, to ±3; ModelConfig.disc_window) so the discriminators see soft-tissue
+    noise at a useful scale.
     """
 
-    def __init__(self, width: int, layers: int, hu_scale: float = 1000.0, hu_offset: float = 0.0):
+    def __init__(self, width: int, layers: int, hu_scale: float = 1000.0, hu_offset: float = 0.0,
+                 window: Tuple[float, float] = (40.0, 600.0)):
         super().__init__()
         self.dx = PatchDiscriminator(1, width, layers)
         self.dy = PatchDiscriminator(1, width, layers)
         self.hu_scale = float(hu_scale)
         self.hu_offset = float(hu_offset)
+        self.centre_hu = float(window[0])
+        self.unit_hu = float(window[1]) / 3.0
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         hu = x * self.hu_scale + self.hu_offset
-        return torch.clamp((hu - _D_CENTRE_HU) / _D_SCALE_HU, -3.0, 3.0)
+        return torch.clamp((hu - self.centre_hu) / self.unit_hu, -3.0, 3.0)
 
     def forward(self, low: torch.Tensor, normal: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.dx(self._input(low)), self.dy(self._input(normal))
@@ -438,7 +441,8 @@ class Trainer:
             self.f = Generator(GeneratorConfig(0, c.model.f_width, c.model.levels, c.model.res_blocks))
             if c.model.init == "kaiming":
                 init_generator(self.f)
-            self.d = Discriminators(c.model.disc_width, c.model.disc_layers, self.norm.scale, self.norm.offset)
+            self.d = Discriminators(c.model.disc_width, c.model.disc_layers, self.norm.scale, self.norm.offset,
+                                    (c.model.disc_window[0], c.model.disc_window[1]))
             groups.append({"params": list(self.f.parameters()), "lr": c.optim.lr_f or c.optim.lr})
         for module in (self.g, self.f, self.d):
             if module is not None:
