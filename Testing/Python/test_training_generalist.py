@@ -273,8 +273,6 @@ def test_transparency_config_is_checked():
         config_from_dict({"mode": "paired", "loss": {"transparency_min_pixels": -2}})
     with pytest.raises(InputError, match="transparency_diameter"):
         config_from_dict({"mode": "paired", "loss": {"transparency_diameter": [5, 2]}})
-    with pytest.raises(InputError, match="paired-mode"):
-        config_from_dict({"mode": "cyclegan", "loss": {"transparency": 0.1}})
 
 
 def torch_equal(a, b) -> bool:
