@@ -124,6 +124,10 @@ class DataConfig:
     validation_dose: float = 0.25  #: dose fraction of the held-out validation (texture fitted to the block)
 
 
+#: The discriminators' default HU window (centre, half-width), ModelConfig.disc_window.
+DISC_WINDOW_HU = (40.0, 600.0)
+
+
 @dataclass
 class ModelConfig:
     """Generator G (product network), generator F (normal -> low, context 0) and discriminators."""
@@ -136,7 +140,7 @@ class ModelConfig:
     disc_layers: int = 3
     #: the discriminators' HU window, [centre, half-width]: mapped to ±3 and clipped (40 ± 600 HU: soft
     #: tissue, fat, bone; a narrower window makes soft-tissue noise a larger share of what they see)
-    disc_window: List[float] = field(default_factory=lambda: [40.0, 600.0])
+    disc_window: List[float] = field(default_factory=lambda: list(DISC_WINDOW_HU))
     init_generator: str = ""  #: checkpoint or exported .pt whose G initialises this run's G (hybrid)
     #: weight init of fresh generators: "kaiming" (He normal for leaky ReLU, residual branches
     #: scaled by 0.1, last conv zero: keeps the small noise signal alive through the depth) or

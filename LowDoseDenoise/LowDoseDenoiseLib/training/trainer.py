@@ -49,7 +49,7 @@ from ..quality.metrics import flat_tissue_roi
 from ..quality.noise import estimate_noise_sd
 from . import data as tdata
 from . import losses
-from .config import SeriesConfig, TrainConfig, load_config
+from .config import DISC_WINDOW_HU, SeriesConfig, TrainConfig, load_config
 
 __all__ = [
     "CHECKPOINT",
@@ -74,7 +74,6 @@ __all__ = [
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 CHECKPOINT_FORMAT = 1
-#: Discriminator input: HU window centred at 40 HU, ±600 HU mapped to ±3.
 
 
 # --------------------------------------------------------------------------- models
@@ -116,7 +115,7 @@ class Discriminators(nn.Module):
     """
 
     def __init__(self, width: int, layers: int, hu_scale: float = 1000.0, hu_offset: float = 0.0,
-                 window: Tuple[float, float] = (40.0, 600.0)):
+                 window: Tuple[float, float] = DISC_WINDOW_HU):
         super().__init__()
         self.dx = PatchDiscriminator(1, width, layers)
         self.dy = PatchDiscriminator(1, width, layers)
