@@ -52,6 +52,51 @@ def test_inject_details_floor_on_the_disc_size_in_pixels():
     assert min(floored) > 0.7 * np.pi * 3.0 ** 2  # at least one 6-pixel disc each time
 
 
+def test_a_copied_stack_gets_its_inserts_alike_in_every_channel_when_asked():
+    """copies_alike: a stack whose channels are one image (the single-image mode) gets the insert at
+    full strength in every channel, so the channel difference carries no cue a real single image lacks;
+    real neighbours (different images) keep the 0.5-1 partial-volume scaling either way."""
+    copied = np.full((3, 96, 96), 50.0, np.float32)
+    real = copied.copy()
+    real[0] += 1.0  # a neighbour that is a different image
+    rng = np.random.default_rng(5)
+    differing_scaled, differing_copied = 0, 0
+    for _ in range(20):
+        old = tdata.inject_details(copied, 0.8, rng) - copied  # 4.1's behaviour
+        differing_scaled += int(not np.allclose(old[0], old[1]))
+        alike = tdata.inject_details(copied, 0.8, rng, copies_alike=True) - copied
+        assert np.abs(alike[1]).max() > 0
+        assert np.array_equal(alike[0], alike[1]) and np.array_equal(alike[2], alike[1])
+        neighbours = tdata.inject_details(real, 0.8, rng, copies_alike=True) - real
+        differing_copied += int(not np.allclose(neighbours[2], neighbours[1]))
+        assert np.abs(neighbours[2]).sum() <= np.abs(neighbours[1]).sum() + 1e-3
+    assert differing_scaled >= 15 and differing_copied >= 15
+
+
+def test_copied_stacks_get_alike_probes_and_inserts_in_training(dataset, tmp_path):  # noqa: F811
+    """data.copied_inserts_alike reaches the trainer's batches: in every copied-neighbour sample (all
+    input channels equal, though every sample got inserts) the probe is equal in all channels too;
+    without it the probes differ there (and the inserts would make the copied inputs' channels differ,
+    so that run adds none)."""
+    def copied_probes(alike: bool):
+        config = _config(dataset, tmp_path / str(alike), loss={"transparency": 0.1},
+                         data={"copy_neighbours": 0.7, "inserts": 1.0 if alike else 0.0,
+                               "copied_inserts_alike": alike})
+        trainer = Trainer(config, progress=False)
+        probes = []
+        for step in range(8):
+            batch = trainer.batch(step)
+            for x, probe in zip(batch["x"].numpy(), batch["probe"].numpy()):
+                if np.array_equal(x[0], x[1]) and np.array_equal(x[2], x[1]) and np.abs(probe).max() > 0:
+                    probes.append(probe)
+        return probes
+
+    alike, scaled = copied_probes(True), copied_probes(False)
+    assert alike and scaled, "no copied sample with a probe in eight batches"
+    assert all(np.array_equal(p[0], p[1]) and np.array_equal(p[2], p[1]) for p in alike)
+    assert any(not np.allclose(p[0], p[1]) for p in scaled)
+
+
 def test_own_texture_noise_reads_back_its_sd_and_grain(dataset, tmp_path):  # noqa: F811
     # a fine-grain series and a smooth-grain series: each one's "own" texture keeps its grain
     rng = np.random.default_rng(1)

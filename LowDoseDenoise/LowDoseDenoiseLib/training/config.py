@@ -98,6 +98,12 @@ class DataConfig:
     #: disc of a pixel or two in the target teaches the network to keep noise-sized blobs (as
     #: LossConfig.transparency_min_pixels for the probes)
     inserts_min_pixels: float = 0.0
+    #: a copied-neighbour stack (the network's single-image mode: every channel the centre slice) gets
+    #: its inserts and transparency probes alike in every channel, as a real single image shows a lesion.
+    #: False (4.1's training): the neighbours get them scaled 0.5–1 as real neighbours would, so in a
+    #: copied stack, where everything else is identical across channels, the channel difference marks
+    #: exactly the inserted signal; a cue no real single image carries
+    copied_inserts_alike: bool = False
     #: add the simulated noise on the patch grid after the image is rescaled (true: the grain keeps
     #: its texture at every pixel size) instead of rescaling it with the image (false: smooths it)
     noise_on_patch_grid: bool = True

@@ -577,7 +577,7 @@ def inject_details(stack: np.ndarray, pixel_mm: float, rng: np.random.Generator,
                    diameter_mm: Sequence[float] = (2.0, 12.0),
                    pattern_share: float = 0.5, discs: bool = True,
                    pattern_contrast_hu: Sequence[float] = (30.0, 200.0),
-                   min_diameter_px: float = 0.0) -> np.ndarray:
+                   min_diameter_px: float = 0.0, copies_alike: bool = False) -> np.ndarray:
     """Add small low-contrast discs and fine high-contrast patterns to a clean (C, P, P) HU stack.
 
     Why: a denoiser trained with an L1/L2 loss on anatomy alone learns that faint small
@@ -591,10 +591,17 @@ def inject_details(stack: np.ndarray, pixel_mm: float, rng: np.random.Generator,
     ``discs`` false: the pattern alone (with ``pattern_share`` 1, the trainer's transparency probes).
     ``min_diameter_px``: discs smaller than this many pixels on the patch grid are drawn at this
     size instead (0: no floor; the trainer's transparency probes, LossConfig.transparency_min_pixels).
+    ``copies_alike``: when every channel is the same image (a copied-neighbour stack, the network's
+    single-image mode), every channel gets the insert at full strength (DataConfig.copied_inserts_alike).
     """
     out = stack.astype(np.float32, copy=True)
     channels, size = out.shape[0], out.shape[-1]
     centre = channels // 2
+    copied = copies_alike and all(np.array_equal(out[c], out[centre]) for c in range(channels))
+
+    def z_weight(c: int) -> float:  # partial volume in z for real neighbours; none in a copied stack
+        return 1.0 if c == centre or copied else float(rng.uniform(0.5, 1.0))
+
     soft = (out[centre] > -150) & (out[centre] < 300)
     if soft.mean() < 0.05:
         return out
@@ -608,7 +615,7 @@ def inject_details(stack: np.ndarray, pixel_mm: float, rng: np.random.Generator,
         contrast *= 1.0 if rng.random() < 0.5 else -1.0
         disc = _disc(size, ys[j], xs[j], max(radius, 0.75)) * contrast * inside
         for c in range(channels):
-            out[c] += disc * (1.0 if c == centre else float(rng.uniform(0.5, 1.0)))
+            out[c] += disc * z_weight(c)
     if rng.random() < pattern_share:
         side = int(rng.integers(8, max(9, size // 4)))
         j = int(rng.integers(len(ys)))
@@ -627,7 +634,7 @@ def inject_details(stack: np.ndarray, pixel_mm: float, rng: np.random.Generator,
         pattern = (pattern - pattern.mean()) * float(rng.uniform(pattern_contrast_hu[0], pattern_contrast_hu[1]))
         pattern = pattern * inside[top:top + side, left:left + side]
         for c in range(channels):
-            out[c, top:top + side, left:left + side] += pattern * (1.0 if c == centre else float(rng.uniform(0.5, 1.0)))
+            out[c, top:top + side, left:left + side] += pattern * z_weight(c)
     return out
 
 

@@ -76,7 +76,8 @@ def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
         "earlier_stages": stages,
         "recorrupt": {k: data.get(k) for k in ("recorrupt", "recorrupt_alpha", "recorrupt_low_dose")},
         "noise_on_patch_grid": data.get("noise_on_patch_grid", False),
-        "detail_inserts": {k: data.get(k) for k in ("inserts", "inserts_contrast", "inserts_diameter", "inserts_min_pixels")}
+        "detail_inserts": {k: data.get(k) for k in ("inserts", "inserts_contrast", "inserts_diameter", "inserts_min_pixels",
+                                                      "copied_inserts_alike")}
         if data.get("inserts", 0) > 0 else None,
         "transparency_probes": {k: loss.get(k) for k in loss if k.startswith("transparency_")}
         if loss.get("transparency", 0) > 0 else None,

@@ -531,7 +531,7 @@ class Trainer:
         if d.inserts > 0 and rng.random() < d.inserts:
             clean = tdata.inject_details(
                 clean, geometry["pixel_size"], rng, tuple(d.inserts_contrast), tuple(d.inserts_diameter),
-                min_diameter_px=d.inserts_min_pixels,
+                min_diameter_px=d.inserts_min_pixels, copies_alike=d.copied_inserts_alike,
             )
         noisy = clean
         if add:
@@ -568,6 +568,7 @@ class Trainer:
             pattern_share=1.0 if pattern else 0.0, discs=not pattern,
             pattern_contrast_hu=tuple(self.config.loss.transparency_pattern_contrast),
             min_diameter_px=self.config.loss.transparency_min_pixels,
+            copies_alike=self.config.data.copied_inserts_alike,
         )
         return (with_signal - smooth).astype(np.float32)
 
