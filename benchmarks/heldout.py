@@ -22,6 +22,9 @@ and PSD; BM3D is a benchmark-only extra):
    signal injection, many noise realisations): contrast ratio, NPW d′ and AUC, noise.
 5. **Resolution** (bars, Siemens star, fine random texture at 0.68 mm): in-band (0.1–0.5
    cycles/pixel) pattern energy kept.
+6. **The phantoms with each slice alone** (the models only): the network's single-image mode, which
+   2D images and thick-slice series (the engine's thick-slice rule) get; sections 4–5 give each
+   slice its two neighbours, as a phantom scanned in thin slices has.
 
 Usage: python benchmarks/heldout.py [--model F ...] [--slices 3] [--realisations 12] [--no-bm3d]
        [--quick] [--out docs/heldout] [--threads 2]
@@ -268,7 +271,10 @@ def real_low_dose_section(series, methods, count: int) -> Dict[str, Dict[str, fl
     return {m: {k: float(np.nanmean([r.get(k, np.nan) for r in rs])) for k in rs[0]} for m, rs in rows.items()}
 
 
-def phantom_section(methods, realisations: int, seed: int, quick: bool) -> Dict[str, Dict]:
+def phantom_section(methods, realisations: int, seed: int, quick: bool, alone: bool = False) -> Dict[str, Dict]:
+    """The task phantoms' measures of every method.  ``alone``: each noisy slice is given without its
+    neighbours (a one-slice series, which the engine repeats as its own neighbours: the network's
+    single-image mode, as for a 2D image or under the thick-slice rule)."""
     from LowDoseDenoiseLib.quality import taskphantoms as tp
 
     def as_volume_method(method) -> Callable[[np.ndarray], np.ndarray]:
@@ -277,8 +283,8 @@ def phantom_section(methods, realisations: int, seed: int, quick: bool) -> Dict[
         def run(stack: np.ndarray) -> np.ndarray:
             out = np.empty_like(stack)
             for r in range(stack.shape[0]):
-                block = stack[[max(r - 1, 0), r, min(r + 1, stack.shape[0] - 1)]]
-                out[r] = method(block, spacing)
+                picked = [r] if alone else [max(r - 1, 0), r, min(r + 1, stack.shape[0] - 1)]
+                out[r] = method(stack[picked], spacing)
             return out
 
         return run
@@ -381,13 +387,21 @@ def scan_table(results, title: str) -> List[str]:
     return lines
 
 
-def phantom_tables(results) -> List[str]:
+ALONE_NOTE = ("Each noisy slice given alone (a one-slice series: the network's single-image mode, as for a 2D "
+              "image or a series whose slices lie farther apart than the model's training, the engine's "
+              "thick-slice rule); the peers see one slice in every table, so they are not repeated here.")
+
+
+def phantom_tables(results, alone: bool = False) -> List[str]:
     lines = []
     for key, by_method in results.items():
         methods = list(by_method)
         inserts = list(by_method[methods[0]])
         lcd = key.startswith("lcd")
-        lines += [f"### {'Low-contrast detectability' if lcd else 'Resolution'} phantom, {key.split('@')[1]} dose", ""]
+        title = f"{'Low-contrast detectability' if lcd else 'Resolution'} phantom, {key.split('@')[1]} dose"
+        lines += [f"### {title}{', each slice alone' if alone else ''}", ""]
+        if alone:
+            lines += [ALONE_NOTE, ""]
         lines.append("| insert | " + " | ".join(methods) + " |")
         lines.append("|---|" + "---:|" * len(methods))
         for insert in inserts:
@@ -397,16 +411,17 @@ def phantom_tables(results) -> List[str]:
                 cell = f"{r['contrast_ratio']:.2f} / d′ {r['d_prime']:.2f}" if lcd else f"{r['energy_kept']:.2f}"
                 if lcd and m == "input" and "d_prime_ceiling" in r:
                     ceiling = r["d_prime_ceiling"]
-                    cell += f" (ceiling {ceiling:.2f}; 3 slices {ceiling * math.sqrt(3):.2f})"
+                    cell += f" (ceiling {ceiling:.2f})" if alone else f" (ceiling {ceiling:.2f}; 3 slices {ceiling * math.sqrt(3):.2f})"
                 cells.append(cell)
             lines.append(f"| {insert} | " + " | ".join(cells) + " |")
         noise = {m: by_method[m][inserts[0]]["noise_sd"] for m in methods}
         lines.append("| noise SD (HU) | " + " | ".join(f"{noise[m]:.1f}" for m in methods) + " |")
         lines += ["", ("Cells: injected-contrast ratio (identity = 1.00) / NPW matched-filter d′. Ceiling: the "
                        "prewhitened (Hotelling) d′ of the input slice, which no method's NPW d′ can exceed on one "
-                       "slice at any contrast it keeps (Stein's lemma, quality.taskphantoms.prewhitened_detectability); "
-                       "the model also sees the two neighbouring slices, independent looks at the same insert, whose "
-                       "ceiling is √3 times as high. Both are estimates: the NPW d′ over 12 noise realisations varies by about "
+                       "slice at any contrast it keeps (Stein's lemma, quality.taskphantoms.prewhitened_detectability)"
+                       + ("; here the model sees that one slice too. The NPW d′ is an estimate" if alone else
+                          "; the model also sees the two neighbouring slices, independent looks at the same insert, whose "
+                          "ceiling is √3 times as high. Both are estimates") + ": the NPW d′ over 12 noise realisations varies by about "
                        "±20% (it can read above the ceiling by chance), the ceiling takes the noise as stationary near "
                        "the insert."
                        if lcd else "Cells: in-band (0.1–0.5 cycles/pixel) pattern energy kept (identity = 1.00)."), ""]
@@ -493,6 +508,8 @@ def render(report: Dict, args_slices: int) -> List[str]:
         lines += real_table(report["real"], HELD_OUT_LOW_DOSE[2])
     if "phantoms" in report:
         lines += phantom_tables(report["phantoms"])
+    if "phantoms_alone" in report:
+        lines += phantom_tables(report["phantoms_alone"], alone=True)
     if "scans" in report and "_seconds_per_slice" in report["scans"]:
         seconds = report["scans"]["_seconds_per_slice"]
         lines += ["Median seconds per slice in this run (model: a 3-slice block through the engine; peers: "
@@ -539,7 +556,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "with the engine's default)")
     parser.add_argument("--quick", action="store_true", help="smaller phantoms, one dose for the scans")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=["scans", "single", "pixels", "real", "phantoms"])
+                        choices=["scans", "single", "pixels", "real", "phantoms", "phantoms-alone"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=2026)
@@ -622,6 +639,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         png = task_figure(report["phantoms"], Path(args.out))
         lines += [f"![{png.stem}]({png.name})", ""]
+    if "phantoms-alone" not in args.skip:
+        alone = {"input": methods["input"]}
+        alone.update({label: m for label, m in methods.items()
+                      if any(label == k or label.startswith(k + " ") for k in models)})
+        report["phantoms_alone"] = phantom_section(alone, args.realisations, args.seed, args.quick, alone=True)
+        lines += phantom_tables(report["phantoms_alone"], alone=True)
     elapsed = time.time() - started
     lines.append(f"Run time {elapsed / 60:.1f} min on {os.cpu_count()} CPU cores.")
     out = Path(args.out)

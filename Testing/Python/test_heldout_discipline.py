@@ -55,3 +55,23 @@ def test_the_splits_differ_and_b_holds_out_every_philips_scan(heldout):
     assert rotation & a
     for _, scan, _ in heldout.SPLITS["B"][1]:
         assert scan in {name for name, _, _ in heldout.SPLITS["B"][0]}
+
+
+def test_the_phantoms_alone_section_gives_each_slice_without_its_neighbours(heldout):
+    """Section 6 (phantoms_alone): every method call gets a one-slice block (the network's single-image
+    mode); the main phantom section gives three; the identity keeps every insert and pattern either way."""
+    shapes = {True: set(), False: set()}
+
+    def identity(alone: bool):
+        def run(block, spacing):
+            shapes[alone].add(block.shape[0])
+            return block[block.shape[0] // 2]
+        return run
+
+    for alone in (True, False):
+        out = heldout.phantom_section({"id": identity(alone)}, realisations=2, seed=0, quick=True, alone=alone)
+        for by_method in out.values():
+            for row in by_method["id"].values():
+                kept = row.get("contrast_ratio", row.get("energy_kept"))
+                assert kept == pytest.approx(1.0, abs=1e-6)
+    assert shapes == {True: {1}, False: {3}}

@@ -102,7 +102,9 @@ class DataConfig:
     #: its inserts and transparency probes alike in every channel, as a real single image shows a lesion.
     #: False (4.1's training): the neighbours get them scaled 0.5–1 as real neighbours would, so in a
     #: copied stack, where everything else is identical across channels, the channel difference marks
-    #: exactly the inserted signal; a cue no real single image carries
+    #: exactly the inserted signal; a cue no real single image carries.  Measured once (model card,
+    #: ablations of 2026-12-02, fourth session): it did not help the single-image mode and cost the
+    #: 5 mm insert 0.03 and pancreas 0.19 dB, so no shipped recipe sets it
     copied_inserts_alike: bool = False
     #: add the simulated noise on the patch grid after the image is rescaled (true: the grain keeps
     #: its texture at every pixel size) instead of rescaling it with the image (false: smooths it)
