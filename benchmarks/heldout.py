@@ -392,6 +392,16 @@ ALONE_NOTE = ("Each noisy slice given alone (a one-slice series: the network's s
               "thick-slice rule); the peers see one slice in every table, so they are not repeated here.")
 
 
+LCD_CAPTION = ("Cells: injected-contrast ratio (identity = 1.00) / NPW matched-filter d′. Ceiling: the "
+               "prewhitened (Hotelling) d′ of the input slice, which no method's NPW d′ can exceed on one "
+               "slice at any contrast it keeps (Stein's lemma, quality.taskphantoms.prewhitened_detectability); "
+               "{looks}: the NPW d′ over 12 noise realisations varies by about ±20% (it can read above the "
+               "ceiling by chance), the ceiling takes the noise as stationary near the insert.")
+LOOKS_NEIGHBOURS = ("the model also sees the two neighbouring slices, independent looks at the same insert, whose "
+                    "ceiling is √3 times as high. Both are estimates")
+LOOKS_ALONE = "here the model sees that one slice too. The NPW d′ is an estimate"
+
+
 def phantom_tables(results, alone: bool = False) -> List[str]:
     lines = []
     for key, by_method in results.items():
@@ -416,15 +426,8 @@ def phantom_tables(results, alone: bool = False) -> List[str]:
             lines.append(f"| {insert} | " + " | ".join(cells) + " |")
         noise = {m: by_method[m][inserts[0]]["noise_sd"] for m in methods}
         lines.append("| noise SD (HU) | " + " | ".join(f"{noise[m]:.1f}" for m in methods) + " |")
-        lines += ["", ("Cells: injected-contrast ratio (identity = 1.00) / NPW matched-filter d′. Ceiling: the "
-                       "prewhitened (Hotelling) d′ of the input slice, which no method's NPW d′ can exceed on one "
-                       "slice at any contrast it keeps (Stein's lemma, quality.taskphantoms.prewhitened_detectability)"
-                       + ("; here the model sees that one slice too. The NPW d′ is an estimate" if alone else
-                          "; the model also sees the two neighbouring slices, independent looks at the same insert, whose "
-                          "ceiling is √3 times as high. Both are estimates") + ": the NPW d′ over 12 noise realisations varies by about "
-                       "±20% (it can read above the ceiling by chance), the ceiling takes the noise as stationary near "
-                       "the insert."
-                       if lcd else "Cells: in-band (0.1–0.5 cycles/pixel) pattern energy kept (identity = 1.00)."), ""]
+        lines += ["", LCD_CAPTION.format(looks=LOOKS_ALONE if alone else LOOKS_NEIGHBOURS) if lcd else
+                  "Cells: in-band (0.1–0.5 cycles/pixel) pattern energy kept (identity = 1.00).", ""]
     return lines
 
 
