@@ -456,3 +456,45 @@ def test_cyclegan_transparency_term_probes_g_on_its_low_dose_input(dataset, tmp_
     assert values["transparency"] == pytest.approx(expected, rel=1e-3) and values["transparency"] > 0
     training = load_model(export_checkpoint(str(probed.save()), str(tmp_path / "m.pt"))).metadata["training"]
     assert training["loss_weights"]["transparency"] == 0.3 and "with the transparency term" in training["method"]
+
+
+def test_cycle_lowpass_compares_below_the_noise_band(dataset, tmp_path):  # noqa: F811
+    """loss.cycle_lowpass: the cycle and identity terms compare Gaussian low-passes, so removed fine noise
+    costs (almost) nothing there while a shifted mean or a blurred-away blob still costs in full; the
+    trainer's cycle term is the low-passed one, and the model file records σ."""
+    import torch
+
+    from LowDoseDenoiseLib.modelfile import load_model
+    from LowDoseDenoiseLib.training import losses
+    from LowDoseDenoiseLib.training.export import export_checkpoint
+
+    torch.manual_seed(0)
+    clean = torch.zeros(2, 1, 64, 64)
+    clean[..., 20:40, 20:40] = 1.0
+    noisy = clean + 0.5 * torch.randn_like(clean)
+    full, low = losses.cycle_loss(clean, noisy), losses.cycle_loss(clean, noisy, lowpass=2.0)
+    assert low < 0.2 * full  # white noise keeps ~1/(4√π σ²) ≈ 3.5% of its power under σ = 2 px
+    shifted = clean + 0.3
+    assert losses.identity_loss(shifted, clean, lowpass=2.0) == pytest.approx(0.3, rel=1e-5)
+    blob_gone = losses.cycle_loss(torch.zeros_like(clean), clean, lowpass=2.0)
+    assert blob_gone > 0.5 * losses.cycle_loss(torch.zeros_like(clean), clean)
+    assert torch.equal(losses.gaussian_lowpass(noisy, 0.0), noisy)
+    assert float(losses.gaussian_lowpass(torch.ones(1, 1, 9, 9), 1.5).sub(1).abs().max()) < 1e-6  # flat stays flat
+
+    config = _config(dataset, tmp_path, mode="cyclegan", loss={"cycle_lowpass": 2.0})
+    trainer = Trainer(config, progress=False)
+    batch = trainer.batch(0)
+    with torch.no_grad():  # both generators start as the identity (zero tails), whose cycle costs 0 either way
+        for net in (trainer.g, trainer.f):  # weights only: a bias would shift the mean, which both keep
+            net.tail.weight.add_(0.1 * torch.randn_like(net.tail.weight))
+        outputs = trainer.cycle(batch["x"], batch["y"])
+        k = config.data.context
+        xc, yc = batch["x"][:, k : k + 1], batch["y"][:, k : k + 1]
+        expected = float(losses.cycle_loss(outputs[1], xc, 2.0) + losses.cycle_loss(outputs[3], yc, 2.0))
+        unfiltered = float(losses.cycle_loss(outputs[1], xc) + losses.cycle_loss(outputs[3], yc))
+    assert abs(expected - unfiltered) > 0.05 * unfiltered  # the check below tells the two apart
+    assert trainer.train_step(batch)["cycle"] == pytest.approx(expected, rel=1e-4)
+    training = load_model(export_checkpoint(str(trainer.save()), str(tmp_path / "m.pt"))).metadata["training"]
+    assert training["loss_weights"]["cycle_lowpass"] == 2.0
+    with pytest.raises(InputError, match="cycle_lowpass"):
+        config_from_dict({"mode": "cyclegan", "loss": {"cycle_lowpass": -1}})

@@ -167,6 +167,12 @@ class LossConfig:
     adversarial: float = 1.0  #: LSGAN weight, each direction
     cycle: float = 10.0  #: L1 cycle consistency, each direction
     identity: float = 5.0  #: L1 identity (G on normal dose, F on low dose)
+    #: CycleGAN mode: σ in pixels of a Gaussian low-pass under which the cycle, identity and cycle-perceptual
+    #: terms compare their images (0: the full images, the paper's losses).  The cycle x → G(x) → F(G(x))
+    #: cannot rebuild the exact noise G removed, so the full-band terms charge G for every HU of noise it
+    #: removes and pulled it back to the identity in every run (model card); below the noise band they keep
+    #: the anatomy and leave the noise to the adversarial term (and faint lesions to the transparency term)
+    cycle_lowpass: float = 0.0
     perceptual: float = 0.1  #: perceptual loss on the cycle reconstructions (paired: on the output)
     l1: float = 1.0  #: paired mode: L1 to the clean target
     #: paired mode: mean squared error to the target (PSNR's own measure; with recorrupted (R2R)
@@ -375,6 +381,8 @@ def validate(config: TrainConfig) -> None:
             raise InputError(f"loss.{name} must be [min, max] with 0 < min <= max.")
     if len(config.model.disc_window) != 2 or not float(config.model.disc_window[1]) > 0:
         raise InputError("model.disc_window must be [centre, half-width] in HU with half-width > 0.")
+    if config.loss.cycle_lowpass < 0:
+        raise InputError("loss.cycle_lowpass must be 0 (the full images) or a positive σ in pixels.")
     if config.loss.transparency_min_pixels < 0:
         raise InputError("loss.transparency_min_pixels must be >= 0 (0: no floor on the probe discs' size).")
     if d.inserts_min_pixels < 0:

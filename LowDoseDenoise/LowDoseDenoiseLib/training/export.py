@@ -37,6 +37,8 @@ def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
         dose = [float(v) for v in data["dose"]]
     if mode == "cyclegan":
         weights = {k: loss.get(k) for k in ("adversarial", "cycle", "identity", "perceptual", "paired")}
+        if loss.get("cycle_lowpass", 0) > 0:
+            weights["cycle_lowpass"] = loss["cycle_lowpass"]
         if loss.get("paired", 0) > 0:
             method = "CycleGAN (unpaired) with a paired L1 anchor on simulated pairs (hybrid)"
         else:

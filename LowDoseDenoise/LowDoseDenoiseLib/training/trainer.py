@@ -702,9 +702,11 @@ class Trainer:
             fake_y, rec_x, fake_x, rec_y, id_y, id_x = outputs[:6]
             score_x, score_y = self.d(fake_x, fake_y)
             adv = losses.lsgan_generator(score_x.float()) + losses.lsgan_generator(score_y.float())
-            cyc = losses.cycle_loss(rec_x, xc) + losses.cycle_loss(rec_y, yc)
-            ide = losses.identity_loss(id_y, yc) + losses.identity_loss(id_x, xc)
-            perc = losses.perceptual_loss(self.features, torch.cat([rec_x, rec_y]), torch.cat([xc, yc]))
+            low = c.loss.cycle_lowpass  # 0: the full images (the paper's losses)
+            cyc = losses.cycle_loss(rec_x, xc, low) + losses.cycle_loss(rec_y, yc, low)
+            ide = losses.identity_loss(id_y, yc, low) + losses.identity_loss(id_x, xc, low)
+            perc = losses.perceptual_loss(self.features, losses.gaussian_lowpass(torch.cat([rec_x, rec_y]), low),
+                                          losses.gaussian_lowpass(torch.cat([xc, yc]), low))
             total = w.adversarial * adv + w.cycle * cyc + w.identity * ide + w.perceptual * perc
             trans = torch.zeros((), device=x.device)
             if "probe" in batch:  # G must pass faint signal added to its low-dose input (as in paired mode)
