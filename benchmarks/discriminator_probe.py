@@ -57,7 +57,7 @@ def probe(config_path: Path, view: str, steps: int, batch: int, held_out_batches
     k, norm = config.data.context, trainer.norm
     centre, half = config.model.disc_window
 
-    def seen(x: "torch.Tensor") -> "torch.Tensor":
+    def seen(x: torch.Tensor) -> torch.Tensor:
         hu = x * norm.scale + norm.offset
         if view == "window":
             return torch.clamp((hu - centre) / (half / 3.0), -3.0, 3.0)
