@@ -2,15 +2,15 @@
 
 The paper's method needs a discriminator D_Y that tells routine-dose patches from G's outputs; at the
 start, with G near the identity, that is telling the low-dose domain from the routine-dose domain.  This
-probe trains one PatchGAN discriminator (the trainer's, ``network.PatchDiscriminator``, LSGAN loss, Adam
-2e-4) on exactly that, with G fixed at the identity, on the batches a CycleGAN config draws, and reports
+probe trains the trainer's own D_Y (``trainer.Discriminators``, LSGAN loss, Adam 2e-4) on exactly that,
+with G fixed at the identity, on the batches a CycleGAN config draws, and reports
 its loss (0.25 = a constant guess) and, on batches it never trained on, the AUC of its per-patch mean
 score (routine dose above low dose), for all low-dose samples, the real low-dose series and the simulated
 low dose.  If the AUC stays near 0.5 the adversarial term gives G no direction (model card, "The paper's
 CycleGAN").
 
-Views: ``window`` is what the trainer's discriminators see (``model.disc_window`` mapped to ±3);
-``highpass`` is the image minus its Gaussian low-pass (σ 2 px) in units of 20 HU, clipped to ±3, in
+Views: ``window`` is what the trainer's discriminators see (``Discriminators.view``: ``model.disc_window``
+mapped to ±3); ``highpass`` is the image minus its Gaussian low-pass (σ 2 px) in units of 20 HU, clipped to ±3, in
 soft tissue (−200..300 HU).
 
 Usage: python benchmarks/discriminator_probe.py [--config CFG] [--steps 600] [--batch 4]
@@ -43,10 +43,9 @@ def auc(high: np.ndarray, low: np.ndarray) -> float:
 def probe(config_path: Path, view: str, steps: int, batch: int, held_out_batches: int = 40) -> dict:
     import torch
 
-    from LowDoseDenoiseLib.network import PatchDiscriminator
     from LowDoseDenoiseLib.training import losses
     from LowDoseDenoiseLib.training.config import load_config
-    from LowDoseDenoiseLib.training.trainer import Trainer
+    from LowDoseDenoiseLib.training.trainer import Discriminators, Trainer
 
     config = load_config(str(config_path))
     if config.mode != "cyclegan":
@@ -55,17 +54,19 @@ def probe(config_path: Path, view: str, steps: int, batch: int, held_out_batches
     config.model.init_generator = ""  # G is the identity here; its weights are never used
     trainer = Trainer(config, progress=False)
     k, norm = config.data.context, trainer.norm
-    centre, half = config.model.disc_window
+    torch.manual_seed(0)
+    # the trainer's own discriminators (D_Y is probed) and their window, as training builds them
+    pair = Discriminators(config.model.disc_width, config.model.disc_layers, norm.scale, norm.offset,
+                          (config.model.disc_window[0], config.model.disc_window[1]))
+    d = pair.dy
 
     def seen(x: torch.Tensor) -> torch.Tensor:
-        hu = x * norm.scale + norm.offset
         if view == "window":
-            return torch.clamp((hu - centre) / (half / 3.0), -3.0, 3.0)
+            return pair.view(x)
+        hu = x * norm.scale + norm.offset
         soft = ((hu > -200.0) & (hu < 300.0)).to(hu.dtype)
         return torch.clamp((hu - losses.gaussian_lowpass(hu, 2.0)) / 20.0, -3.0, 3.0) * soft
 
-    torch.manual_seed(0)
-    d = PatchDiscriminator(1, config.model.disc_width, config.model.disc_layers)
     opt = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     start, history = time.time(), []
     for step in range(steps):

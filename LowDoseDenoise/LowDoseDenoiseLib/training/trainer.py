@@ -124,12 +124,13 @@ class Discriminators(nn.Module):
         self.centre_hu = float(window[0])
         self.unit_hu = float(window[1]) / 3.0
 
-    def _input(self, x: torch.Tensor) -> torch.Tensor:
+    def view(self, x: torch.Tensor) -> torch.Tensor:
+        """What the discriminators see of model-unit images: HU in the window, mapped to ±3 and clipped."""
         hu = x * self.hu_scale + self.hu_offset
         return torch.clamp((hu - self.centre_hu) / self.unit_hu, -3.0, 3.0)
 
     def forward(self, low: torch.Tensor, normal: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        return self.dx(self._input(low)), self.dy(self._input(normal))
+        return self.dx(self.view(low)), self.dy(self.view(normal))
 
 
 def init_generator(g: Generator) -> Generator:
