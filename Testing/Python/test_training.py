@@ -448,8 +448,8 @@ def test_discriminator_window_maps_centre_to_zero_and_half_width_to_three():
 
     d = Discriminators(8, 2, hu_scale=100.0, hu_offset=0.0, window=(40.0, 200.0))
     hu = torch.tensor([40.0, 240.0, -160.0, 1000.0]).view(1, 1, 2, 2)
-    assert torch.allclose(d._input(hu / 100.0).flatten(), torch.tensor([0.0, 3.0, -3.0, 3.0]))
+    assert torch.allclose(d.view(hu / 100.0).flatten(), torch.tensor([0.0, 3.0, -3.0, 3.0]))
     wide = Discriminators(8, 2, hu_scale=100.0, window=(40.0, 600.0))
-    assert float(wide._input(torch.tensor([[[[2.4]]]]))) == pytest.approx(1.0)  # 240 HU: a third of 600
+    assert float(wide.view(torch.tensor([[[[2.4]]]]))) == pytest.approx(1.0)  # 240 HU: a third of 600
     with pytest.raises(InputError, match="disc_window"):
         config_from_dict({"mode": "cyclegan", "model": {"disc_window": [40.0, 0.0]}})
