@@ -8,7 +8,12 @@ Perceptual Attention Networks":
   driven by the decoder, decides which of the skip's features pass;
 * a stack of residual blocks at the bottleneck is the residual feature transform;
 * a global residual: the network predicts the noise and returns ``centre − noise``,
-  so the engine can scale the removed noise (strength) exactly.
+  so the engine can scale the removed noise (strength) exactly;
+* optionally (``noise_scales``), FFDNet-style noise-level conditioning: the generator measures
+  the centre slice's own noise SD block by block, at one or more scales, and gives the maps to
+  the network as extra input channels (:func:`noise_level_map`), so it sees the level and grain
+  of the whole slice's noise, not only what its receptive field shows.  The map is made inside
+  the network, so the engine, the model file's interface and the self-ensemble are unchanged.
 
 It is 2.5D: ``2k+1`` neighbouring slices come in as channels and the centre slice
 comes out.  For CPU speed the full-resolution stage is a 2×2 pixel unshuffle (as in
@@ -39,6 +44,7 @@ __all__ = [
     "UpBlock",
     "count_flops",
     "count_parameters",
+    "noise_level_map",
 ]
 
 
@@ -59,6 +65,11 @@ class GeneratorConfig:
     #: and more keep most of their contrast whatever the network predicts (and no mean HU is shifted);
     #: CT noise has little power there (ramp-shaped NPS), smooth-kernel noise more.
     keep_low_sigma: float = 0.0
+    #: noise-level conditioning (0 = off): the number of scales (full resolution, 2×2-binned, 4×4-binned)
+    #: at which the centre slice's noise SD is measured in blocks (:func:`noise_level_map`) and given to the
+    #: head convolution as extra channels; a model trained without it gets zero weights for them
+    #: (``training.trainer.widen_inputs``), so it starts as the unconditioned model
+    noise_scales: int = 0
 
     @property
     def in_channels(self) -> int:
@@ -76,8 +87,9 @@ class GeneratorConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         values: Dict[str, Any] = {"name": ARCHITECTURE, **asdict(self)}
-        if not self.keep_low_sigma:  # model files without the option stay byte-for-byte as before
-            values.pop("keep_low_sigma")
+        for option in ("keep_low_sigma", "noise_scales"):
+            if not values[option]:  # model files without the option stay byte-for-byte as before
+                values.pop(option)
         return values
 
     @classmethod
@@ -85,7 +97,47 @@ class GeneratorConfig:
         fields: Dict[str, Any] = {k: int(data[k]) for k in ("context", "width", "levels", "res_blocks") if k in data}
         if "keep_low_sigma" in data:
             fields["keep_low_sigma"] = float(data["keep_low_sigma"])
+        if "noise_scales" in data:
+            fields["noise_scales"] = int(data["noise_scales"])
         return cls(**fields)
+
+
+#: Side in pixels (at full resolution) of the blocks in which :func:`noise_level_map` measures the noise.
+NOISE_BLOCK = 16
+#: 1 / (Φ⁻¹(0.75) · √2): the SD of Gaussian noise from the median |difference| of neighbouring pixels.
+_MAD_TO_SD = 1.0 / (0.6744897501960817 * math.sqrt(2.0))
+#: Added to the measured SD before the logarithm (model units): the floor of flat, clipped regions.
+NOISE_FLOOR = 0.01
+
+
+def noise_level_map(image: torch.Tensor, scales: int, block: int = NOISE_BLOCK, mad_to_sd: float = _MAD_TO_SD
+                    ) -> torch.Tensor:
+    """The noise SD of ``image`` (B, 1, H, W), block by block, at ``scales`` scales: (B, scales, h, w).
+
+    At scale s the image is binned 2^s × 2^s (averaged), and in each block of ``block`` full-resolution
+    pixels (cropped to the image when smaller) the SD is read from the median absolute difference of
+    horizontally and vertically neighbouring pixels (robust to the few edges in a block; exact for white
+    Gaussian noise, and an underestimate, by the noise's own correlation, for smooth kernels' noise, which
+    is the texture the second scale shows: binning halves white noise, barely changes smooth noise).
+    Blocks that do not fit in whole at the bottom and right are left out; the map has
+    ⌊H/block⌋ × ⌊W/block⌋ blocks (at least 1 × 1).  Units are the image's.
+    """
+    maps: List[torch.Tensor] = []
+    level = image
+    for s in range(scales):
+        if s > 0:
+            level = F.avg_pool2d(level, 2)
+        height, width = level.shape[-2], level.shape[-1]
+        size = max(min(block >> s, height, width), 2)
+        rows, cols = max(height // size, 1), max(width // size, 1)
+        dx = F.pad(level[..., :, 1:] - level[..., :, :-1], [0, 1, 0, 0], mode="replicate")
+        dy = F.pad(level[..., 1:, :] - level[..., :-1, :], [0, 0, 0, 1], mode="replicate")
+        diffs = torch.cat([dx, dy], dim=1)[..., : rows * size, : cols * size].abs()
+        batch = diffs.shape[0]
+        blocks = diffs.reshape(batch, 2, rows, size, cols, size).permute(0, 2, 4, 1, 3, 5)
+        median = torch.median(blocks.reshape(batch, rows, cols, 2 * size * size), dim=-1)[0]
+        maps.append(median * mad_to_sd)
+    return torch.stack(maps, dim=1)
 
 
 def _conv(cin: int, cout: int, kernel: int = 3) -> nn.Conv2d:
@@ -162,7 +214,8 @@ class Generator(nn.Module):
         self.min_size = config.min_size
         w = config.width
         widths: List[int] = [w * 2**i for i in range(config.levels + 1)]
-        self.head = _conv(4 * config.in_channels, w)
+        self.noise_scales = int(config.noise_scales)
+        self.head = _conv(4 * config.in_channels + self.noise_scales, w)
         self.encoders = nn.ModuleList(
             [ConvBlock(w, w)] + [ConvBlock(widths[i], widths[i + 1]) for i in range(config.levels)]
         )
@@ -189,7 +242,10 @@ class Generator(nn.Module):
         pad_w = (-width) % self.multiple
         if pad_h or pad_w:
             x = F.pad(x, [0, pad_w, 0, pad_h], mode="reflect")
-        h = F.leaky_relu(self.head(F.pixel_unshuffle(x, 2)), 0.1)
+        features = F.pixel_unshuffle(x, 2)
+        if self.noise_scales > 0:
+            features = torch.cat([features, self.noise_features(x, features.shape[-2], features.shape[-1])], dim=1)
+        h = F.leaky_relu(self.head(features), 0.1)
         skips: List[torch.Tensor] = []
         for i, encoder in enumerate(self.encoders):
             if i > 0:
@@ -203,6 +259,14 @@ class Generator(nn.Module):
         if self.low_radius > 0:
             noise = noise - self._low_pass(noise)
         return noise
+
+    def noise_features(self, x: torch.Tensor, height: int, width: int, floor: float = NOISE_FLOOR) -> torch.Tensor:
+        """The head's noise-level channels: log(SD + floor) of the centre slice's :func:`noise_level_map`,
+        bilinearly spread over the (height, width) half-resolution grid."""
+        centre = x[:, self.context : self.context + 1]
+        levels = noise_level_map(centre.float(), self.noise_scales)
+        spread = F.interpolate(levels, size=[height, width], mode="bilinear", align_corners=False)
+        return torch.log(spread + floor).to(x.dtype)
 
     def _low_pass(self, image: torch.Tensor) -> torch.Tensor:
         """Separable Gaussian blur (σ = keep_low_sigma px) with edge replication, same size."""

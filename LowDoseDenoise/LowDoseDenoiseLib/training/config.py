@@ -157,6 +157,9 @@ class ModelConfig:
     #: σ (pixels) of the low-frequency pass-through of the generator (network.GeneratorConfig.keep_low_sigma;
     #: 0 = off): the predicted noise's Gaussian low-pass part is not removed, so faint lesions keep contrast
     keep_low_sigma: float = 0.0
+    #: noise-level conditioning (network.GeneratorConfig.noise_scales; 0 = off, at most 3): the generator
+    #: measures the centre slice's noise SD in blocks at this many scales and sees the maps as extra inputs
+    noise_scales: int = 0
 
 
 @dataclass
@@ -421,6 +424,9 @@ def validate(config: TrainConfig) -> None:
         raise InputError("perceptual.network must be vgg16, autoencoder or none.")
     if config.model.keep_low_sigma < 0:
         raise InputError("model.keep_low_sigma must be 0 (off) or a positive σ in pixels.")
+    if not 0 <= config.model.noise_scales <= 3:
+        raise InputError("model.noise_scales must be 0 (off), 1, 2 or 3 (scales at which the noise level is "
+                         f"measured), got {config.model.noise_scales}.")
     if config.model.init not in ("kaiming", "default"):
         raise InputError("model.init must be kaiming or default.")
     if d.hu_scale <= 0 or len(d.hu_clip) != 2 or d.hu_clip[0] >= d.hu_clip[1]:

@@ -158,7 +158,7 @@ def normalisation(config: TrainConfig) -> HUNormalisation:
 def generator_config(config: TrainConfig) -> GeneratorConfig:
     m = config.model
     return GeneratorConfig(context=config.data.context, width=m.width, levels=m.levels, res_blocks=m.res_blocks,
-                           keep_low_sigma=m.keep_low_sigma)
+                           keep_low_sigma=m.keep_low_sigma, noise_scales=m.noise_scales)
 
 
 # --------------------------------------------------------------------------- data
@@ -983,28 +983,39 @@ def load_generator_weights(g: Generator, source: str, gcfg: GeneratorConfig) -> 
         # made from keep_low_sigma, not a weight): the new generator makes its own
         weights = {k: v for k, v in loaded.module.state_dict().items() if not k.endswith("low_kernel")}
     # the weights' shapes must match; keep_low_sigma is a fixed filter without weights, so a run may
-    # add (or change) it on top of a generator trained without it; a wider context may be added too
-    expected = {k: v for k, v in gcfg.to_dict().items() if k not in ("keep_low_sigma", "context")}
+    # add (or change) it on top of a generator trained without it; a wider context and more noise-level
+    # scales may be added too (zero weights: the run starts from what the source computed)
+    widened = ("keep_low_sigma", "context", "noise_scales")
+    expected = {k: v for k, v in gcfg.to_dict().items() if k not in widened}
     source_context = int(arch.get("context", -1))
-    if any(arch.get(key) != value for key, value in expected.items()) or not 0 <= source_context <= gcfg.context:
+    source_scales = int(arch.get("noise_scales", 0))
+    if (any(arch.get(key) != value for key, value in expected.items()) or not 0 <= source_context <= gcfg.context
+            or not 0 <= source_scales <= gcfg.noise_scales):
         raise InputError(
             f"model.init_generator {path} has architecture {arch}; this run needs {gcfg.to_dict()} "
-            "(the same shape, with the same or a wider context)."
+            "(the same shape, with the same or a wider context and the same or more noise-level scales)."
         )
-    if source_context < gcfg.context:
-        weights = widen_context(weights, source_context, gcfg.context)
+    if source_context < gcfg.context or source_scales < gcfg.noise_scales:
+        weights = widen_inputs(weights, source_context, gcfg.context, source_scales, gcfg.noise_scales)
     g.load_state_dict(weights)
 
 
-def widen_context(weights: Dict[str, Any], old: int, new: int) -> Dict[str, Any]:
-    """A generator state for ``new`` context slices each side that computes what ``weights`` (``old``)
-    did: the head convolution's weights for the added outer slices are zero, so the network starts
-    as the narrower one and learns to use the new neighbours."""
+def widen_inputs(weights: Dict[str, Any], old: int, new: int, old_scales: int = 0, new_scales: int = 0
+                 ) -> Dict[str, Any]:
+    """A generator state for ``new`` context slices each side and ``new_scales`` noise-level channels that
+    computes what ``weights`` (``old``, ``old_scales``) did: the head convolution's weights for the added
+    outer slices and the added noise-level channels are zero, so the network starts as the narrower one
+    and learns to use the new inputs."""
     out = dict(weights)
-    head = weights["head.weight"]  # (w, 4·(2·old+1), 3, 3): pixel_unshuffle keeps each slice's 4 phases together
-    wide = torch.zeros((head.shape[0], 4 * (2 * new + 1)) + tuple(head.shape[2:]), dtype=head.dtype)
+    head = weights["head.weight"]  # (w, 4·(2·old+1) + old_scales, 3, 3): each slice's 4 phases together,
+    slices = 4 * (2 * old + 1)  # then the noise-level channels
+    if head.shape[1] != slices + old_scales:
+        raise InputError(f"The generator's head has {head.shape[1]} input channels, not the {slices + old_scales} "
+                         f"of context {old} with {old_scales} noise-level scales.")
+    wide = torch.zeros((head.shape[0], 4 * (2 * new + 1) + new_scales) + tuple(head.shape[2:]), dtype=head.dtype)
     start = 4 * (new - old)
-    wide[:, start : start + head.shape[1]] = head
+    wide[:, start : start + slices] = head[:, :slices]
+    wide[:, 4 * (2 * new + 1) : 4 * (2 * new + 1) + old_scales] = head[:, slices:]
     out["head.weight"] = wide
     return out
 
