@@ -92,8 +92,7 @@ def test_a_model_without_conditioning_widened_to_it_computes_the_same_and_then_c
     network gives the source's output exactly, whatever the noise; a weight on them then changes it."""
     plain_cfg = GeneratorConfig(context=1, width=8, levels=2, res_blocks=1)
     plain = _random_generator(plain_cfg)
-    path = tmp_path / "plain.pt"
-    torch.save({"g": plain.state_dict(), "architecture": {"name": "pan-unet", **plain_cfg.to_dict()}}, path)
+    path = _saved(plain, plain_cfg, tmp_path / "plain.pt")
     cond_cfg = GeneratorConfig(context=1, width=8, levels=2, res_blocks=1, noise_scales=2)
     conditioned = Generator(cond_cfg)
     load_generator_weights(conditioned, str(path), cond_cfg)
@@ -110,13 +109,13 @@ def test_a_model_without_conditioning_widened_to_it_computes_the_same_and_then_c
         assert torch.allclose(scripted(x), conditioned(x), atol=1e-5 * float(expected.abs().max()))
     # the source may not have more scales than the run, nor a head that does not match its architecture
     with pytest.raises(InputError, match="noise-level scales"):
-        load_generator_weights(Generator(plain_cfg), str(_saved(conditioned, cond_cfg, tmp_path)), plain_cfg)
+        load_generator_weights(Generator(plain_cfg), _saved(conditioned, cond_cfg, tmp_path / "conditioned.pt"), plain_cfg)
     with pytest.raises(InputError, match="input channels"):
         widen_inputs(plain.state_dict(), 1, 1, 1, 2)
 
 
-def _saved(generator: Generator, config: GeneratorConfig, tmp_path) -> str:
-    path = tmp_path / "conditioned.pt"
+def _saved(generator: Generator, config: GeneratorConfig, path) -> str:
+    """A minimal training checkpoint (what load_generator_weights reads) of ``generator``."""
     torch.save({"g": generator.state_dict(), "architecture": {"name": "pan-unet", **config.to_dict()}}, path)
     return str(path)
 
