@@ -9,7 +9,7 @@ from scipy import ndimage
 from LowDoseDenoiseLib.errors import InputError
 from LowDoseDenoiseLib.network import NOISE_BLOCK, Generator, GeneratorConfig, noise_level_map
 from LowDoseDenoiseLib.training.config import config_from_dict
-from LowDoseDenoiseLib.training.trainer import load_generator_weights, widen_inputs
+from LowDoseDenoiseLib.training.trainer import load_generator_weights, widen_channels, widen_inputs
 
 
 def _anatomy(size: int = 256) -> np.ndarray:
@@ -112,6 +112,40 @@ def test_a_model_without_conditioning_widened_to_it_computes_the_same_and_then_c
         load_generator_weights(Generator(plain_cfg), _saved(conditioned, cond_cfg, tmp_path / "conditioned.pt"), plain_cfg)
     with pytest.raises(InputError, match="input channels"):
         widen_inputs(plain.state_dict(), 1, 1, 1, 2)
+
+
+def test_a_narrower_model_widened_computes_the_same_and_its_new_channels_can_learn(tmp_path):
+    """init_generator from a narrower generator (model.width larger than the source's): the source's
+    weights in the first channels, zero weights from every new channel, so the wide network gives the
+    source's output exactly; the weights that read the new channels get gradients, and trained weights
+    change the output."""
+    narrow_cfg = GeneratorConfig(context=1, width=8, levels=2, res_blocks=1)
+    narrow = _random_generator(narrow_cfg)
+    wide_cfg = GeneratorConfig(context=1, width=12, levels=2, res_blocks=1)
+    wide = Generator(wide_cfg)
+    load_generator_weights(wide, _saved(narrow, narrow_cfg, tmp_path / "narrow.pt"), wide_cfg)
+    assert wide.head.weight.shape[0] == 12 and sum(p.numel() for p in wide.parameters()) > 2 * sum(
+        p.numel() for p in narrow.parameters())
+    x = torch.randn(2, 3, 48, 48) * 0.3
+    with torch.no_grad():
+        expected = narrow(x)
+        tolerance = 1e-5 * float(expected.abs().max())
+        assert torch.allclose(wide(x), expected, rtol=1e-5, atol=tolerance)
+    wide(x).square().mean().backward()
+    # the zero weights that read the new channels are trained (and then the new channels' own weights)
+    assert float(wide.tail.weight.grad[:, 8:].abs().sum()) > 0
+    with torch.no_grad():
+        for parameter in wide.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+        assert not torch.allclose(wide(x), expected, rtol=1e-3, atol=100 * tolerance)
+    # a wider source, or one of other levels, is refused with the reason
+    with pytest.raises(InputError, match="larger width"):
+        load_generator_weights(Generator(narrow_cfg), _saved(wide, wide_cfg, tmp_path / "wide.pt"), narrow_cfg)
+    other = GeneratorConfig(context=1, width=8, levels=3, res_blocks=1)
+    with pytest.raises(InputError, match="not a narrower pan-unet"):
+        widen_channels(narrow.state_dict(), Generator(GeneratorConfig(context=1, width=12, levels=3, res_blocks=1)))
+    with pytest.raises(InputError, match="architecture"):
+        load_generator_weights(Generator(other), _saved(narrow, narrow_cfg, tmp_path / "narrow2.pt"), other)
 
 
 def _saved(generator: Generator, config: GeneratorConfig, path) -> str:

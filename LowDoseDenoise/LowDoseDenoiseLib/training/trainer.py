@@ -68,6 +68,8 @@ __all__ = [
     "read_checkpoint",
     "simulate_block",
     "train_from_config",
+    "widen_channels",
+    "widen_inputs",
 ]
 
 
@@ -985,18 +987,22 @@ def load_generator_weights(g: Generator, source: str, gcfg: GeneratorConfig) -> 
     # the weights' shapes must match; keep_low_sigma is a fixed filter without weights, so a run may
     # add (or change) it on top of a generator trained without it; a wider context and more noise-level
     # scales may be added too (zero weights: the run starts from what the source computed)
-    widened = ("keep_low_sigma", "context", "noise_scales")
+    widened = ("keep_low_sigma", "context", "noise_scales", "width")
     expected = {k: v for k, v in gcfg.to_dict().items() if k not in widened}
     source_context = int(arch.get("context", -1))
     source_scales = int(arch.get("noise_scales", 0))
+    source_width = int(arch.get("width", -1))
     if (any(arch.get(key) != value for key, value in expected.items()) or not 0 <= source_context <= gcfg.context
-            or not 0 <= source_scales <= gcfg.noise_scales):
+            or not 0 <= source_scales <= gcfg.noise_scales or not 0 < source_width <= gcfg.width):
         raise InputError(
             f"model.init_generator {path} has architecture {arch}; this run needs {gcfg.to_dict()} "
-            "(the same shape, with the same or a wider context and the same or more noise-level scales)."
+            "(the same shape, with the same or a wider context, the same or more noise-level scales and the "
+            "same or a larger width)."
         )
     if source_context < gcfg.context or source_scales < gcfg.noise_scales:
         weights = widen_inputs(weights, source_context, gcfg.context, source_scales, gcfg.noise_scales)
+    if source_width < gcfg.width:
+        weights = widen_channels(weights, g)
     g.load_state_dict(weights)
 
 
@@ -1017,6 +1023,48 @@ def widen_inputs(weights: Dict[str, Any], old: int, new: int, old_scales: int = 
     wide[:, start : start + slices] = head[:, :slices]
     wide[:, 4 * (2 * new + 1) : 4 * (2 * new + 1) + old_scales] = head[:, slices:]
     out["head.weight"] = wide
+    return out
+
+
+def widen_channels(weights: Dict[str, Any], target: Generator) -> Dict[str, Any]:
+    """A state for ``target`` (a wider generator, freshly initialised) that computes what ``weights``
+    (a narrower one of the same levels and blocks) did: function-preserving widening (Net2WiderNet,
+    Chen et al. 2016, with zero instead of split outgoing weights).
+
+    Every convolution keeps the source's weights in its first channels.  A channel the source did not
+    have gets the target's random incoming weights, and every layer that reads it gets a zero weight
+    for it, so the new channels compute something but change nothing until training gives them a
+    use.  The decoders' first convolution reads a concatenation (the gated skip, then the
+    up-sampled features): the source's two halves go to the start of each of the target's halves."""
+    out = dict(weights)
+    for name, module in target.named_modules():
+        if not isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            continue
+        key = f"{name}.weight"
+        if key not in weights:
+            raise InputError(f"The source generator has no {key}; it is not a narrower pan-unet of the same levels.")
+        small, fresh = weights[key], module.weight.detach().clone()
+        # Conv2d weights are (out, in, kh, kw); ConvTranspose2d weights (in, out, kh, kw)
+        o_dim, i_dim = (1, 0) if isinstance(module, nn.ConvTranspose2d) else (0, 1)
+        n_out = small.shape[o_dim]
+        halves = name.startswith("decoders.") and name.endswith(".block.conv1")
+        if halves:
+            old_half, new_half = small.shape[i_dim] // 2, fresh.shape[i_dim] // 2
+            sources = [(0, 0, old_half), (old_half, new_half, old_half)]
+        else:
+            sources = [(0, 0, small.shape[i_dim])]
+        # the source's outputs: its weights on the inputs it had, zero on the new inputs; the new outputs
+        # keep their random weights on every input
+        wide = fresh.clone()
+        wide.narrow(o_dim, 0, n_out).zero_()
+        for src, dst, count in sources:
+            wide.narrow(o_dim, 0, n_out).narrow(i_dim, dst, count).copy_(
+                small.narrow(i_dim, src, count).to(wide.dtype))
+        out[key] = wide
+        if module.bias is not None:
+            bias = module.bias.detach().clone()
+            bias[:n_out] = weights[f"{name}.bias"].to(bias.dtype)
+            out[f"{name}.bias"] = bias
     return out
 
 
