@@ -125,6 +125,25 @@ def test_multiscale_l1_weighs_blotches_not_grain():
     assert losses.multiscale_l1(target, target).item() == 0.0
 
 
+def test_highpass_l1_weighs_grain_not_blotches():
+    target = torch.zeros(1, 1, 32, 32)
+    grain = torch.ones(1, 1, 32, 32)
+    grain[..., ::2, :] = -1.0  # the finest grain: a Gaussian of σ 1.5 pixels passes almost none of it
+    grain[..., :, ::2] *= -1.0
+    assert losses.highpass_l1(grain, target, 1.5).item() == pytest.approx(1.0, abs=0.01)
+    assert losses.highpass_l1(target + 7.0, target, 1.5).item() == pytest.approx(0.0, abs=1e-5)  # an offset
+    blotch = torch.zeros(1, 1, 32, 32, requires_grad=True)
+    offset = blotch + torch.nn.functional.interpolate(torch.tensor([[[[0.5, -0.5], [-0.5, 0.5]]]]), size=32)
+    value = losses.highpass_l1(offset, target, 1.5)  # 16-pixel blocks: only their edges are in the band
+    assert 0.0 < value.item() < 0.2 * torch.nn.functional.l1_loss(offset, target).item()  # the grain: 1.0
+    value.backward()
+    assert float(blotch.grad.abs().sum()) > 0
+    with pytest.raises(InputError, match="loss.highpass"):
+        config_from_dict({"mode": "paired", "loss": {"highpass": -1}})
+    with pytest.raises(InputError, match="loss.highpass_sigma"):
+        config_from_dict({"mode": "paired", "loss": {"highpass": 1, "highpass_sigma": 0}})
+
+
 def test_vgg_perceptual_loss_is_zero_for_equal_and_differentiable():
     from LowDoseDenoiseLib.training.perceptual import VGG_FILE, VGGFeatures
 

@@ -182,6 +182,10 @@ class LossConfig:
     #: targets, which carry noise, the squared error is the loss whose minimiser is the clean mean)
     l2: float = 0.0
     multiscale: float = 0.0  #: paired mode (and the hybrid anchor): L1 of 2/4/8-pixel block means
+    #: paired mode: L1 of the error's high-pass part (error minus its Gaussian low-pass of σ highpass_sigma
+    #: pixels): more weight on removing the fine noise grain, the band faint lesions do not occupy
+    highpass: float = 0.0
+    highpass_sigma: float = 1.5
     paired: float = 0.0  #: CycleGAN mode: extra L1+perceptual on simulated pairs (a hybrid; 0 = pure)
     #: weight of the *transparency* term (paired mode; in CycleGAN mode on G's low-dose inputs, a
     #: safety anchor that does not ask for any particular output), the benchmark's paired signal injection as a
@@ -373,9 +377,11 @@ def validate(config: TrainConfig) -> None:
         raise InputError("data.dose must be [] or [min, max] dose fractions with 0 < min <= max < 1.")
     if not 0.0 <= d.inserts <= 1.0:
         raise InputError("data.inserts must be a share in [0, 1].")
-    for name in ("l1", "l2", "perceptual", "multiscale"):
+    for name in ("l1", "l2", "perceptual", "multiscale", "highpass"):
         if getattr(config.loss, name) < 0:
             raise InputError(f"loss.{name} is a weight and must be >= 0 (0 turns the term off).")
+    if config.loss.highpass_sigma <= 0:
+        raise InputError("loss.highpass_sigma is a Gaussian σ in pixels and must be > 0 (1.5: the band above 0.1 cycles/pixel).")
     if config.loss.transparency < 0 or not 0.0 <= config.loss.transparency_patterns <= 1.0:
         raise InputError("loss.transparency must be >= 0 and loss.transparency_patterns a share in [0, 1].")
     for name in ("transparency_contrast", "transparency_diameter", "transparency_pattern_contrast"):

@@ -18,7 +18,7 @@ from .trainer import read_checkpoint
 __all__ = ["PAIRED_TERMS", "export_checkpoint", "training_summary"]
 
 #: The paired-mode loss terms (LossConfig), in the order the training method names them.
-PAIRED_TERMS = ("l1", "l2", "perceptual", "multiscale", "transparency")
+PAIRED_TERMS = ("l1", "l2", "perceptual", "multiscale", "highpass", "transparency")
 
 
 def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:

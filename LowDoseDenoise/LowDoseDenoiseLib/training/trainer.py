@@ -671,6 +671,9 @@ class Trainer:
                 perc = losses.perceptual_loss(self.features, out.float(), batch["target"])
                 multi = losses.multiscale_l1(out.float(), batch["target"]) if w.multiscale > 0 else torch.zeros(())
                 total = w.l1 * l1 + w.perceptual * perc + w.multiscale * multi
+                if w.highpass > 0:
+                    high = losses.highpass_l1(out.float(), batch["target"], w.highpass_sigma)
+                    total = total + w.highpass * high
                 if w.l2 > 0:
                     l2 = F.mse_loss(out.float(), batch["target"])
                     total = total + w.l2 * l2
@@ -688,6 +691,8 @@ class Trainer:
             values = {"loss": total, "l1": l1, "perceptual": perc}
             if w.multiscale > 0:
                 values["multiscale"] = multi
+            if w.highpass > 0:
+                values["highpass"] = high
             if w.l2 > 0:
                 values["l2"] = l2
             if "probe" in batch:
@@ -1088,7 +1093,7 @@ def plot_metrics(csv_path: Path, png: Path) -> Optional[Path]:
 
     loss_keys = [
         k
-        for k in ("loss", "l1", "l2", "perceptual", "multiscale", "transparency", "adversarial", "cycle", "identity", "paired",
+        for k in ("loss", "l1", "l2", "perceptual", "multiscale", "highpass", "transparency", "adversarial", "cycle", "identity", "paired",
                   "discriminator")
         if k in rows[-1]
     ]
