@@ -22,6 +22,7 @@ __all__ = [
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
+    "PAIRED_TERMS",
     "PerceptualConfig",
     "RunConfig",
     "SeriesConfig",
@@ -160,6 +161,10 @@ class ModelConfig:
     #: noise-level conditioning (network.GeneratorConfig.noise_scales; 0 = off, at most 3): the generator
     #: measures the centre slice's noise SD in blocks at this many scales and sees the maps as extra inputs
     noise_scales: int = 0
+
+
+#: The paired-mode loss terms (LossConfig weights), in the order the training method names them.
+PAIRED_TERMS = ("l1", "l2", "perceptual", "multiscale", "highpass", "transparency")
 
 
 @dataclass
@@ -377,7 +382,7 @@ def validate(config: TrainConfig) -> None:
         raise InputError("data.dose must be [] or [min, max] dose fractions with 0 < min <= max < 1.")
     if not 0.0 <= d.inserts <= 1.0:
         raise InputError("data.inserts must be a share in [0, 1].")
-    for name in ("l1", "l2", "perceptual", "multiscale", "highpass"):
+    for name in PAIRED_TERMS[:-1]:  # the transparency weight is checked with its probes below
         if getattr(config.loss, name) < 0:
             raise InputError(f"loss.{name} is a weight and must be >= 0 (0 turns the term off).")
     if config.loss.highpass_sigma <= 0:

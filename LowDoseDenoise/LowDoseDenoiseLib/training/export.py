@@ -13,12 +13,10 @@ from ..errors import InputError
 from ..io.outputs import check_output
 from ..modelfile import DEFAULT_HU_NORMALISATION, HUNormalisation, make_metadata, save_model
 from ..network import ARCHITECTURE, Generator, GeneratorConfig
+from .config import PAIRED_TERMS
 from .trainer import read_checkpoint
 
-__all__ = ["PAIRED_TERMS", "export_checkpoint", "training_summary"]
-
-#: The paired-mode loss terms (LossConfig), in the order the training method names them.
-PAIRED_TERMS = ("l1", "l2", "perceptual", "multiscale", "highpass", "transparency")
+__all__ = ["PAIRED_TERMS", "export_checkpoint", "training_summary"]  # PAIRED_TERMS: re-exported from .config
 
 
 def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
