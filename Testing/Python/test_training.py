@@ -144,6 +144,26 @@ def test_highpass_l1_weighs_grain_not_blotches():
         config_from_dict({"mode": "paired", "loss": {"highpass": 1, "highpass_sigma": 0}})
 
 
+def test_highpass_l1_band_bound_leaves_the_finest_grain():
+    import math
+
+    target = torch.zeros(1, 1, 64, 64)
+    grain = torch.ones(1, 1, 64, 64)
+    grain[..., ::2, :] = -1.0  # the checkerboard: 0.5 cycles/pixel on both axes
+    grain[..., :, ::2] *= -1.0
+    bars = torch.sin(2 * math.pi * torch.arange(64.0) / 5).expand(1, 1, 64, 64)  # 0.2 cycles/pixel
+    open_grain, open_bars = (losses.highpass_l1(v, target, 1.5).item() for v in (grain, bars))
+    band_grain, band_bars = (losses.highpass_l1(v, target, 1.5, 0.7).item() for v in (grain, bars))
+    assert open_grain == pytest.approx(1.0, abs=0.01)
+    assert band_grain < 0.05 * open_grain  # the finest grain is left to the plain L1
+    assert 0.5 * open_bars < band_bars < open_bars  # the mid band keeps most of its weight
+    assert losses.highpass_l1(target + 7.0, target, 1.5, 0.7).item() == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(InputError, match="loss.highpass_fine_sigma"):
+        config_from_dict({"mode": "paired", "loss": {"highpass": 1, "highpass_fine_sigma": 1.5}})
+    with pytest.raises(InputError, match="loss.highpass_fine_sigma"):
+        config_from_dict({"mode": "paired", "loss": {"highpass": 1, "highpass_fine_sigma": -0.1}})
+
+
 def test_vgg_perceptual_loss_is_zero_for_equal_and_differentiable():
     from LowDoseDenoiseLib.training.perceptual import VGG_FILE, VGGFeatures
 

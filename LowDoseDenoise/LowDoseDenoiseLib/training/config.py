@@ -191,6 +191,11 @@ class LossConfig:
     #: pixels): more weight on removing the fine noise grain, the band faint lesions do not occupy
     highpass: float = 0.0
     highpass_sigma: float = 1.5
+    #: σ (pixels) of a second, finer low-pass that bounds the high-pass band from above: the term weighs
+    #: lowpass(e, highpass_fine_sigma) − lowpass(e, highpass_sigma), a band-pass (0.7 with σ 1.5: weight
+    #: 0.4–0.5 at 0.15–0.3 cycles/pixel, 0.18 at Nyquist; the finest grain, a sharp kernel's texture, is left
+    #: to the L1); 0: no upper bound
+    highpass_fine_sigma: float = 0.0
     paired: float = 0.0  #: CycleGAN mode: extra L1+perceptual on simulated pairs (a hybrid; 0 = pure)
     #: weight of the *transparency* term (paired mode; in CycleGAN mode on G's low-dose inputs, a
     #: safety anchor that does not ask for any particular output), the benchmark's paired signal injection as a
@@ -387,6 +392,11 @@ def validate(config: TrainConfig) -> None:
             raise InputError(f"loss.{name} is a weight and must be >= 0 (0 turns the term off).")
     if config.loss.highpass_sigma <= 0:
         raise InputError("loss.highpass_sigma is a Gaussian σ in pixels and must be > 0 (1.5: the band above 0.1 cycles/pixel).")
+    if not 0.0 <= config.loss.highpass_fine_sigma < config.loss.highpass_sigma:
+        raise InputError(
+            "loss.highpass_fine_sigma bounds the high-pass band from above and must be >= 0 and smaller than "
+            f"loss.highpass_sigma ({config.loss.highpass_sigma:g}); 0 leaves the band open (0.7: mostly below 0.35 cycles/pixel)."
+        )
     if config.loss.transparency < 0 or not 0.0 <= config.loss.transparency_patterns <= 1.0:
         raise InputError("loss.transparency must be >= 0 and loss.transparency_patterns a share in [0, 1].")
     for name in ("transparency_contrast", "transparency_diameter", "transparency_pattern_contrast"):

@@ -672,7 +672,7 @@ class Trainer:
                 multi = losses.multiscale_l1(out.float(), batch["target"]) if w.multiscale > 0 else torch.zeros(())
                 total = w.l1 * l1 + w.perceptual * perc + w.multiscale * multi
                 if w.highpass > 0:
-                    high = losses.highpass_l1(out.float(), batch["target"], w.highpass_sigma)
+                    high = losses.highpass_l1(out.float(), batch["target"], w.highpass_sigma, w.highpass_fine_sigma)
                     total = total + w.highpass * high
                 if w.l2 > 0:
                     l2 = F.mse_loss(out.float(), batch["target"])
