@@ -162,6 +162,13 @@ def test_highpass_l1_band_bound_leaves_the_finest_grain():
         config_from_dict({"mode": "paired", "loss": {"highpass": 1, "highpass_fine_sigma": 1.5}})
     with pytest.raises(InputError, match="loss.highpass_fine_sigma"):
         config_from_dict({"mode": "paired", "loss": {"highpass": 1, "highpass_fine_sigma": -0.1}})
+    # the exported model file records the band (its metadata's training.highpass_band), only when the term is on
+    from LowDoseDenoiseLib.training.export import training_summary
+
+    band = {"highpass": 4.0, "highpass_sigma": 1.5, "highpass_fine_sigma": 0.7}
+    assert training_summary({"mode": "paired", "config": {"loss": band}})["highpass_band"] == {
+        "highpass_sigma": 1.5, "highpass_fine_sigma": 0.7}
+    assert training_summary({"mode": "paired", "config": {"loss": {**band, "highpass": 0.0}}})["highpass_band"] is None
 
 
 def test_vgg_perceptual_loss_is_zero_for_equal_and_differentiable():

@@ -81,6 +81,9 @@ def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
         if data.get("inserts", 0) > 0 else None,
         "transparency_probes": {k: loss.get(k) for k in loss if k.startswith("transparency_")}
         if loss.get("transparency", 0) > 0 else None,
+        # the band of the high-frequency error term (training.losses.highpass_l1): above σ, below fine σ
+        "highpass_band": {k: loss.get(k) for k in ("highpass_sigma", "highpass_fine_sigma")}
+        if loss.get("highpass", 0) > 0 else None,
         "exported": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
