@@ -599,7 +599,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     print(export.export_checkpoint(args.checkpoint, args.output, name=args.name, version=args.version,
                                    overwrite=args.overwrite, keep_low_sigma=args.keep_low_sigma,
-                                   slice_spacing=args.slice_spacing))
+                                   slice_spacing=args.slice_spacing, average=args.average))
     return EXIT_OK
 
 
@@ -730,6 +730,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slice-spacing", type=float, nargs=2, metavar=("MIN", "MAX"),
                    help="the distances (mm) between context slices seen in training, for a checkpoint written "
                         "before the trainer recorded them; the engine denoises slices farther apart one by one")
+    p.add_argument("--average", action="append", default=[], metavar="CHECKPOINT",
+                   help="another checkpoint of the same recipe (another seed, the same start); the exported "
+                        "generator is the mean of all their weights (repeatable)")
     p.set_defaults(func=cmd_export)
 
     from .readerstudy.cli import add_parser as add_reader_study_parser

@@ -4,6 +4,7 @@ and the bundled model.  Tiny synthetic volumes keep the suite fast and independe
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 from pathlib import Path
@@ -355,6 +356,35 @@ def test_train_from_config_and_export_round_trip(dataset, tmp_path):
     x = torch.randn(1, 3, 32, 32) * 0.05
     with torch.no_grad():
         assert torch.allclose(model.module(x), trainer.g.eval()(x), atol=1e-6)
+
+
+def test_export_averages_the_weights_of_runs_of_one_recipe(dataset, tmp_path):
+    from LowDoseDenoiseLib.cli import main as cli_main
+    from LowDoseDenoiseLib.modelfile import load_model
+    trainer = Trainer(_config(dataset, tmp_path), progress=False)
+    first = trainer.save()
+    state = torch.load(first, weights_only=True)
+    state["g"] = {k: v + 0.2 if v.is_floating_point() else v for k, v in state["g"].items()}
+    state["config"]["seed"] = 99
+    second = tmp_path / "second.pt"
+    torch.save(state, second)
+    out = tmp_path / "soup.pt"
+    assert cli_main(["export", str(first), str(out), "--average", str(second)]) == 0
+    soup = load_model(out)
+    expected = copy.deepcopy(trainer.g)
+    expected.load_state_dict({k: v + 0.1 if v.is_floating_point() else v for k, v in trainer.g.state_dict().items()})
+    x = torch.randn(1, 3, 32, 32) * 0.05
+    with torch.no_grad():
+        assert torch.allclose(soup.module(x), expected.eval()(x), atol=1e-5)
+        assert not torch.allclose(soup.module(x), trainer.g.eval()(x), atol=1e-3)
+    runs = soup.metadata["training"]["averaged_runs"]
+    assert [r["seed"] for r in runs] == [trainer.config.seed, 99]
+    assert "averaged over 2 runs" in soup.metadata["training"]["method"]
+    state["architecture"] = {**state["architecture"], "width": 8}  # another recipe: refused, nothing written
+    torch.save(state, second)
+    with pytest.raises(InputError, match="another generator architecture"):
+        export_checkpoint(str(first), str(tmp_path / "bad.pt"), average=[str(second)])
+    assert not (tmp_path / "bad.pt").exists()
 
 
 def test_shipped_configs_parse():

@@ -16,7 +16,7 @@ from ..network import ARCHITECTURE, Generator, GeneratorConfig
 from .config import PAIRED_TERMS
 from .trainer import read_checkpoint
 
-__all__ = ["PAIRED_TERMS", "export_checkpoint", "training_summary"]  # PAIRED_TERMS: re-exported from .config
+__all__ = ["PAIRED_TERMS", "average_generators", "export_checkpoint", "training_summary"]  # PAIRED_TERMS: re-exported from .config
 
 
 def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
@@ -163,14 +163,45 @@ def _normalisation(state: Dict[str, Any]) -> HUNormalisation:
     )
 
 
+def average_generators(first: Dict[str, Any], others: Sequence[str]) -> Dict[str, Any]:
+    """The generator weights of ``first`` averaged with those of the checkpoints ``others`` (a model soup).
+
+    Meant for runs of one recipe that differ only in their seed and start from one model
+    (``model.init_generator``): their weights lie in one basin, and the mean is a model that does
+    not depend on the luck of one seed.  Refuses checkpoints whose architecture or weight shapes
+    differ from the first's.  Integer buffers (counters) are taken from the first.
+    """
+    states = [first]
+    for path in others:
+        state = read_checkpoint(path)
+        if dict(state.get("architecture", {})) != dict(first.get("architecture", {})):
+            raise InputError(
+                f"Checkpoint {path} has another generator architecture ({state.get('architecture')}) than the first "
+                f"({first.get('architecture')}); average only runs of one recipe."
+            )
+        if set(state["g"]) != set(first["g"]) or any(state["g"][k].shape != v.shape for k, v in first["g"].items()):
+            raise InputError(f"Checkpoint {path}: its generator weights do not match the first checkpoint's.")
+        states.append(state)
+    weights = {}
+    for key, value in first["g"].items():
+        if value.is_floating_point():
+            weights[key] = torch.stack([s["g"][key].float() for s in states]).mean(0).to(value.dtype)
+        else:
+            weights[key] = value
+    return weights
+
+
 def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, version: Optional[str] = None,
                       overwrite: bool = False, keep_low_sigma: Optional[float] = None,
-                      slice_spacing: Optional[Sequence[float]] = None) -> Path:
+                      slice_spacing: Optional[Sequence[float]] = None, average: Sequence[str] = ()) -> Path:
     """Write the generator of a training checkpoint as a TorchScript model file with metadata.
 
     ``slice_spacing`` [min, max] mm: the distances between context slices seen in training, for a
     checkpoint written before the trainer recorded them (the engine denoises slices farther apart
     one by one, see engine.check_slice_spacing).
+
+    ``average``: further checkpoints of the same recipe (other seeds); the exported generator is the
+    mean of all their weights (:func:`average_generators`), and the metadata lists every run averaged.
 
     Refuses a checkpoint whose generator is not this project's architecture, and an
     output that exists (unless ``overwrite``) or is the checkpoint itself; the target is
@@ -179,7 +210,7 @@ def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, ver
     out_path = Path(out)
     if out_path.suffix != ".pt":
         raise InputError(f"Model files end in .pt; got {out_path.name}.")
-    check_output(out_path, [checkpoint], overwrite=overwrite)
+    check_output(out_path, [checkpoint, *average], overwrite=overwrite)
     state = read_checkpoint(checkpoint)
     arch = dict(state["architecture"])
     if arch.get("name") != ARCHITECTURE:
@@ -194,7 +225,7 @@ def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, ver
     try:
         config = GeneratorConfig.from_dict(arch)
         generator = Generator(config)
-        generator.load_state_dict(state["g"])
+        generator.load_state_dict(average_generators(state, average) if average else state["g"])
     except (KeyError, RuntimeError, TypeError, ValueError) as error:
         raise InputError(
             f"Checkpoint {checkpoint}: the generator weights do not match its architecture {arch} ({error})."
@@ -205,6 +236,11 @@ def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, ver
         if len(slice_spacing) != 2 or not 0 < float(slice_spacing[0]) <= float(slice_spacing[1]):
             raise InputError("--slice-spacing must be MIN MAX in mm with 0 < MIN <= MAX.")
         summary["slice_spacing_mm"] = [float(v) for v in slice_spacing]
+    if average:
+        runs = [read_checkpoint(path) for path in average]
+        summary["averaged_runs"] = [{"run": s.get("config", {}).get("name"), "seed": s.get("config", {}).get("seed"),
+                                     "steps": int(s.get("step", 0))} for s in [state, *runs]]
+        summary["method"] += f", generator weights averaged over {len(runs) + 1} runs of the recipe (seeds)"
     metadata = make_metadata(
         config,
         name=name or run_name,
