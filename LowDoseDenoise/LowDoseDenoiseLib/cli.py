@@ -590,7 +590,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              "config of the run.") from None
     from .training import trainer
 
-    print(trainer.train_from_config(args.config, resume=not args.restart, progress=not args.quiet))
+    print(trainer.train_from_config(args.config, resume=not args.restart, progress=not args.quiet, seed=args.seed))
     return EXIT_OK
 
 
@@ -715,6 +715,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a generator (unpaired CycleGAN or paired) from a config file")
     p.add_argument("--config", required=True, help="YAML or TOML training config")
     p.add_argument("--restart", action="store_true", help="start over instead of resuming the run's checkpoint")
+    p.add_argument("--seed", type=int,
+                   help="this seed instead of the config's, in its own run folder (<name>-seed<N>): runs of one "
+                        "recipe for `export --average`")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="export a training checkpoint as a TorchScript model file")

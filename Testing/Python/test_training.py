@@ -358,6 +358,23 @@ def test_train_from_config_and_export_round_trip(dataset, tmp_path):
         assert torch.allclose(model.module(x), trainer.g.eval()(x), atol=1e-6)
 
 
+def test_train_with_another_seed_runs_in_its_own_folder(dataset, tmp_path):
+    import json
+
+    import yaml
+
+    config = _config(dataset, tmp_path)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict()))
+    own = train_from_config(str(path), progress=False)
+    other = train_from_config(str(path), progress=False, seed=config.seed + 5)
+    assert other != own and other.name == f"{own.name}-seed{config.seed + 5}"
+    assert json.loads((other / "config.json").read_text())["seed"] == config.seed + 5
+    assert json.loads((own / "config.json").read_text())["seed"] == config.seed
+    first, second = (torch.load(f / CHECKPOINT, weights_only=True)["g"] for f in (own, other))
+    assert any(not torch.equal(first[k], second[k]) for k in first if first[k].is_floating_point())
+
+
 def test_export_averages_the_weights_of_runs_of_one_recipe(dataset, tmp_path):
     from LowDoseDenoiseLib.cli import main as cli_main
     from LowDoseDenoiseLib.modelfile import load_model

@@ -1131,12 +1131,22 @@ def plot_metrics(csv_path: Path, png: Path) -> Optional[Path]:
     return png
 
 
-def train_from_config(config_path: str, resume: bool = True, progress: bool = True) -> Path:
+def train_from_config(config_path: str, resume: bool = True, progress: bool = True,
+                      seed: Optional[int] = None) -> Path:
     """Train from a YAML/TOML config; resumes the run folder's checkpoint when there is one.
+
+    ``seed``: run the config with this seed instead of its own, in its own run folder (the config's
+    name or run_dir with ``-seed<N>`` appended), so runs of one recipe that differ only in their seed
+    sit side by side (``lowdose-denoise export --average`` averages them).
 
     Returns the run folder (checkpoint.pt, metrics.csv, training.png, config.json).
     """
     config = load_config(config_path)
+    if seed is not None and seed != config.seed:
+        config.seed = int(seed)
+        config.name = f"{config.name}-seed{seed}"
+        if config.run_dir:
+            config.run_dir = f"{config.run_dir.rstrip('/')}-seed{seed}"
     trainer = Trainer(config, progress=progress)
     checkpoint = trainer.folder / CHECKPOINT
     if resume and checkpoint.exists():
