@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the shipped model lowdose-liver-pan 4.1 in the background, in stages (see the model card):
+# Train the shipped model lowdose-liver-pan 4.2 in the background, in stages (see the model card):
 #   1. paired supervised pre-training, HU scale 100, 64² patches   (configs/paired_hu100.yaml)
 #   2. recorrupted (R2R) targets, 128² patches                     (configs/r2r.yaml)
 #   3. R2R, noise on the patch grid, plus R2R on real low dose     (configs/r2r_real.yaml)
@@ -13,6 +13,8 @@
 #      a loss), its probe discs at least 4 pixels, no pass-through: model 4.1.0
 #                                                                  (configs/transparent_floor.yaml;
 #      configs/transparent.yaml, the same without the floor, was model 4.0, bundled as 4.0.1)
+#   9. stage 8 continued with the band-pass error term and transparency 0.5, twice (seeds 12 and
+#      13), the two runs' generator weights averaged: model 4.2.0      (configs/bandpass.yaml)
 # The held-out scans of benchmarks/heldout.py are read by no stage.
 # Each stage starts from the previous one's checkpoint (model.init_generator).  Run folders,
 # checkpoints and logs go to ~/.cache/lowdose-denoise/runs/; rerunning the script resumes every
@@ -60,4 +62,9 @@ stage "$CONFIGS/generalist_final.yaml" lowdose-liver-pan generalist-b2.pt 3.0.0
 PYTHONPATH=LowDoseDenoise "$PY" -m LowDoseDenoiseLib.cli export "$RUNS/generalist-b2/checkpoint.pt" \
     "$RUNS/generalist-b2/lowdose-liver-pan.pt" --name lowdose-liver-pan --version 3.1.0 --keep-low-sigma 2.5 --overwrite
 stage "$CONFIGS/transparent_floor.yaml" lowdose-liver-pan lowdose-liver-pan.pt 4.1.0
-echo "done: $RUNS/transparent-floor/lowdose-liver-pan.pt (copy it to LowDoseDenoise/Resources/Models/)"
+CLI=(env PYTHONPATH=LowDoseDenoise "$PY" -m LowDoseDenoiseLib.cli)
+"${CLI[@]}" --quiet train --config "$CONFIGS/bandpass.yaml"            # seed 12: runs/bandpass
+"${CLI[@]}" --quiet train --config "$CONFIGS/bandpass.yaml" --seed 13  # runs/bandpass-seed13
+"${CLI[@]}" export "$RUNS/bandpass/checkpoint.pt" "$RUNS/bandpass/lowdose-liver-pan.pt" \
+    --average "$RUNS/bandpass-seed13/checkpoint.pt" --name lowdose-liver-pan --version 4.2.0 --overwrite
+echo "done: $RUNS/bandpass/lowdose-liver-pan.pt (copy it to LowDoseDenoise/Resources/Models/)"
