@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the shipped model lowdose-liver-pan 4.2 in the background, in stages (see the model card):
+# Train the shipped model lowdose-liver-pan 4.2.1 in the background, in stages (see the model card):
 #   1. paired supervised pre-training, HU scale 100, 64² patches   (configs/paired_hu100.yaml)
 #   2. recorrupted (R2R) targets, 128² patches                     (configs/r2r.yaml)
 #   3. R2R, noise on the patch grid, plus R2R on real low dose     (configs/r2r_real.yaml)
@@ -14,7 +14,8 @@
 #                                                                  (configs/transparent_floor.yaml;
 #      configs/transparent.yaml, the same without the floor, was model 4.0, bundled as 4.0.1)
 #   9. stage 8 continued with the band-pass error term and transparency 0.5, twice (seeds 12 and
-#      13), the two runs' generator weights averaged: model 4.2.0      (configs/bandpass.yaml)
+#      13), the two runs' generator weights averaged and exported with a pass-through of the
+#      lowest frequencies (σ 12 px) of the predicted noise: model 4.2.1  (configs/bandpass.yaml)
 # The held-out scans of benchmarks/heldout.py are read by no stage.
 # Each stage starts from the previous one's checkpoint (model.init_generator).  Run folders,
 # checkpoints and logs go to ~/.cache/lowdose-denoise/runs/; rerunning the script resumes every
@@ -66,5 +67,5 @@ CLI=(env PYTHONPATH=LowDoseDenoise "$PY" -m LowDoseDenoiseLib.cli)
 "${CLI[@]}" --quiet train --config "$CONFIGS/bandpass.yaml"            # seed 12: runs/bandpass
 "${CLI[@]}" --quiet train --config "$CONFIGS/bandpass.yaml" --seed 13  # runs/bandpass-seed13
 "${CLI[@]}" export "$RUNS/bandpass/checkpoint.pt" "$RUNS/bandpass/lowdose-liver-pan.pt" \
-    --average "$RUNS/bandpass-seed13/checkpoint.pt" --name lowdose-liver-pan --version 4.2.0 --overwrite
+    --average "$RUNS/bandpass-seed13/checkpoint.pt" --keep-low-sigma 12 --name lowdose-liver-pan --version 4.2.1 --overwrite
 echo "done: $RUNS/bandpass/lowdose-liver-pan.pt (copy it to LowDoseDenoise/Resources/Models/)"
