@@ -163,8 +163,10 @@ def _normalisation(state: Dict[str, Any]) -> HUNormalisation:
     )
 
 
-def average_generators(first: Dict[str, Any], others: Sequence[str]) -> Dict[str, Any]:
-    """The generator weights of ``first`` averaged with those of the checkpoints ``others`` (a model soup).
+def average_generators(first: Dict[str, Any], others: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """The generator weights of ``first`` averaged with those of ``others`` (a model soup).
+
+    ``others`` maps each further checkpoint's path (for the messages) to its read state.
 
     Meant for runs of one recipe that differ only in their seed and start from one model
     (``model.init_generator``): their weights lie in one basin, and the mean is a model that does
@@ -172,8 +174,7 @@ def average_generators(first: Dict[str, Any], others: Sequence[str]) -> Dict[str
     differ from the first's.  Integer buffers (counters) are taken from the first.
     """
     states = [first]
-    for path in others:
-        state = read_checkpoint(path)
+    for path, state in others.items():
         if dict(state.get("architecture", {})) != dict(first.get("architecture", {})):
             raise InputError(
                 f"Checkpoint {path} has another generator architecture ({state.get('architecture')}) than the first "
@@ -212,6 +213,7 @@ def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, ver
         raise InputError(f"Model files end in .pt; got {out_path.name}.")
     check_output(out_path, [checkpoint, *average], overwrite=overwrite)
     state = read_checkpoint(checkpoint)
+    others = {path: read_checkpoint(path) for path in average}  # each read once: weights and metadata
     arch = dict(state["architecture"])
     if arch.get("name") != ARCHITECTURE:
         raise InputError(
@@ -225,7 +227,7 @@ def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, ver
     try:
         config = GeneratorConfig.from_dict(arch)
         generator = Generator(config)
-        generator.load_state_dict(average_generators(state, average) if average else state["g"])
+        generator.load_state_dict(average_generators(state, others) if others else state["g"])
     except (KeyError, RuntimeError, TypeError, ValueError) as error:
         raise InputError(
             f"Checkpoint {checkpoint}: the generator weights do not match its architecture {arch} ({error})."
@@ -236,11 +238,10 @@ def export_checkpoint(checkpoint: str, out: str, name: Optional[str] = None, ver
         if len(slice_spacing) != 2 or not 0 < float(slice_spacing[0]) <= float(slice_spacing[1]):
             raise InputError("--slice-spacing must be MIN MAX in mm with 0 < MIN <= MAX.")
         summary["slice_spacing_mm"] = [float(v) for v in slice_spacing]
-    if average:
-        runs = [read_checkpoint(path) for path in average]
+    if others:
         summary["averaged_runs"] = [{"run": s.get("config", {}).get("name"), "seed": s.get("config", {}).get("seed"),
-                                     "steps": int(s.get("step", 0))} for s in [state, *runs]]
-        summary["method"] += f", generator weights averaged over {len(runs) + 1} runs of the recipe (seeds)"
+                                     "steps": int(s.get("step", 0))} for s in [state, *others.values()]]
+        summary["method"] += f", generator weights averaged over {len(others) + 1} runs of the recipe (seeds)"
     metadata = make_metadata(
         config,
         name=name or run_name,
